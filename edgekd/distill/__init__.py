@@ -1,0 +1,1 @@
+"""Knowledge distillation: the loss, optimizers, halting policies, the soft-label source, the trainer."""

@@ -1,0 +1,104 @@
+"""Optimizers with PyTorch's update rules, updating parameters in place.
+
+Each keeps its state as named arrays (`state()` / `load_state()`) so a checkpoint can carry it
+and a resumed run continues bit for bit.
+"""
+
+import numpy as np
+
+from ..errors import EdgekdError
+
+
+class Optimizer:
+    slots = ()  # per-parameter state arrays
+
+    def __init__(self, pairs, lr, weight_decay=0.0):
+        self.pairs = pairs          # [(param, grad)] in the model's canonical order
+        self.lr = np.float32(lr)
+        self.wd = np.float32(weight_decay)
+        self.t = 0
+        self.bufs = {s: [np.zeros_like(p) for p, _ in pairs] for s in self.slots}
+
+    def decayed(self, p, g):
+        return g + self.wd * p if self.wd else g
+
+    def step(self):
+        self.t += 1
+        for i, (p, g) in enumerate(self.pairs):
+            self.update(i, p, g)
+
+    def state(self):
+        out = {"optim.t": np.array(self.t, np.int64)}
+        for s, arrs in self.bufs.items():
+            out.update({f"optim.{s}.{i}": a for i, a in enumerate(arrs)})
+        return out
+
+    def load_state(self, arrays):
+        try:
+            self.t = int(arrays["optim.t"])
+            for s, arrs in self.bufs.items():
+                for i, a in enumerate(arrs):
+                    a[...] = arrays[f"optim.{s}.{i}"]
+        except (KeyError, ValueError) as e:
+            raise EdgekdError(f"checkpoint: optimizer state does not match ({e})") from None
+
+
+class SGD(Optimizer):
+    """SGD with momentum (PyTorch's dampening-free form) and optional Nesterov."""
+    slots = ("momentum",)
+
+    def __init__(self, pairs, lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0):
+        super().__init__(pairs, lr, weight_decay)
+        self.mu = np.float32(momentum)
+        self.nesterov = nesterov
+
+    def update(self, i, p, g):
+        g = self.decayed(p, g)
+        if self.mu:
+            buf = self.bufs["momentum"][i]
+            if self.t == 1:
+                buf[...] = g
+            else:
+                buf *= self.mu
+                buf += g
+            g = g + self.mu * buf if self.nesterov else buf
+        p -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam; `decoupled=True` gives AdamW (decay applied to weights, not folded into grads)."""
+    slots = ("m", "v")
+
+    def __init__(self, pairs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 decoupled=False):
+        super().__init__(pairs, lr, weight_decay)
+        self.b1, self.b2 = np.float32(betas[0]), np.float32(betas[1])
+        self.eps = np.float32(eps)
+        self.decoupled = decoupled
+
+    def update(self, i, p, g):
+        if self.decoupled:
+            p *= 1 - self.lr * self.wd
+        else:
+            g = self.decayed(p, g)
+        m, v = self.bufs["m"][i], self.bufs["v"][i]
+        m *= self.b1
+        m += (1 - self.b1) * g
+        v *= self.b2
+        v += (1 - self.b2) * g * g
+        c1 = 1 - self.b1 ** self.t
+        c2 = np.sqrt(1 - self.b2 ** self.t)
+        p -= (self.lr / c1) * (m / (np.sqrt(v) / c2 + self.eps))
+
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+
+
+def make_optimizer(name, pairs, lr, weight_decay=0.0, momentum=0.9):
+    if name == "sgd":
+        return SGD(pairs, lr, momentum, False, weight_decay)
+    if name == "nesterov":
+        return SGD(pairs, lr, momentum, True, weight_decay)
+    if name in ("adam", "adamw"):
+        return Adam(pairs, lr, weight_decay=weight_decay, decoupled=name == "adamw")
+    raise EdgekdError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")

@@ -1,0 +1,1 @@
+"""Layers, the Sequential model and the JSON student spec."""

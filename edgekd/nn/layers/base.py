@@ -1,0 +1,83 @@
+"""The layer contract and the registry that maps spec `type` names to layer classes.
+
+A layer is built from its spec entry and its input shape (without the batch axis). It owns
+`params` (trained), `grads` (same keys) and `buffers` (saved, not trained). `forward` keeps
+what `backward` needs; `backward` fills `grads` and returns the gradient of its input.
+"""
+
+import numpy as np
+
+from ...errors import EdgekdError
+
+REGISTRY = {}
+
+
+def register(cls):
+    REGISTRY[cls.type] = cls
+    return cls
+
+
+class Layer:
+    type = ""
+    param_order = ()   # canonical order of params and buffers, used for hashing and export
+    options = {}       # spec key -> default; keys not listed here are rejected
+
+    def __init__(self, cfg, in_shape, where):
+        self.where = where
+        unknown = set(cfg) - set(self.options) - {"type"}
+        if unknown:
+            self.fail(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(self.options)}")
+        self.cfg = {k: cfg.get(k, d) for k, d in self.options.items()}
+        self.in_shape = tuple(in_shape)
+        self.params, self.grads, self.buffers = {}, {}, {}
+        self.out_shape = tuple(self.build())
+
+    def fail(self, msg):
+        raise EdgekdError(f"{self.where} ({self.type}): {msg}")
+
+    # helpers for validating spec fields --------------------------------------------------
+    def positive_int(self, key):
+        v = self.cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            self.fail(f"{key} must be a positive integer, got {v!r}")
+        return v
+
+    def int_pair(self, key, fallback=None):
+        v = self.cfg[key] if self.cfg[key] is not None else fallback
+        pair = [v, v] if isinstance(v, int) and not isinstance(v, bool) else v
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in pair)):
+            self.fail(f"{key} must be a positive integer or a pair of them, got {v!r}")
+        return tuple(pair)
+
+    def choice(self, key, allowed):
+        if self.cfg[key] not in allowed:
+            self.fail(f"{key} must be one of {list(allowed)}, got {self.cfg[key]!r}")
+        return self.cfg[key]
+
+    def need_rank(self, rank, hint):
+        if len(self.in_shape) != rank:
+            self.fail(f"needs an input of rank {rank} {hint}, got shape {list(self.in_shape)}")
+
+    # the contract ---------------------------------------------------------------------------
+    def build(self):
+        """Validate cfg, create zeroed params/buffers, return the output shape."""
+        return self.in_shape
+
+    def init(self, rng):
+        """Draw initial parameters from a seeded numpy Generator."""
+
+    def forward(self, x, training):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def add_param(self, name, shape):
+        self.params[name] = np.zeros(shape, np.float32)
+        self.grads[name] = np.zeros(shape, np.float32)
+
+    def state(self):
+        """Params and buffers by name, in canonical order."""
+        both = {**self.params, **self.buffers}
+        return [(k, both[k]) for k in self.param_order if k in both]

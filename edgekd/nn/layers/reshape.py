@@ -1,0 +1,40 @@
+"""Layers that only move or average values: flatten and global average pooling."""
+
+import numpy as np
+
+from .base import Layer, register
+
+
+@register
+class Flatten(Layer):
+    type = "flatten"
+
+    def build(self):
+        return (int(np.prod(self.in_shape)),)
+
+    def forward(self, x, training):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape((dy.shape[0],) + self.in_shape)
+
+
+@register
+class GlobalAvgPool(Layer):
+    """Mean over every spatial axis: [L, C] or [H, W, C] -> [C]."""
+    type = "global_avgpool"
+
+    def build(self):
+        if len(self.in_shape) < 2:
+            self.fail(f"needs a spatial input [.., channels], got shape {list(self.in_shape)}")
+        self.axes = tuple(range(1, len(self.in_shape)))
+        self.count = int(np.prod(self.in_shape[:-1]))
+        return (self.in_shape[-1],)
+
+    def forward(self, x, training):
+        return x.mean(axis=self.axes, dtype=np.float32)
+
+    def backward(self, dy):
+        shape = (dy.shape[0],) + (1,) * (len(self.in_shape) - 1) + (dy.shape[1],)
+        g = (dy / np.float32(self.count)).reshape(shape)
+        return np.broadcast_to(g, (dy.shape[0],) + self.in_shape).copy()

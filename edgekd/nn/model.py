@@ -1,0 +1,76 @@
+"""Sequential model: layers from a spec, batched forward/backward, canonical parameter order."""
+
+import hashlib
+
+import numpy as np
+
+from .layers.dropout import Dropout
+from .spec import build_layers
+
+
+class Sequential:
+    def __init__(self, spec, seed=0, where="spec"):
+        self.spec = spec
+        self.layers = build_layers(spec, where)
+        self.input_shape = tuple(spec["input_shape"])
+        self.num_classes = spec["num_classes"]
+        self.init(seed)
+
+    def init(self, seed):
+        """Draw weights from `seed`; dropout masks come from a second stream of the same seed."""
+        weights_rng, self.dropout_rng = (np.random.default_rng(s)
+                                         for s in np.random.SeedSequence(seed).spawn(2))
+        for layer in self.layers:
+            layer.init(weights_rng)
+            if isinstance(layer, Dropout):
+                layer.rng = self.dropout_rng
+
+    def forward(self, x, training=False):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, dlogits):
+        g = dlogits
+        for layer in reversed(self.layers):
+            g = layer.backward(g)
+        return g
+
+    def predict(self, x, batch=256):
+        """Logits for many samples in inference mode, in chunks to bound memory."""
+        x = np.asarray(x, np.float32)
+        out = [self.forward(x[i:i + batch]) for i in range(0, len(x), batch)]
+        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+
+    def trainables(self):
+        """(param, grad) pairs in canonical order; optimizers keep state in this order."""
+        return [(layer.params[k], layer.grads[k]) for layer in self.layers
+                for k in layer.param_order if k in layer.params]
+
+    def state(self):
+        """{'layers.<i>.<name>': array} for params and buffers, in canonical order."""
+        return {f"layers.{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.state()}
+
+    def load_state(self, arrays, where="weights"):
+        from ..errors import EdgekdError
+        for key, dst in self.state().items():
+            if key not in arrays:
+                raise EdgekdError(f"{where}: missing array {key!r}")
+            src = arrays[key]
+            if src.shape != dst.shape:
+                raise EdgekdError(f"{where}: {key} has shape {list(src.shape)}, "
+                                  f"spec wants {list(dst.shape)}")
+            if not np.all(np.isfinite(src)):
+                raise EdgekdError(f"{where}: {key} holds NaN or inf")
+            dst[...] = src
+
+    def num_params(self):
+        return int(sum(p.size for p, _ in self.trainables()))
+
+    def weights_sha256(self):
+        """SHA-256 of every param and buffer as float32 little-endian C order, in the order of
+        `state()`: layer index ascending, then each layer's `param_order`."""
+        h = hashlib.sha256()
+        for v in self.state().values():
+            h.update(np.ascontiguousarray(v, dtype="<f4").tobytes())
+        return h.hexdigest()
