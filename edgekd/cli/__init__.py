@@ -1,0 +1,13 @@
+"""`edgekd` command line: flags, progress and output only; the work is in `edgekd.commands`."""
+
+import os
+
+# Small matrices train fastest on one BLAS thread, and a busy board has no spare core:
+# set before numpy loads, unless the user chose otherwise.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from .base import main  # noqa: E402
+from . import data_cmd, design_cmd, train_cmd, demo_cmd  # noqa: E402,F401  (register commands)
+
+__all__ = ["main"]

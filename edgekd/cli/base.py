@@ -1,0 +1,103 @@
+"""The click group, one-line failures, JSON output and progress bars shared by commands."""
+
+import json
+import os
+import sys
+import traceback
+
+import click
+
+from .. import __version__
+from ..errors import EdgekdError
+
+
+class Group(click.Group):
+    """Turns every failure into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgekdError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            click.echo("edgekd: interrupted", err=True)
+            sys.exit(130)
+        except OSError as e:
+            fail(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}")
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as e:  # a bug: still one line, the traceback on request
+            if os.environ.get("EDGEKD_DEBUG"):
+                traceback.print_exc()
+            fail(f"internal error: {type(e).__name__}: {e} (set EDGEKD_DEBUG=1 for a traceback)")
+
+
+def fail(msg):
+    click.echo(f"edgekd: error: {' '.join(str(msg).split())}", err=True)
+    sys.exit(1)
+
+
+def emit(result, as_json, human):
+    """--json: exactly one JSON object on stdout. Otherwise a human summary."""
+    if as_json:
+        click.echo(json.dumps(result, default=_jsonable))
+    else:
+        click.echo(human(result))
+
+
+def _jsonable(v):
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+class EpochBar:
+    """A click progress bar over epochs on stderr, showing the latest metrics."""
+
+    def __init__(self, total, label, keys):
+        self.bar = click.progressbar(length=total, label=label, file=sys.stderr,
+                                     show_pos=True, item_show_func=lambda m: m)
+        self.keys = keys
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def update(self, metrics):
+        shown = " ".join(f"{k}={metrics[k]:.3f}" if isinstance(metrics[k], float) else
+                         f"{k}={metrics[k]}" for k in self.keys if metrics.get(k) is not None)
+        self.bar.update(1, shown)
+
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print one JSON object on stdout (progress stays on stderr).")
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
+                                          "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgekd")
+def main():
+    """edgekd: train small students on small boards by knowledge distillation, with early
+    halting that stops streaming what the student has already learned.
+
+    \b
+    Typical flow:
+      edgekd teacher --spec teacher.json --data digits -o teacher.npz
+      edgekd design  --teacher teacher.npz --storage 8KiB -o student.json
+      edgekd train   --student student.json --teacher teacher.npz --data digits --out run/
+      edgekd eval    run/student.npz --data digits
+    or simply `edgekd demo` for all of it on this machine.
+    """
+
+
+def load_data(name):
+    from ..data import load_dataset
+    return load_dataset(name)
+
+
+def load_spec_file(path):
+    from ..nn.spec import load_spec
+    return load_spec(path)

@@ -1,0 +1,26 @@
+"""`edgekd data`: describe a data set, or write a built-in one out as .npz."""
+
+import click
+import numpy as np
+
+from .base import emit, json_option, load_data, main
+
+
+@main.command()
+@click.argument("name")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also write it as an .npz (x_train, y_train, x_test, y_test).")
+@json_option
+def data(name, output, as_json):
+    """Describe data set NAME (a built-in or an .npz path)."""
+    from ..data import save_dataset
+    ds = load_data(name)
+    if output:
+        save_dataset(output, ds)
+    res = {"name": ds.name, "input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
+           "train": len(ds.y_train), "test": len(ds.y_test),
+           "train_class_counts": np.bincount(ds.y_train, minlength=ds.num_classes).tolist(),
+           "output": output}
+    emit(res, as_json, lambda r: f"{r['name']}: {r['train']} train / {r['test']} test samples "
+                                 f"of shape {r['input_shape']}, {r['num_classes']} classes"
+                                 + (f" -> {output}" if output else ""))

@@ -1,0 +1,156 @@
+"""`edgekd teacher`, `edgekd train`, `edgekd eval`."""
+
+import click
+
+from ..distill.config import VAL_METRICS, TrainConfig
+from ..distill.halting import POLICIES, HaltingConfig
+from ..distill.optim import OPTIMIZERS
+from .base import EpochBar, emit, json_option, load_data, load_spec_file, main
+
+DATA_HELP = "Data set: a built-in name (digits, sensor) or an .npz with x_train, y_train, x_test, y_test."
+
+
+@main.command()
+@click.option("--spec", "spec_path", required=True, type=click.Path(dir_okay=False),
+              help="Teacher spec JSON (same format as a student's).")
+@click.option("--data", required=True, help=DATA_HELP)
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(OPTIMIZERS))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the teacher .npz.")
+@json_option
+def teacher(spec_path, data, epochs, batch, lr, optimizer, seed, output, as_json):
+    """Train a teacher on hard labels (on the host, where compute is cheap)."""
+    from ..commands import train_teacher
+    spec, ds = load_spec_file(spec_path), load_data(data)
+    with EpochBar(epochs, "teacher", ["loss", "test_accuracy"]) as bar:
+        res = train_teacher(spec, ds, output, epochs, batch, lr, optimizer, seed, bar.update)
+    emit(res, as_json, lambda r: f"teacher: test accuracy {r['test_accuracy']:.4f}, "
+                                 f"{r['params']} params -> {r['output']}")
+
+
+def halting_options(f):
+    d = HaltingConfig()
+    opts = [
+        click.option("--halting/--no-halting", default=True, show_default=True,
+                     help="Early halting; --no-halting streams every sample every epoch."),
+        click.option("--eps", default=d.eps, show_default=True, type=click.FloatRange(0),
+                     help="A visit counts towards settling when KL(teacher||student) at "
+                          "temperature T is at most this..."),
+        click.option("--patience", default=d.patience, show_default=True, type=click.IntRange(1),
+                     help="...and the argmaxes agree, this many visits in a row."),
+        click.option("--policy", default=d.policy, show_default=True, type=click.Choice(POLICIES),
+                     help="What settled samples get: skip, rehearse from the device cache, or "
+                          "wake (re-stream) if a rehearsal shows drift."),
+        click.option("--rehearse-prob", default=d.rehearse_prob, show_default=True,
+                     type=click.FloatRange(0, 1), help="Per-epoch rehearsal probability."),
+        click.option("--eps-wake", default=d.eps_wake, show_default=True, type=click.FloatRange(0),
+                     help="KL above which a rehearsed sample wakes (policy wake)."),
+        click.option("--rho", default=d.rho, show_default=True, type=click.FloatRange(0, 1),
+                     help="Stop when this fraction of training samples has settled."),
+        click.option("--delta", default=d.delta, show_default=True, type=click.FloatRange(0),
+                     help="Minimum validation improvement that resets the plateau count."),
+        click.option("--patience-epochs", default=d.patience_epochs, show_default=True,
+                     type=click.IntRange(1), help="Stop after this many epochs without improvement."),
+        click.option("--byte-budget", default=None, type=int,
+                     help="Stop when the link has carried this many bytes."),
+        click.option("--time-budget", default=None, type=float, help="Stop after this many seconds."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def make_config(kw):
+    h = HaltingConfig(enabled=kw.pop("halting"), eps=kw.pop("eps"), patience=kw.pop("patience"),
+                      policy=kw.pop("policy"), rehearse_prob=kw.pop("rehearse_prob"),
+                      eps_wake=kw.pop("eps_wake"), rho=kw.pop("rho"), delta=kw.pop("delta"),
+                      patience_epochs=kw.pop("patience_epochs"),
+                      byte_budget=kw.pop("byte_budget"), time_budget_s=kw.pop("time_budget"))
+    kd = not kw.pop("no_kd")
+    return TrainConfig(kd=kd, halting=h, **{k: kw.pop(k) for k in (
+        "epochs", "batch", "lr", "optimizer", "weight_decay", "momentum", "seed",
+        "temperature", "alpha", "val_fraction", "val_metric")}).check()
+
+
+def training_options(f):
+    d = TrainConfig()
+    opts = [
+        click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(1)),
+        click.option("--batch", default=d.batch, show_default=True, type=click.IntRange(1)),
+        click.option("--lr", default=d.lr, show_default=True, type=click.FloatRange(0, min_open=True)),
+        click.option("--optimizer", default=d.optimizer, show_default=True, type=click.Choice(OPTIMIZERS)),
+        click.option("--weight-decay", default=d.weight_decay, show_default=True, type=click.FloatRange(0)),
+        click.option("--momentum", default=d.momentum, show_default=True, type=click.FloatRange(0, 1),
+                     help="For sgd and nesterov."),
+        click.option("--seed", default=d.seed, show_default=True, type=int,
+                     help="Seeds weights, epoch order, dropout and rehearsal: same seed, same weights."),
+        click.option("--temperature", "-T", default=d.temperature, show_default=True,
+                     type=click.FloatRange(0, min_open=True), help="KD temperature."),
+        click.option("--alpha", default=d.alpha, show_default=True, type=click.FloatRange(0, 1),
+                     help="Weight of the KD term; 1-alpha weighs cross-entropy on hard labels."),
+        click.option("--no-kd", is_flag=True, help="Baseline: hard labels only (alpha 0)."),
+        click.option("--val-fraction", default=d.val_fraction, show_default=True,
+                     type=click.FloatRange(0, 1, max_open=True),
+                     help="Training samples held out for the plateau test (0 disables it)."),
+        click.option("--val-metric", default=d.val_metric, show_default=True,
+                     type=click.Choice(VAL_METRICS),
+                     help="Plateau signal: accuracy on labels or agreement with the teacher."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return halting_options(f)
+
+
+def summary_text(r):
+    saved = 1 - (r["bytes_down"] + r["bytes_up"]) / r["bytes_naive"] if r["bytes_naive"] else 0
+    return (f"test accuracy {r['test_accuracy']:.4f} after {r['epochs_run']} epochs "
+            f"({r['stop_reason']})\n"
+            f"link: {r['bytes_down'] + r['bytes_up']:,} bytes vs {r['bytes_naive']:,} naive "
+            f"({saved:.1%} saved); settled {r['settled_fraction']:.1%}\n"
+            f"{r['train_samples_per_s']:,.0f} samples/s, peak RSS {r['peak_rss_mib']} MiB, "
+            f"{r['wall_s']:.1f} s -> {r['output']}")
+
+
+@main.command()
+@click.option("--student", "student_path", required=True, type=click.Path(dir_okay=False),
+              help="Student spec JSON (from `edgekd design` or written by hand).")
+@click.option("--teacher", "teacher_path", required=True, type=click.Path(dir_okay=False),
+              help="Teacher .npz (from `edgekd teacher`).")
+@click.option("--data", required=True, help=DATA_HELP)
+@training_options
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last checkpoint (its saved settings win).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run directory: student.npz, metrics.jsonl, checkpoint.npz.")
+@json_option
+def train(student_path, teacher_path, data, resume, out, as_json, **kw):
+    """Distill a teacher into a student, with early halting.
+
+    Host and device run in this process over an in-memory link that is charged the bytes real
+    frames would cost. Writes OUT/student.npz, OUT/metrics.jsonl (one line per epoch) and
+    OUT/checkpoint.npz (every epoch, atomically).
+    """
+    from ..commands import train_student
+    from ..link.local import LocalSource
+    from ..teachers import load_teacher
+    cfg = make_config(kw)
+    spec, ds, t = load_spec_file(student_path), load_data(data), load_teacher(teacher_path)
+    with EpochBar(cfg.epochs, "train", ["loss", "test_accuracy", "settled_fraction"]) as bar:
+        res = train_student(spec, LocalSource(t, ds), cfg, out, resume, bar.update)
+    emit(res, as_json, summary_text)
+
+
+@main.command("eval")
+@click.argument("model_path", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, help=DATA_HELP)
+@json_option
+def eval_(model_path, data, as_json):
+    """Test accuracy and single-sample latency of a saved model (student or teacher)."""
+    from ..commands import evaluate
+    res = evaluate(model_path, load_data(data))
+    emit(res, as_json, lambda r: f"test accuracy {r['test_accuracy']:.4f} on {r['samples']} "
+                                 f"samples, latency {r['latency_s'] * 1e6:.1f} us per sample")

@@ -1,0 +1,88 @@
+"""What each CLI command does, as plain functions returning JSON-ready dicts.
+
+The CLI layer only parses flags, shows progress and prints; these functions hold the work,
+so tests and other front ends call them directly.
+"""
+
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from .errors import EdgekdError
+
+
+def check_matches(spec_shape, classes, data, where):
+    if tuple(spec_shape) != tuple(data.input_shape):
+        raise EdgekdError(f"{where}: input_shape {list(spec_shape)} does not match the data "
+                          f"set {data.name}, whose samples have shape {list(data.input_shape)}")
+    if data.num_classes > classes:
+        raise EdgekdError(f"{where}: num_classes is {classes} but the data set {data.name} "
+                          f"has labels up to {data.num_classes - 1}")
+
+
+def train_teacher(spec, data, out, epochs=30, batch=64, lr=1e-3, optimizer="adam", seed=0,
+                  on_epoch=None):
+    from .distill.supervised import fit
+    from .nn.io import save_model
+    from .nn.model import Sequential
+    model = Sequential(spec, seed=seed)
+    check_matches(model.input_shape, model.num_classes, data, "teacher spec")
+    t0 = time.perf_counter()
+    history = fit(model, data, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer,
+                  seed=seed, on_epoch=on_epoch)
+    acc = history[-1]["test_accuracy"]
+    meta = {"kind": "teacher", "data": data.name, "test_accuracy": acc, "epochs": epochs,
+            "seed": seed}
+    save_model(out, model, meta=meta)
+    return {"test_accuracy": acc, "params": model.num_params(), "epochs": epochs,
+            "output": os.fspath(out), "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def train_student(spec, source, cfg, out, resume=False, on_epoch=None):
+    """KD training of `spec` from any soft-label source; writes student, metrics, checkpoint."""
+    from .distill.trainer import Trainer
+    from .nn.model import Sequential
+    model = Sequential(spec, seed=cfg.seed, where="student spec")
+    if not resume and os.path.exists(os.path.join(out, "checkpoint.npz")):
+        raise EdgekdError(f"{out}: holds a run already; pass --resume to continue it "
+                          f"or choose another --out")
+    os.makedirs(out, exist_ok=True)
+    trainer = Trainer(model, source, cfg, out, on_epoch=on_epoch)
+    if resume:
+        trainer.resume()
+    elif os.path.exists(os.path.join(out, "metrics.jsonl")):
+        os.unlink(os.path.join(out, "metrics.jsonl"))
+    summary = trainer.run()
+    summary["output"] = os.path.join(out, "student.npz")
+    return summary
+
+
+def evaluate(model_path, data, latency_samples=200):
+    """Test accuracy (same batched inference as training's) and single-sample latency."""
+    from .distill.steps import accuracy
+    from .nn.io import load_model
+    model, meta, _ = load_model(model_path)
+    check_matches(model.input_shape, model.num_classes, data, os.fspath(model_path))
+    acc = accuracy(model, data.x_test, data.y_test)
+    xs = data.x_test[:max(1, min(latency_samples, len(data.x_test)))]
+    times = []
+    for i in range(len(xs)):
+        t0 = time.perf_counter()
+        model.forward(xs[i:i + 1])
+        times.append(time.perf_counter() - t0)
+    return {"test_accuracy": acc, "latency_s": float(np.median(times)),
+            "params": model.num_params(), "samples": int(len(data.y_test)),
+            "weights_sha256": model.weights_sha256()}
+
+
+def cache_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "edgekd")
+
+
+def spec_digest(spec, **extra):
+    blob = json.dumps({"spec": spec, **extra}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,56 @@
+"""Training configuration: plain data, stored in checkpoints so a resumed run is the same run."""
+
+from dataclasses import asdict, dataclass, field
+
+from ..errors import EdgekdError
+from .halting import HaltingConfig
+from .optim import OPTIMIZERS
+
+VAL_METRICS = ("accuracy", "agreement")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch: int = 32
+    lr: float = 0.01
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    seed: int = 0
+    temperature: float = 4.0
+    alpha: float = 0.9
+    kd: bool = True
+    val_fraction: float = 0.1
+    val_metric: str = "accuracy"
+    halting: HaltingConfig = field(default_factory=HaltingConfig)
+
+    def check(self):
+        if self.epochs < 1 or self.batch < 1:
+            raise EdgekdError("epochs and batch must be >= 1")
+        if not self.lr > 0:
+            raise EdgekdError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise EdgekdError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if not self.temperature > 0 or not 0 <= self.alpha <= 1:
+            raise EdgekdError("temperature must be > 0 and alpha in [0, 1]")
+        if not 0 <= self.val_fraction < 1:
+            raise EdgekdError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_metric not in VAL_METRICS:
+            raise EdgekdError(f"val_metric must be one of {', '.join(VAL_METRICS)}")
+        self.halting.check()
+        return self
+
+    @property
+    def effective_alpha(self):
+        """--no-kd trains on hard labels only: alpha 0 keeps the KL signal for halting."""
+        return self.alpha if self.kd else 0.0
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        d["halting"] = HaltingConfig(**d.get("halting", {}))
+        return cls(**d)

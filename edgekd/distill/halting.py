@@ -1,0 +1,127 @@
+"""Early halting, decided on the device (DESIGN.md, "Early halting").
+
+Per-sample: sample i is *settled* once KL(p_T || p_S) at temperature T is <= eps and the
+student's argmax equals the teacher's for `patience` consecutive visits. Settled samples are
+reported to the host, which stops sending them. What happens to them next is the policy:
+  skip      never visited again;
+  rehearse  revisited with probability `rehearse_prob` per epoch from the device's cache;
+  wake      as rehearse, and a rehearsal whose KL exceeds `eps_wake` un-settles the sample,
+            so the host streams it again.
+Per-epoch: stop when the settled fraction reaches `rho`, when the validation signal has not
+improved by `delta` for `patience_epochs` epochs, or when a byte or time budget runs out.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import EdgekdError
+
+POLICIES = ("skip", "rehearse", "wake")
+
+
+@dataclass
+class HaltingConfig:
+    enabled: bool = True
+    eps: float = 0.05
+    patience: int = 2
+    policy: str = "skip"
+    rehearse_prob: float = 0.1
+    eps_wake: float = 0.2
+    rho: float = 0.98
+    delta: float = 0.001
+    patience_epochs: int = 8
+    byte_budget: int | None = None
+    time_budget_s: float | None = None
+
+    def check(self):
+        if self.policy not in POLICIES:
+            raise EdgekdError(f"halting policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        for name, lo, hi in (("eps", 0, None), ("eps_wake", 0, None), ("rho", 0, 1),
+                             ("rehearse_prob", 0, 1), ("delta", 0, None)):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < lo or (hi is not None and v > hi):
+                raise EdgekdError(f"halting {name} must be in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
+        if self.patience < 1 or self.patience_epochs < 1:
+            raise EdgekdError("halting patience values must be >= 1")
+        if self.policy == "wake" and self.eps_wake < self.eps:
+            raise EdgekdError(f"eps_wake ({self.eps_wake}) must be >= eps ({self.eps})")
+        return self
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class SettleTracker:
+    """Per-sample streaks and the settled set, over ids 0..n-1 of the training split."""
+
+    def __init__(self, n, cfg):
+        self.cfg = cfg
+        self.streak = np.zeros(n, np.int32)
+        self.settled = np.zeros(n, bool)
+
+    def observe(self, ids, kl, agree):
+        """Record one visit of each id; returns the ids that settled on this visit."""
+        ok = (kl <= self.cfg.eps) & agree
+        self.streak[ids] = np.where(ok, self.streak[ids] + 1, 0)
+        if not self.cfg.enabled:
+            return ids[:0]
+        new = ids[(self.streak[ids] >= self.cfg.patience) & ~self.settled[ids]]
+        self.settled[new] = True
+        return new
+
+    def rehearse(self, ids, kl):
+        """Check rehearsed (settled) ids; under `wake`, drifted ones un-settle. Returns them."""
+        if self.cfg.policy != "wake":
+            return ids[:0]
+        woken = ids[kl > self.cfg.eps_wake]
+        self.settled[woken] = False
+        self.streak[woken] = 0
+        return woken
+
+    def state(self):
+        return {"halt.streak": self.streak, "halt.settled": self.settled}
+
+    def load_state(self, arrays):
+        self.streak[...] = arrays["halt.streak"]
+        self.settled[...] = arrays["halt.settled"]
+
+
+class EpochHalter:
+    """Decides, after each epoch (budgets: after each batch), whether training should stop."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.best = -np.inf
+        self.stale = 0
+
+    def after_epoch(self, settled_fraction, val_score):
+        """Returns a STOP reason or None. `val_score` is None when there is no validation slice."""
+        if not self.cfg.enabled:
+            return None
+        if settled_fraction >= self.cfg.rho:
+            return f"settled: {settled_fraction:.1%} of samples settled (rho {self.cfg.rho:.0%})"
+        if val_score is not None:
+            if val_score > self.best + self.cfg.delta:
+                self.best, self.stale = val_score, 0
+            else:
+                self.stale += 1
+                if self.stale >= self.cfg.patience_epochs:
+                    return (f"plateau: validation did not improve by {self.cfg.delta} "
+                            f"for {self.stale} epochs (best {self.best:.4f})")
+        return None
+
+    def budget(self, link_bytes, elapsed_s):
+        """Budgets hold with or without halting: they are the user's hard limits."""
+        if self.cfg.byte_budget is not None and link_bytes >= self.cfg.byte_budget:
+            return f"byte-budget: {link_bytes} bytes on the link (budget {self.cfg.byte_budget})"
+        if self.cfg.time_budget_s is not None and elapsed_s >= self.cfg.time_budget_s:
+            return f"time-budget: {elapsed_s:.1f} s (budget {self.cfg.time_budget_s} s)"
+        return None
+
+    def state(self):
+        return {"best": None if not np.isfinite(self.best) else float(self.best), "stale": self.stale}
+
+    def load_state(self, d):
+        self.best = -np.inf if d["best"] is None else d["best"]
+        self.stale = d["stale"]

@@ -1,0 +1,28 @@
+"""One optimisation step, shared by KD training and the teacher's supervised training."""
+
+import numpy as np
+
+from .losses import kd_loss
+
+
+def kd_step(model, opt, x, soft, y, temperature, alpha):
+    """Forward, KD loss, backward, update. Returns the loss result (with per-sample KL)."""
+    logits = model.forward(x, training=True)
+    res = kd_loss(logits, soft, y, temperature, alpha)
+    model.backward(res.grad)
+    opt.step()
+    res.correct = int((logits.argmax(axis=1) == y).sum())
+    return res
+
+
+def accuracy(model, x, y):
+    return float((model.predict(x).argmax(axis=1) == y).mean()) if len(y) else 0.0
+
+
+def agreement(model, x, soft):
+    return float((model.predict(x).argmax(axis=1) == soft.argmax(axis=1)).mean()) if len(x) else 0.0
+
+
+def one_hot_logits(y, classes):
+    """Hard labels as 'teacher logits' so supervised training reuses the KD step with alpha 0."""
+    return np.eye(classes, dtype=np.float32)[y]

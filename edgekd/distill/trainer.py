@@ -1,0 +1,262 @@
+"""The device's KD trainer: reads batches from a soft-label source, halts early, checkpoints.
+
+Every epoch ends with a checkpoint (atomic) and a metrics line; `resume=True` restarts from the
+last checkpoint and, because batches, dropout masks and halting are all seeded, ends with the
+weights an uninterrupted run would have had.
+"""
+
+import json
+import os
+import resource
+import time
+
+import numpy as np
+
+from ..errors import EdgekdError
+from ..fileio import append_line, atomic_path
+from ..link import wire
+from ..nn.io import load_model, save_model
+from .halting import EpochHalter, SettleTracker
+from .optim import make_optimizer
+from .source import Hello
+from .steps import accuracy, agreement, kd_step
+
+CHECKPOINT = "checkpoint.npz"
+STUDENT = "student.npz"
+METRICS = "metrics.jsonl"
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class Trainer:
+    def __init__(self, model, source, cfg, out_dir, on_epoch=None):
+        self.model, self.source, self.cfg = model, source, cfg.check()
+        self.out = out_dir
+        self.on_epoch = on_epoch or (lambda metrics: None)
+        self.opt = make_optimizer(cfg.optimizer, model.trainables(), cfg.lr,
+                                  cfg.weight_decay, cfg.momentum)
+        self.halter = EpochHalter(cfg.halting)
+        self.epoch = 0              # epochs completed
+        self.stop_reason = None
+        self.base = {"bytes_down": 0, "bytes_up": 0, "bytes_eval": 0, "train_s": 0.0,
+                     "wall_s": 0.0, "samples": 0}
+
+    # ---------------------------------------------------------------- set-up and resume
+    def path(self, name):
+        return os.path.join(self.out, name)
+
+    def resume(self):
+        """Load the checkpoint in `out`; the stored config wins over the caller's."""
+        ck = self.path(CHECKPOINT)
+        if not os.path.exists(ck):
+            raise EdgekdError(f"{self.out}: nothing to resume (no {CHECKPOINT})")
+        saved, meta, arrays = load_model(ck)
+        if saved.spec != self.model.spec:
+            raise EdgekdError(f"{ck}: the checkpoint was trained with a different student spec")
+        self.model.load_state(arrays, where=ck)
+        state = meta["trainer"]
+        self.cfg = type(self.cfg).from_dict(state["config"]).check()
+        self.opt = make_optimizer(self.cfg.optimizer, self.model.trainables(), self.cfg.lr,
+                                  self.cfg.weight_decay, self.cfg.momentum)
+        self.opt.load_state(arrays)
+        self.halter = EpochHalter(self.cfg.halting)
+        self.halter.load_state(state["halter"])
+        self.model.dropout_rng.bit_generator.state = state["dropout_rng"]
+        self.epoch, self.stop_reason, self.base = state["epoch"], state["stop"], state["totals"]
+        self._resume_arrays = arrays
+        self._truncate_metrics()
+
+    def _truncate_metrics(self):
+        """Drop metric lines of epochs after the checkpoint (written before a crash)."""
+        path = self.path(METRICS)
+        if not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            keep = [line for line in f if line.strip() and json.loads(line)["epoch"] <= self.epoch]
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(keep)
+
+    def connect(self):
+        """Handshake (telling the host the halted set on resume) and fetch the eval slices."""
+        m, cfg = self.model, self.cfg
+        resumed = getattr(self, "_resume_arrays", None)
+        halted = np.flatnonzero(resumed["halt.settled"]) if resumed is not None else None
+        w = self.welcome = self.source.open(Hello(
+            cfg.seed, cfg.batch, cfg.val_fraction, m.input_shape, m.num_classes,
+            halted if halted is not None else np.zeros(0, np.int64)))
+        self.num_train_only = w.num_train - w.num_val
+        self.tracker = SettleTracker(w.num_train, cfg.halting)
+        self.cache = RehearsalCache(w.num_train, m.input_shape, m.num_classes,
+                                    cfg.halting.enabled and cfg.halting.policy != "skip")
+        if resumed is not None:
+            self.tracker.load_state(resumed)
+            self.cache.load_state(resumed)
+        self.val = self.source.validation() if w.num_val else None
+        self.testset = self.source.test()
+
+    # ------------------------------------------------------------------------- running
+    def totals(self):
+        s = self.source
+        return {"bytes_down": self.base["bytes_down"] + s.bytes_down,
+                "bytes_up": self.base["bytes_up"] + s.bytes_up,
+                "bytes_eval": self.base["bytes_eval"] + s.bytes_eval}
+
+    def run(self):
+        start = time.perf_counter()
+        self.connect()
+        self.train_s = 0.0
+        self.samples = 0
+        while self.stop_reason is None and self.epoch < self.cfg.epochs:
+            metrics = self.run_epoch(start)
+            self.epoch += 1
+            self.stop_reason = metrics["stop"]
+            if self.stop_reason is None and self.epoch >= self.cfg.epochs:
+                self.stop_reason = f"epochs: ran all {self.cfg.epochs} epochs"
+            metrics["stop"] = self.stop_reason
+            self.checkpoint(start)
+            append_line(self.path(METRICS), metrics)
+            self.on_epoch(metrics)
+        reason = self.stop_reason or f"epochs: ran all {self.cfg.epochs} epochs"
+        self.source.stop(reason)
+        self.source.close()
+        return self.finish(start, reason)
+
+    def run_epoch(self, start):
+        cfg, h = self.cfg, self.cfg.halting
+        t_epoch = time.perf_counter()
+        loss_sum = correct = visited = 0
+        new_settled = 0
+        stop = None
+        rehearse = self.cache.pick(self.tracker.settled, h.rehearse_prob, cfg.seed, self.epoch)
+        for cursor, b in enumerate(self.source.epoch(self.epoch), 1):
+            res = self.step(b.x, b.soft, b.y)
+            loss_sum += res.loss * len(b.ids)
+            correct += res.correct
+            visited += len(b.ids)
+            new = self.tracker.observe(b.ids, res.kl, res.agree)
+            self.cache.put(new, b)
+            new_settled += len(new)
+            self.source.report(self.epoch, cursor, new, new[:0])
+            link = self.totals()
+            stop = self.halter.budget(link["bytes_down"] + link["bytes_up"],
+                                      self.base["wall_s"] + time.perf_counter() - start)
+            if stop:
+                break
+        rehearsed = woken = 0
+        for i in range(0, len(rehearse) if stop is None else 0, cfg.batch):
+            ids = rehearse[i:i + cfg.batch]
+            x, soft, y = self.cache.get(ids)
+            res = self.step(x, soft, y)
+            rehearsed += len(ids)
+            w = self.tracker.rehearse(ids, res.kl)
+            if len(w):
+                woken += len(w)
+                self.source.report(self.epoch, 0, w[:0], w)
+        settled_frac = self.settled_fraction()
+        val_acc = accuracy(self.model, self.val.x, self.val.y) if self.val else None
+        val_agree = agreement(self.model, self.val.x, self.val.soft) if self.val else None
+        test_acc = accuracy(self.model, self.testset.x, self.testset.y)
+        if stop is None:
+            score = val_acc if cfg.val_metric == "accuracy" else val_agree
+            stop = self.halter.after_epoch(settled_frac, score)
+        link = self.totals()
+        w = self.welcome
+        return {"epoch": self.epoch + 1, "loss": loss_sum / max(visited, 1),
+                "train_accuracy": correct / max(visited, 1), "val_accuracy": val_acc,
+                "val_agreement": val_agree, "test_accuracy": test_acc,
+                "visited": visited, "rehearsed": rehearsed, "woken": woken,
+                "newly_settled": new_settled, "settled": int(self.tracker.settled.sum()),
+                "settled_fraction": settled_frac, **link,
+                "bytes_naive": wire.naive_bytes(self.epoch + 1, self.num_train_only, cfg.batch,
+                                                w.features, self.model.num_classes),
+                "epoch_s": time.perf_counter() - t_epoch, "stop": stop}
+
+    def settled_fraction(self):
+        return float(self.tracker.settled.sum()) / max(self.num_train_only, 1)
+
+    def step(self, x, soft, y):
+        t0 = time.perf_counter()
+        res = kd_step(self.model, self.opt, x, soft, y, self.cfg.temperature,
+                      self.cfg.effective_alpha)
+        self.train_s += time.perf_counter() - t0
+        self.samples += len(y)
+        return res
+
+    # ------------------------------------------------------------------ checkpoint, end
+    def checkpoint(self, start):
+        totals = {**self.totals(), "train_s": self.base["train_s"] + self.train_s,
+                  "wall_s": self.base["wall_s"] + time.perf_counter() - start,
+                  "samples": self.base["samples"] + self.samples}
+        state = {"epoch": self.epoch, "stop": self.stop_reason, "config": self.cfg.to_dict(),
+                 "halter": self.halter.state(), "totals": totals,
+                 "dropout_rng": self.model.dropout_rng.bit_generator.state}
+        save_model(self.path(CHECKPOINT), self.model, meta={"trainer": state},
+                   extra={**self.opt.state(), **self.tracker.state(), **self.cache.state()})
+        self._last_totals = totals
+
+    def finish(self, start, reason):
+        totals = getattr(self, "_last_totals", None) or {
+            **self.totals(), "train_s": self.base["train_s"], "samples": self.base["samples"],
+            "wall_s": self.base["wall_s"] + time.perf_counter() - start}
+        test_acc = accuracy(self.model, self.testset.x, self.testset.y)
+        w = self.welcome
+        summary = {
+            "test_accuracy": test_acc, "epochs_run": self.epoch, "stop_reason": reason,
+            "bytes_down": totals["bytes_down"], "bytes_up": totals["bytes_up"],
+            "bytes_eval": totals["bytes_eval"],
+            "bytes_naive": wire.naive_bytes(self.cfg.epochs, self.num_train_only, self.cfg.batch,
+                                            w.features, self.model.num_classes),
+            "settled_fraction": self.settled_fraction(),
+            "train_samples_per_s": totals["samples"] / totals["train_s"] if totals["train_s"] else 0.0,
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+            "params": self.model.num_params(),
+            "weights_sha256": self.model.weights_sha256(),
+            "wall_s": round(time.perf_counter() - start + self.base["wall_s"], 3),
+        }
+        save_model(self.path(STUDENT), self.model,
+                   meta={"test_accuracy": test_acc, "config": self.cfg.to_dict(), "summary": summary})
+        return summary
+
+
+class RehearsalCache:
+    """Device-side copy of settled samples (x, soft, y) for the rehearse and wake policies."""
+
+    def __init__(self, n, input_shape, classes, enabled):
+        self.enabled = enabled
+        shape = (n,) if enabled else (0,)
+        self.x = np.zeros(shape + tuple(input_shape), np.float32)
+        self.soft = np.zeros(shape + (classes,), np.float32)
+        self.y = np.zeros(shape, np.int64)
+        self.has = np.zeros(shape, bool)
+
+    def put(self, ids, batch):
+        if not self.enabled or not len(ids):
+            return
+        rows = np.searchsorted(batch.ids, ids, sorter=np.argsort(batch.ids))
+        rows = np.argsort(batch.ids)[rows]
+        self.x[ids], self.soft[ids], self.y[ids] = batch.x[rows], batch.soft[rows], batch.y[rows]
+        self.has[ids] = True
+
+    def get(self, ids):
+        return self.x[ids], self.soft[ids], self.y[ids]
+
+    def pick(self, settled, prob, seed, epoch):
+        """This epoch's rehearsal ids: each cached settled sample with probability `prob`."""
+        if not self.enabled:
+            return np.zeros(0, np.int64)
+        cand = np.flatnonzero(settled & self.has)
+        draw = np.random.default_rng([seed, epoch, 2]).random(len(cand))
+        return cand[draw < prob]
+
+    def state(self):
+        if not self.enabled:
+            return {}
+        return {"cache.x": self.x, "cache.soft": self.soft, "cache.y": self.y, "cache.has": self.has}
+
+    def load_state(self, arrays):
+        if self.enabled:
+            self.x[...], self.soft[...] = arrays["cache.x"], arrays["cache.soft"]
+            self.y[...], self.has[...] = arrays["cache.y"], arrays["cache.has"]

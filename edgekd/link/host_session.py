@@ -1,0 +1,81 @@
+"""The host's side of one device session: split, epoch order, halted set, teacher soft labels.
+
+Transport-free, so the in-process link and the TCP server share it. Epoch order is a pure
+function of (seed, epoch, halted set): a device that reconnects gets the same order back.
+"""
+
+import numpy as np
+
+from ..distill.source import Batch, Welcome
+from ..errors import EdgekdError
+
+
+def split_validation(num_train, val_fraction, seed):
+    """(train_ids, val_ids): a seeded slice of the training split held out for validation."""
+    n_val = int(round(num_train * val_fraction))
+    perm = np.random.default_rng([seed, 0x7A1]).permutation(num_train)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def epoch_order(train_ids, seed, epoch, halted):
+    perm = train_ids[np.random.default_rng([seed, epoch]).permutation(len(train_ids))]
+    return perm[~halted[perm]]
+
+
+class HostSession:
+    def __init__(self, teacher, data):
+        self.teacher = teacher      # has .logits(x) -> float32 [n, classes], .num_classes
+        self.data = data
+
+    def open(self, hello):
+        d = self.data
+        if tuple(hello.input_shape) != tuple(d.input_shape):
+            raise EdgekdError(f"the student expects input shape {list(hello.input_shape)}, "
+                              f"but the host's data set {d.name} has {list(d.input_shape)}")
+        if hello.num_classes != self.teacher.num_classes:
+            raise EdgekdError(f"the student has {hello.num_classes} classes, the teacher "
+                              f"{self.teacher.num_classes}")
+        if d.num_classes > self.teacher.num_classes:
+            raise EdgekdError(f"the data set has {d.num_classes} classes, the teacher only "
+                              f"{self.teacher.num_classes}")
+        if not 0 <= hello.val_fraction < 1:
+            raise EdgekdError(f"val_fraction must be in [0, 1), got {hello.val_fraction}")
+        n = len(d.y_train)
+        self.seed, self.batch_size = hello.seed, hello.batch
+        self.train_ids, self.val_ids = split_validation(n, hello.val_fraction, hello.seed)
+        self.halted = np.zeros(n, bool)
+        self.halt(hello.halted)
+        return Welcome(n, len(self.val_ids), len(self.data.y_test),
+                       int(np.prod(d.input_shape)))
+
+    def order(self, epoch):
+        return epoch_order(self.train_ids, self.seed, epoch, self.halted)
+
+    def soft_labels(self, x):
+        soft = np.asarray(self.teacher.logits(x), np.float32)
+        if not np.all(np.isfinite(soft)):
+            raise EdgekdError("the teacher produced NaN or inf logits")
+        return soft
+
+    def batch(self, ids):
+        x = self.data.x_train[ids]
+        return Batch(ids, x, self.data.y_train[ids], self.soft_labels(x))
+
+    def halt(self, ids):
+        self.halted[self._checked(ids)] = True
+
+    def wake(self, ids):
+        self.halted[self._checked(ids)] = False
+
+    def _checked(self, ids):
+        ids = np.asarray(ids, np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.halted)):
+            raise EdgekdError(f"sample id out of range 0..{len(self.halted) - 1}")
+        return ids
+
+    def validation(self):
+        return self.batch(self.val_ids)
+
+    def test(self):
+        d = self.data
+        return Batch(np.arange(len(d.y_test)), d.x_test, d.y_test, None)

@@ -1,0 +1,142 @@
+"""The KD trainer end to end on the in-process link: halting saves bytes, resume is exact."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgekd.commands import train_student, train_teacher
+from edgekd.data import load_dataset
+from edgekd.distill.config import TrainConfig
+from edgekd.distill.halting import HaltingConfig
+from edgekd.distill.source import Hello
+from edgekd.errors import EdgekdError
+from edgekd.link.local import LocalSource
+from edgekd.nn.io import load_model
+from edgekd.teachers import load_teacher
+
+STUDENT = {"input_shape": [64], "num_classes": 10,
+           "layers": [{"type": "dense", "units": 24, "activation": "relu"},
+                      {"type": "dropout", "rate": 0.1},
+                      {"type": "dense", "units": 10}]}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def teacher(digits, tmp_path_factory):
+    path = tmp_path_factory.mktemp("t") / "teacher.npz"
+    spec = {"input_shape": [64], "num_classes": 10,
+            "layers": [{"type": "dense", "units": 64, "activation": "relu"},
+                       {"type": "dense", "units": 10}]}
+    res = train_teacher(spec, digits, path, epochs=8, batch=32, lr=3e-3)
+    assert res["test_accuracy"] > 0.9
+    return load_teacher(path)
+
+
+def run(teacher, digits, out, resume=False, on_epoch=None, **kw):
+    halting = kw.pop("halting", {})
+    cfg = TrainConfig(**{"epochs": 6, "lr": 0.01, **kw}, halting=HaltingConfig(**halting))
+    return train_student(STUDENT, LocalSource(teacher, digits), cfg, str(out), resume, on_epoch)
+
+
+def test_halting_saves_bytes_and_keeps_accuracy(teacher, digits, tmp_path):
+    full = run(teacher, digits, tmp_path / "full", halting={"enabled": False}, epochs=10)
+    halt = run(teacher, digits, tmp_path / "halt", epochs=10, halting={"eps": 0.1, "rho": 1.0})
+    assert full["settled_fraction"] == 0 and full["epochs_run"] == 10
+    # the naive figure is exactly what streaming everything costs (plus the val slice, STOP)
+    assert full["bytes_down"] + full["bytes_up"] >= full["bytes_naive"]
+    assert halt["bytes_naive"] == full["bytes_naive"]
+    assert halt["bytes_down"] < 0.8 * full["bytes_down"]
+    assert halt["settled_fraction"] > 0.3
+    assert halt["test_accuracy"] > full["test_accuracy"] - 0.05
+
+
+def test_outputs_metrics_and_eval_agree(teacher, digits, tmp_path):
+    res = run(teacher, digits, tmp_path)
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == list(range(1, res["epochs_run"] + 1))
+    for key in ("loss", "test_accuracy", "visited", "settled", "bytes_down", "bytes_naive"):
+        assert key in lines[0]
+    model, meta, _ = load_model(tmp_path / "student.npz")
+    assert model.weights_sha256() == res["weights_sha256"]
+    acc = float((model.predict(digits.x_test).argmax(1) == digits.y_test).mean())
+    assert acc == res["test_accuracy"] == meta["test_accuracy"] == lines[-1]["test_accuracy"]
+
+
+def test_same_seed_same_weights_other_seed_differs(teacher, digits, tmp_path):
+    a = run(teacher, digits, tmp_path / "a", epochs=3)
+    b = run(teacher, digits, tmp_path / "b", epochs=3)
+    c = run(teacher, digits, tmp_path / "c", epochs=3, seed=1)
+    assert a["weights_sha256"] == b["weights_sha256"] != c["weights_sha256"]
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("policy", ["skip", "rehearse", "wake"])
+def test_resume_after_a_crash_gives_the_same_weights(teacher, digits, tmp_path, policy):
+    halting = {"eps": 0.2, "policy": policy, "rehearse_prob": 0.5, "eps_wake": 0.25, "rho": 1.0}
+    clean = run(teacher, digits, tmp_path / "clean", halting=halting, optimizer="nesterov")
+
+    def crash(metrics):
+        if metrics["epoch"] == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(teacher, digits, tmp_path / "crash", halting=halting, optimizer="nesterov",
+            on_epoch=crash)
+    resumed = run(teacher, digits, tmp_path / "crash", resume=True, halting=halting,
+                  optimizer="nesterov")
+    assert resumed["weights_sha256"] == clean["weights_sha256"]
+    assert resumed["epochs_run"] == clean["epochs_run"]
+    assert resumed["bytes_down"] > clean["bytes_down"]  # the resumed run re-fetched eval data
+    lines = (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == list(range(1, clean["epochs_run"] + 1))
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(teacher, digits, tmp_path):
+    run(teacher, digits, tmp_path, epochs=1)
+    with pytest.raises(EdgekdError, match="--resume"):
+        run(teacher, digits, tmp_path, epochs=1)
+    with pytest.raises(EdgekdError, match="nothing to resume"):
+        run(teacher, digits, tmp_path / "empty", resume=True)
+
+
+def test_validation_ids_are_never_streamed(teacher, digits):
+    src = LocalSource(teacher, digits)
+    w = src.open(Hello(0, 32, 0.2, (64,), 10))
+    val = set(src.validation().ids.tolist())
+    assert len(val) == w.num_val == round(0.2 * len(digits.y_train))
+    seen = np.concatenate([b.ids for b in src.epoch(0)])
+    assert len(seen) == w.num_train - w.num_val and not val & set(seen.tolist())
+
+
+def test_halted_samples_are_not_sent_and_order_is_a_function_of_seed_epoch_halted(teacher, digits):
+    def order(halted):
+        src = LocalSource(teacher, digits)
+        src.open(Hello(3, 50, 0.1, (64,), 10, np.array(halted, np.int64)))
+        return np.concatenate([b.ids for b in src.epoch(2)])
+    base = order([])
+    halted = base[:100]
+    again = order(halted)
+    assert not set(halted.tolist()) & set(again.tolist())
+    assert again.tolist() == [i for i in base.tolist() if i not in set(halted.tolist())]
+
+
+def test_byte_budget_stops_the_run(teacher, digits, tmp_path):
+    res = run(teacher, digits, tmp_path, halting={"byte_budget": 200_000})
+    assert res["stop_reason"].startswith("byte-budget")
+    assert res["epochs_run"] == 1
+
+
+def test_input_shape_mismatch_is_one_line(teacher, digits, tmp_path):
+    spec = dict(STUDENT, input_shape=[8, 8, 1])
+    spec["layers"] = [{"type": "flatten"}] + STUDENT["layers"]
+    cfg = TrainConfig(epochs=1)
+    with pytest.raises(EdgekdError, match=r"input shape \[8, 8, 1\]"):
+        train_student(spec, LocalSource(teacher, digits), cfg, str(tmp_path))
