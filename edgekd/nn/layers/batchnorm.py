@@ -49,6 +49,7 @@ class BatchNorm(Layer):
             self.buffers["running_var"] += mom * unbiased
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        self.training = training
         self.inv_std = 1.0 / np.sqrt(var + eps)
         self.xhat = (x2 - mean) * self.inv_std
         return (self.xhat * self.params["gamma"] + self.params["beta"]).reshape(x.shape)
@@ -59,5 +60,7 @@ class BatchNorm(Layer):
         self.grads["gamma"][...] = (dy2 * self.xhat).sum(axis=0)
         self.grads["beta"][...] = dy2.sum(axis=0)
         dxhat = dy2 * self.params["gamma"]
+        if not self.training:  # fixed statistics: a per-channel affine map
+            return (dxhat * self.inv_std).reshape(dy.shape)
         dx = self.inv_std * (dxhat - dxhat.mean(axis=0) - self.xhat * (dxhat * self.xhat).mean(axis=0))
         return dx.reshape(dy.shape)
