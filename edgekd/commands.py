@@ -23,7 +23,7 @@ def check_matches(spec_shape, classes, data, where):
                           f"has labels up to {data.num_classes - 1}")
 
 
-def train_teacher(spec, data, out, epochs=30, batch=64, lr=1e-3, optimizer="adam", seed=0,
+def train_teacher(spec, data, out, epochs=30, batch=64, lr=3e-3, optimizer="adam", seed=0,
                   on_epoch=None):
     from .distill.supervised import fit
     from .nn.io import save_model
@@ -49,7 +49,6 @@ def train_student(spec, source, cfg, out, resume=False, on_epoch=None):
     if not resume and os.path.exists(os.path.join(out, "checkpoint.npz")):
         raise EdgekdError(f"{out}: holds a run already; pass --resume to continue it "
                           f"or choose another --out")
-    os.makedirs(out, exist_ok=True)
     trainer = Trainer(model, source, cfg, out, on_epoch=on_epoch)
     if resume:
         trainer.resume()

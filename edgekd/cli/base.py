@@ -52,21 +52,27 @@ def _jsonable(v):
 
 
 class EpochBar:
-    """A click progress bar over epochs on stderr, showing the latest metrics."""
+    """A click progress bar over epochs on stderr, showing the latest metrics. Shown only on a
+    terminal, and only from the first finished epoch, so errors before it stay one line."""
 
     def __init__(self, total, label, keys):
-        self.bar = click.progressbar(length=total, label=label, file=sys.stderr,
-                                     show_pos=True, item_show_func=lambda m: m)
-        self.keys = keys
+        self.total, self.label, self.keys = total, label, keys
+        self.bar = None
 
     def __enter__(self):
-        self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.bar.__exit__(*exc)
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
 
     def update(self, metrics):
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=self.total, label=self.label, file=sys.stderr,
+                                         show_pos=True, item_show_func=lambda m: m)
+            self.bar.__enter__()
         shown = " ".join(f"{k}={metrics[k]:.3f}" if isinstance(metrics[k], float) else
                          f"{k}={metrics[k]}" for k in self.keys if metrics.get(k) is not None)
         self.bar.update(1, shown)

@@ -4,7 +4,7 @@ import click
 
 from ..distill.config import VAL_METRICS, TrainConfig
 from ..distill.halting import POLICIES, HaltingConfig
-from ..distill.optim import OPTIMIZERS
+from ..distill.optim import LR_SCHEDULES, OPTIMIZERS
 from .base import EpochBar, emit, json_option, load_data, load_spec_file, main
 
 DATA_HELP = "Data set: a built-in name (digits, sensor) or an .npz with x_train, y_train, x_test, y_test."
@@ -16,14 +16,17 @@ DATA_HELP = "Data set: a built-in name (digits, sensor) or an .npz with x_train,
 @click.option("--data", required=True, help=DATA_HELP)
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
 @click.option("--batch", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(OPTIMIZERS))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the teacher .npz.")
 @json_option
 def teacher(spec_path, data, epochs, batch, lr, optimizer, seed, output, as_json):
-    """Train a teacher on hard labels (on the host, where compute is cheap)."""
+    """Train a teacher on hard labels (on the host, where compute is cheap).
+
+    Adam with a cosine-decayed learning rate; writes an .npz that `design` and `train` read.
+    """
     from ..commands import train_teacher
     spec, ds = load_spec_file(spec_path), load_data(data)
     with EpochBar(epochs, "teacher", ["loss", "test_accuracy"]) as bar:
@@ -72,8 +75,8 @@ def make_config(kw):
                       byte_budget=kw.pop("byte_budget"), time_budget_s=kw.pop("time_budget"))
     kd = not kw.pop("no_kd")
     return TrainConfig(kd=kd, halting=h, **{k: kw.pop(k) for k in (
-        "epochs", "batch", "lr", "optimizer", "weight_decay", "momentum", "seed",
-        "temperature", "alpha", "val_fraction", "val_metric")}).check()
+        "epochs", "batch", "lr", "lr_schedule", "optimizer", "weight_decay", "momentum", "seed",
+        "temperature", "alpha", "val_fraction", "val_metric", "restore_best")}).check()
 
 
 def training_options(f):
@@ -82,6 +85,9 @@ def training_options(f):
         click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(1)),
         click.option("--batch", default=d.batch, show_default=True, type=click.IntRange(1)),
         click.option("--lr", default=d.lr, show_default=True, type=click.FloatRange(0, min_open=True)),
+        click.option("--lr-schedule", default=d.lr_schedule, show_default=True,
+                     type=click.Choice(LR_SCHEDULES),
+                     help="cosine decays the rate to 0 over --epochs; constant keeps it."),
         click.option("--optimizer", default=d.optimizer, show_default=True, type=click.Choice(OPTIMIZERS)),
         click.option("--weight-decay", default=d.weight_decay, show_default=True, type=click.FloatRange(0)),
         click.option("--momentum", default=d.momentum, show_default=True, type=click.FloatRange(0, 1),
@@ -98,7 +104,11 @@ def training_options(f):
                      help="Training samples held out for the plateau test (0 disables it)."),
         click.option("--val-metric", default=d.val_metric, show_default=True,
                      type=click.Choice(VAL_METRICS),
-                     help="Plateau signal: accuracy on labels or agreement with the teacher."),
+                     help="Validation signal: accuracy on labels, argmax agreement with the "
+                          "teacher, or KL to the teacher (smooth)."),
+        click.option("--restore-best/--last", "restore_best", default=d.restore_best,
+                     show_default=True,
+                     help="End with the weights of the best validation epoch, or the last ones."),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -137,6 +137,8 @@ def _as_count(value, where):
 def load_npz(path):
     """Load and validate a dataset .npz; every failure is one EdgekdError line."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        _fail(path, "is a directory, not a dataset .npz file")
     if not os.path.isfile(path):
         _fail(path, "no such file")
     _check_zip_header(path)
@@ -191,7 +193,6 @@ def save_dataset(path, ds):
     Written to a temp file and renamed, so a crash never leaves a half-written dataset.
     The file handle is passed to numpy so it cannot append a second ".npz" to the name.
     """
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
-                     y_test=ds.y_test, num_classes=np.int64(ds.num_classes))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
+                 y_test=ds.y_test, num_classes=np.int64(ds.num_classes))

@@ -12,7 +12,9 @@ x shape [N, 64, 3] channels-last. For every sample:
 2. The vertical signal is A * sum_h w_h sin(2 pi h f0 t + phi_h) with the class's harmonic
    weights w_h and random phases; `jump` is instead a train of Gaussian impact pulses
    (push-off and landing) at the jump rate. A lateral sway at f0 / 2 (the left/right step
-   alternation) and a forward component complete the motion in the body frame.
+   alternation) and a forward component complete the motion in the body frame. Sway,
+   forward and higher-harmonic weights are each scaled by a per-sample factor in
+   [0.5, 1.5] (JITTER), which blurs the class signatures into one another.
 3. Gravity (1 g) is added on the vertical axis, then the whole window is rotated by a
    random tilt (how the board sits on the body), which mixes gravity and motion across
    axes and moves the per-axis offsets.
@@ -22,9 +24,13 @@ Classes (label: name, f0 Hz, A g): 0 idle 0.2-0.8, 0.01-0.12 (slow postural sway
 1 walk 1.4-2.2, 0.15-0.45; 2 run 2.2-3.2, 0.45-1.1; 3 stairs 1.2-2.0, 0.2-0.5 with a
 stronger second harmonic, more forward motion and a larger tilt; 4 jump 0.8-1.6,
 pulses of 0.6-1.6. The ranges overlap on purpose (walk/stairs, walk/run, run/jump), so
-a small conv1d scores well but not perfectly. Train (seed 0) and test (seed 1) are
-drawn independently, balanced, 400 and 100 samples per class, rows shuffled.
+a small conv1d scores well but not perfectly (measured with PyTorch, Adam, 60 epochs:
+a conv1d with 8 and 16 filters about 90% test, a 64-128-128 filter net about 97%).
+Train (seed 0) and test (seed 1) are drawn independently, balanced, 400 and 100
+samples per class, rows shuffled.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,19 +46,25 @@ TRAIN_SEED = 0
 TEST_SEED = 1
 JITTER = 0.5
 
-# Per class: step frequency range (Hz), amplitude range (g), harmonic weights,
-# lateral sway and forward motion relative to A, max tilt (radians), noise range (g).
+
+class _Profile(NamedTuple):
+    """One class's generative signature; ranges are (low, high) for a uniform draw."""
+
+    f0: tuple  # step frequency, Hz
+    amp: tuple  # vertical amplitude, g
+    harm: tuple | None  # harmonic weights of the vertical signal; None: jump pulses
+    sway: float  # lateral sway at f0 / 2, relative to amp
+    fwd: float  # forward motion, relative to amp
+    tilt: float  # max tilt of the board on the body, radians
+    noise: tuple  # sensor noise std, g
+
+
 _PROFILES = {
-    "idle":   dict(f0=(0.2, 0.8), amp=(0.01, 0.12), harm=(1.0,), sway=0.8, fwd=0.8,
-                   tilt=0.6, noise=(0.01, 0.05)),
-    "walk":   dict(f0=(1.4, 2.2), amp=(0.15, 0.45), harm=(1.0, 0.35, 0.1), sway=0.4,
-                   fwd=0.3, tilt=0.35, noise=(0.02, 0.08)),
-    "run":    dict(f0=(2.2, 3.2), amp=(0.45, 1.1), harm=(1.0, 0.45, 0.2), sway=0.3,
-                   fwd=0.35, tilt=0.35, noise=(0.03, 0.12)),
-    "stairs": dict(f0=(1.2, 2.0), amp=(0.2, 0.5), harm=(1.0, 0.6, 0.25), sway=0.35,
-                   fwd=0.6, tilt=0.55, noise=(0.02, 0.08)),
-    "jump":   dict(f0=(0.8, 1.6), amp=(0.6, 1.6), harm=None, sway=0.15, fwd=0.2,
-                   tilt=0.35, noise=(0.03, 0.12)),
+    "idle": _Profile((0.2, 0.8), (0.01, 0.12), (1.0,), 0.8, 0.8, 0.6, (0.01, 0.05)),
+    "walk": _Profile((1.4, 2.2), (0.15, 0.45), (1.0, 0.35, 0.1), 0.4, 0.3, 0.35, (0.02, 0.08)),
+    "run": _Profile((2.2, 3.2), (0.45, 1.1), (1.0, 0.45, 0.2), 0.3, 0.35, 0.35, (0.03, 0.12)),
+    "stairs": _Profile((1.2, 2.0), (0.2, 0.5), (1.0, 0.6, 0.25), 0.35, 0.6, 0.55, (0.02, 0.08)),
+    "jump": _Profile((0.8, 1.6), (0.6, 1.6), None, 0.15, 0.2, 0.35, (0.03, 0.12)),
 }
 
 
@@ -80,19 +92,20 @@ def _uniform(rng, bounds, n):
 
 def _windows(p, n, t, rng):
     """n windows [n, LENGTH, 3] of one class profile, in g."""
-    f0 = _uniform(rng, p["f0"], n)
-    amp = _uniform(rng, p["amp"], n)
+    f0 = _uniform(rng, p.f0, n)
+    amp = _uniform(rng, p.amp, n)
     chirp = rng.uniform(-0.15, 0.15, size=(n, 1)) * f0 / t[-1]  # drift up to 15% per window
     phase = 2 * np.pi * (f0 * t + 0.5 * chirp * t * t)  # [n, L] cycles of the step rhythm
-    if p["harm"] is None:
+    if p.harm is None:
         vertical = amp * _pulses(phase, rng)
     else:
-        vertical = amp * _harmonics(phase, p["harm"], rng)
-    sway = p["sway"] * _jitter(rng, n) * amp * np.sin(0.5 * phase + rng.uniform(0, 2 * np.pi, (n, 1)))
-    forward = p["fwd"] * _jitter(rng, n) * amp * _harmonics(phase, (1.0, 0.5), rng)
+        vertical = amp * _harmonics(phase, p.harm, rng)
+    sway_phase = 0.5 * phase + rng.uniform(0, 2 * np.pi, (n, 1))
+    sway = p.sway * _jitter(rng, n) * amp * np.sin(sway_phase)
+    forward = p.fwd * _jitter(rng, n) * amp * _harmonics(phase, (1.0, 0.5), rng)
     body = np.stack([forward, sway, vertical + 1.0], axis=-1)  # +1 g gravity on z
-    tilted = np.einsum("nij,nlj->nli", _tilts(n, p["tilt"], rng), body)
-    noise = _uniform(rng, p["noise"], n)[:, :, None] * rng.standard_normal(tilted.shape)
+    tilted = np.einsum("nij,nlj->nli", _tilts(n, p.tilt, rng), body)
+    noise = _uniform(rng, p.noise, n)[:, :, None] * rng.standard_normal(tilted.shape)
     return tilted + noise
 
 

@@ -4,9 +4,9 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import EdgekdError
 from .halting import HaltingConfig
-from .optim import OPTIMIZERS
+from .optim import LR_SCHEDULES, OPTIMIZERS, scheduled_lr
 
-VAL_METRICS = ("accuracy", "agreement")
+VAL_METRICS = ("accuracy", "agreement", "kl")
 
 
 @dataclass
@@ -14,6 +14,7 @@ class TrainConfig:
     epochs: int = 30
     batch: int = 32
     lr: float = 0.01
+    lr_schedule: str = "cosine"
     optimizer: str = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9
@@ -23,6 +24,7 @@ class TrainConfig:
     kd: bool = True
     val_fraction: float = 0.1
     val_metric: str = "accuracy"
+    restore_best: bool = True
     halting: HaltingConfig = field(default_factory=HaltingConfig)
 
     def check(self):
@@ -30,6 +32,8 @@ class TrainConfig:
             raise EdgekdError("epochs and batch must be >= 1")
         if not self.lr > 0:
             raise EdgekdError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise EdgekdError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise EdgekdError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if not self.temperature > 0 or not 0 <= self.alpha <= 1:
@@ -40,6 +44,9 @@ class TrainConfig:
             raise EdgekdError(f"val_metric must be one of {', '.join(VAL_METRICS)}")
         self.halting.check()
         return self
+
+    def lr_at(self, epoch):
+        return scheduled_lr(self.lr, self.lr_schedule, epoch, self.epochs)
 
     @property
     def effective_alpha(self):

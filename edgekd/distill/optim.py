@@ -4,6 +4,8 @@ Each keeps its state as named arrays (`state()` / `load_state()`) so a checkpoin
 and a resumed run continues bit for bit.
 """
 
+import math
+
 import numpy as np
 
 from ..errors import EdgekdError
@@ -92,6 +94,15 @@ class Adam(Optimizer):
 
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def scheduled_lr(lr, schedule, epoch, epochs):
+    """Learning rate of `epoch` (0-based): cosine decays to 0 over the planned epochs, so a
+    resumed run and an early-halted run follow the same curve."""
+    if schedule == "constant":
+        return lr
+    return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
 
 def make_optimizer(name, pairs, lr, weight_decay=0.0, momentum=0.9):

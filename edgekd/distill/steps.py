@@ -19,8 +19,13 @@ def accuracy(model, x, y):
     return float((model.predict(x).argmax(axis=1) == y).mean()) if len(y) else 0.0
 
 
-def agreement(model, x, soft):
-    return float((model.predict(x).argmax(axis=1) == soft.argmax(axis=1)).mean()) if len(x) else 0.0
+def slice_metrics(model, batch, temperature):
+    """Accuracy on labels, argmax agreement with the teacher, and mean KL(teacher || student)
+    at `temperature` (agreement as a smooth signal), from one inference pass."""
+    logits = model.predict(batch.x)
+    res = kd_loss(logits, batch.soft, batch.y, temperature, 1.0)
+    return {"accuracy": float((logits.argmax(axis=1) == batch.y).mean()),
+            "agreement": float(res.agree.mean()), "kl": float(res.kl.mean())}
 
 
 def one_hot_logits(y, classes):

@@ -2,17 +2,18 @@
 
 import numpy as np
 
-from .optim import make_optimizer
+from .optim import make_optimizer, scheduled_lr
 from .steps import accuracy, kd_step, one_hot_logits
 
 
-def fit(model, data, epochs=30, batch=64, lr=1e-3, optimizer="adam", weight_decay=0.0,
-        seed=0, on_epoch=None):
+def fit(model, data, epochs=30, batch=64, lr=3e-3, optimizer="adam", weight_decay=0.0,
+        seed=0, on_epoch=None, lr_schedule="cosine"):
     """Cross-entropy training (the KD step with alpha 0). Returns per-epoch history."""
     opt = make_optimizer(optimizer, model.trainables(), lr, weight_decay)
     n = len(data.y_train)
     history = []
     for epoch in range(epochs):
+        opt.lr = np.float32(scheduled_lr(lr, lr_schedule, epoch, epochs))
         order = np.random.default_rng([seed, epoch]).permutation(n)
         loss = 0.0
         for i in range(0, n, batch):

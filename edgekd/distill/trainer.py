@@ -19,7 +19,9 @@ from ..nn.io import load_model, save_model
 from .halting import EpochHalter, SettleTracker
 from .optim import make_optimizer
 from .source import Hello
-from .steps import accuracy, agreement, kd_step
+from .best import BestWeights
+from .rehearsal import RehearsalCache
+from .steps import accuracy, kd_step, slice_metrics
 
 CHECKPOINT = "checkpoint.npz"
 STUDENT = "student.npz"
@@ -38,6 +40,7 @@ class Trainer:
         self.opt = make_optimizer(cfg.optimizer, model.trainables(), cfg.lr,
                                   cfg.weight_decay, cfg.momentum)
         self.halter = EpochHalter(cfg.halting)
+        self.best = BestWeights(cfg.restore_best)
         self.epoch = 0              # epochs completed
         self.stop_reason = None
         self.base = {"bytes_down": 0, "bytes_up": 0, "bytes_eval": 0, "train_s": 0.0,
@@ -63,6 +66,8 @@ class Trainer:
         self.opt.load_state(arrays)
         self.halter = EpochHalter(self.cfg.halting)
         self.halter.load_state(state["halter"])
+        self.best = BestWeights(self.cfg.restore_best)
+        self.best.load(state["best"], arrays)
         self.model.dropout_rng.bit_generator.state = state["dropout_rng"]
         self.epoch, self.stop_reason, self.base = state["epoch"], state["stop"], state["totals"]
         self._resume_arrays = arrays
@@ -130,6 +135,7 @@ class Trainer:
         loss_sum = correct = visited = 0
         new_settled = 0
         stop = None
+        self.opt.lr = np.float32(cfg.lr_at(self.epoch))
         rehearse = self.cache.pick(self.tracker.settled, h.rehearse_prob, cfg.seed, self.epoch)
         for cursor, b in enumerate(self.source.epoch(self.epoch), 1):
             res = self.step(b.x, b.soft, b.y)
@@ -156,17 +162,19 @@ class Trainer:
                 woken += len(w)
                 self.source.report(self.epoch, 0, w[:0], w)
         settled_frac = self.settled_fraction()
-        val_acc = accuracy(self.model, self.val.x, self.val.y) if self.val else None
-        val_agree = agreement(self.model, self.val.x, self.val.soft) if self.val else None
+        val = slice_metrics(self.model, self.val, cfg.temperature) if self.val else {}
+        score = {"accuracy": val.get("accuracy"), "agreement": val.get("agreement"),
+                 "kl": -val["kl"] if val else None}[cfg.val_metric]
+        self.best.offer(score, self.epoch + 1, self.model)
         test_acc = accuracy(self.model, self.testset.x, self.testset.y)
         if stop is None:
-            score = val_acc if cfg.val_metric == "accuracy" else val_agree
             stop = self.halter.after_epoch(settled_frac, score)
         link = self.totals()
         w = self.welcome
         return {"epoch": self.epoch + 1, "loss": loss_sum / max(visited, 1),
-                "train_accuracy": correct / max(visited, 1), "val_accuracy": val_acc,
-                "val_agreement": val_agree, "test_accuracy": test_acc,
+                "train_accuracy": correct / max(visited, 1), "val_accuracy": val.get("accuracy"),
+                "val_agreement": val.get("agreement"), "val_kl": val.get("kl"),
+                "test_accuracy": test_acc,
                 "visited": visited, "rehearsed": rehearsed, "woken": woken,
                 "newly_settled": new_settled, "settled": int(self.tracker.settled.sum()),
                 "settled_fraction": settled_frac, **link,
@@ -191,20 +199,23 @@ class Trainer:
                   "wall_s": self.base["wall_s"] + time.perf_counter() - start,
                   "samples": self.base["samples"] + self.samples}
         state = {"epoch": self.epoch, "stop": self.stop_reason, "config": self.cfg.to_dict(),
-                 "halter": self.halter.state(), "totals": totals,
+                 "halter": self.halter.state(), "best": self.best.meta(), "totals": totals,
                  "dropout_rng": self.model.dropout_rng.bit_generator.state}
         save_model(self.path(CHECKPOINT), self.model, meta={"trainer": state},
-                   extra={**self.opt.state(), **self.tracker.state(), **self.cache.state()})
+                   extra={**self.opt.state(), **self.tracker.state(), **self.cache.state(),
+                          **self.best.arrays()})
         self._last_totals = totals
 
     def finish(self, start, reason):
         totals = getattr(self, "_last_totals", None) or {
             **self.totals(), "train_s": self.base["train_s"], "samples": self.base["samples"],
             "wall_s": self.base["wall_s"] + time.perf_counter() - start}
+        best_epoch = self.best.restore(self.model)
         test_acc = accuracy(self.model, self.testset.x, self.testset.y)
         w = self.welcome
         summary = {
             "test_accuracy": test_acc, "epochs_run": self.epoch, "stop_reason": reason,
+            "weights_from_epoch": best_epoch or self.epoch,
             "bytes_down": totals["bytes_down"], "bytes_up": totals["bytes_up"],
             "bytes_eval": totals["bytes_eval"],
             "bytes_naive": wire.naive_bytes(self.cfg.epochs, self.num_train_only, self.cfg.batch,
@@ -219,44 +230,3 @@ class Trainer:
         save_model(self.path(STUDENT), self.model,
                    meta={"test_accuracy": test_acc, "config": self.cfg.to_dict(), "summary": summary})
         return summary
-
-
-class RehearsalCache:
-    """Device-side copy of settled samples (x, soft, y) for the rehearse and wake policies."""
-
-    def __init__(self, n, input_shape, classes, enabled):
-        self.enabled = enabled
-        shape = (n,) if enabled else (0,)
-        self.x = np.zeros(shape + tuple(input_shape), np.float32)
-        self.soft = np.zeros(shape + (classes,), np.float32)
-        self.y = np.zeros(shape, np.int64)
-        self.has = np.zeros(shape, bool)
-
-    def put(self, ids, batch):
-        if not self.enabled or not len(ids):
-            return
-        rows = np.searchsorted(batch.ids, ids, sorter=np.argsort(batch.ids))
-        rows = np.argsort(batch.ids)[rows]
-        self.x[ids], self.soft[ids], self.y[ids] = batch.x[rows], batch.soft[rows], batch.y[rows]
-        self.has[ids] = True
-
-    def get(self, ids):
-        return self.x[ids], self.soft[ids], self.y[ids]
-
-    def pick(self, settled, prob, seed, epoch):
-        """This epoch's rehearsal ids: each cached settled sample with probability `prob`."""
-        if not self.enabled:
-            return np.zeros(0, np.int64)
-        cand = np.flatnonzero(settled & self.has)
-        draw = np.random.default_rng([seed, epoch, 2]).random(len(cand))
-        return cand[draw < prob]
-
-    def state(self):
-        if not self.enabled:
-            return {}
-        return {"cache.x": self.x, "cache.soft": self.soft, "cache.y": self.y, "cache.has": self.has}
-
-    def load_state(self, arrays):
-        if self.enabled:
-            self.x[...], self.soft[...] = arrays["cache.x"], arrays["cache.soft"]
-            self.y[...], self.has[...] = arrays["cache.y"], arrays["cache.has"]

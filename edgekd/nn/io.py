@@ -34,7 +34,11 @@ def read_npz(path):
         raise EdgekdError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise EdgekdError(f"{path}: is a directory, expected an .npz file") from None
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise EdgekdError(f"{path}: holds pickled objects, which edgekd never loads") from None
+        raise EdgekdError(f"{path}: not a readable .npz file ({e})") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
         raise EdgekdError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
 
 
