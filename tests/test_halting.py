@@ -98,3 +98,11 @@ def test_state_round_trip():
 def test_bad_config_is_refused(bad):
     with pytest.raises(EdgekdError):
         HaltingConfig(**bad).check()
+
+
+def test_plateau_on_a_lower_is_better_signal():
+    h = EpochHalter(HaltingConfig(rho=1.0, delta=0.01, patience_epochs=2), "validation kl",
+                    lower_is_better=True)
+    reasons = [h.after_epoch(0.0, kl) for kl in (0.5, 0.3, 0.295, 0.31)]
+    assert reasons[:3] == [None] * 3
+    assert reasons[3] == "plateau: validation kl did not improve by 0.01 for 2 epochs (best 0.3000)"

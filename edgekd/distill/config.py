@@ -23,7 +23,7 @@ class TrainConfig:
     alpha: float = 0.9
     kd: bool = True
     val_fraction: float = 0.1
-    val_metric: str = "accuracy"
+    val_metric: str = "kl"
     restore_best: bool = True
     halting: HaltingConfig = field(default_factory=HaltingConfig)
 

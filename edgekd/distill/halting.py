@@ -90,13 +90,15 @@ class SettleTracker:
 class EpochHalter:
     """Decides, after each epoch (budgets: after each batch), whether training should stop."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, signal="validation score", lower_is_better=False):
         self.cfg = cfg
+        self.signal, self.sign = signal, -1.0 if lower_is_better else 1.0
         self.best = -np.inf
         self.stale = 0
 
-    def after_epoch(self, settled_fraction, val_score):
-        """Returns a STOP reason or None. `val_score` is None when there is no validation slice."""
+    def after_epoch(self, settled_fraction, val_value):
+        """Returns a STOP reason or None. `val_value` is None when there is no validation slice."""
+        val_score = None if val_value is None else self.sign * val_value
         if not self.cfg.enabled:
             return None
         if settled_fraction >= self.cfg.rho:
@@ -107,8 +109,8 @@ class EpochHalter:
             else:
                 self.stale += 1
                 if self.stale >= self.cfg.patience_epochs:
-                    return (f"plateau: validation did not improve by {self.cfg.delta} "
-                            f"for {self.stale} epochs (best {self.best:.4f})")
+                    return (f"plateau: {self.signal} did not improve by {self.cfg.delta} "
+                            f"for {self.stale} epochs (best {self.sign * self.best:.4f})")
         return None
 
     def budget(self, link_bytes, elapsed_s):

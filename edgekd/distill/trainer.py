@@ -39,7 +39,7 @@ class Trainer:
         self.on_epoch = on_epoch or (lambda metrics: None)
         self.opt = make_optimizer(cfg.optimizer, model.trainables(), cfg.lr,
                                   cfg.weight_decay, cfg.momentum)
-        self.halter = EpochHalter(cfg.halting)
+        self.halter = self.make_halter(cfg)
         self.best = BestWeights(cfg.restore_best)
         self.epoch = 0              # epochs completed
         self.stop_reason = None
@@ -47,6 +47,11 @@ class Trainer:
                      "wall_s": 0.0, "samples": 0}
 
     # ---------------------------------------------------------------- set-up and resume
+    @staticmethod
+    def make_halter(cfg):
+        return EpochHalter(cfg.halting, f"validation {cfg.val_metric}",
+                           lower_is_better=cfg.val_metric == "kl")
+
     def path(self, name):
         return os.path.join(self.out, name)
 
@@ -64,7 +69,7 @@ class Trainer:
         self.opt = make_optimizer(self.cfg.optimizer, self.model.trainables(), self.cfg.lr,
                                   self.cfg.weight_decay, self.cfg.momentum)
         self.opt.load_state(arrays)
-        self.halter = EpochHalter(self.cfg.halting)
+        self.halter = self.make_halter(self.cfg)
         self.halter.load_state(state["halter"])
         self.best = BestWeights(self.cfg.restore_best)
         self.best.load(state["best"], arrays)
@@ -163,12 +168,12 @@ class Trainer:
                 self.source.report(self.epoch, 0, w[:0], w)
         settled_frac = self.settled_fraction()
         val = slice_metrics(self.model, self.val, cfg.temperature) if self.val else {}
-        score = {"accuracy": val.get("accuracy"), "agreement": val.get("agreement"),
-                 "kl": -val["kl"] if val else None}[cfg.val_metric]
-        self.best.offer(score, self.epoch + 1, self.model)
+        signal = val.get(cfg.val_metric)
+        self.best.offer(None if signal is None else self.halter.sign * signal, self.epoch + 1,
+                        self.model)
         test_acc = accuracy(self.model, self.testset.x, self.testset.y)
         if stop is None:
-            stop = self.halter.after_epoch(settled_frac, score)
+            stop = self.halter.after_epoch(settled_frac, signal)
         link = self.totals()
         w = self.welcome
         return {"epoch": self.epoch + 1, "loss": loss_sum / max(visited, 1),
