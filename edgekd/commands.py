@@ -63,7 +63,7 @@ def evaluate(model_path, data, latency_samples=200):
     """Test accuracy (same batched inference as training's) and single-sample latency."""
     from .distill.steps import accuracy
     from .nn.io import load_model
-    model, meta, _ = load_model(model_path)
+    model, _, _ = load_model(model_path)
     check_matches(model.input_shape, model.num_classes, data, os.fspath(model_path))
     acc = accuracy(model, data.x_test, data.y_test)
     xs = data.x_test[:max(1, min(latency_samples, len(data.x_test)))]
@@ -73,7 +73,7 @@ def evaluate(model_path, data, latency_samples=200):
         model.forward(xs[i:i + 1])
         times.append(time.perf_counter() - t0)
     return {"test_accuracy": acc, "latency_s": float(np.median(times)),
-            "params": model.num_params(), "samples": int(len(data.y_test)),
+            "params": model.num_params(), "samples": len(data.y_test),
             "weights_sha256": model.weights_sha256()}
 
 

@@ -92,9 +92,9 @@ def test_state_round_trip():
     assert h2.after_epoch(0, 0.5).startswith("plateau")
 
 
-@pytest.mark.parametrize("bad", [dict(policy="nope"), dict(rho=1.5), dict(eps=-1),
-                                 dict(patience=0), dict(policy="wake", eps=0.5, eps_wake=0.1),
-                                 dict(eps=float("nan"))])
+@pytest.mark.parametrize("bad", [{"policy": "nope"}, {"rho": 1.5}, {"eps": -1}, {"patience": 0},
+                                 {"policy": "wake", "eps": 0.5, "eps_wake": 0.1},
+                                 {"eps": float("nan")}])
 def test_bad_config_is_refused(bad):
     with pytest.raises(EdgekdError):
         HaltingConfig(**bad).check()

@@ -11,44 +11,17 @@ case (crc32 of the parameters), so a pass or failure reproduces exactly.
 """
 
 import math
-import zlib
 
 import numpy as np
 import pytest
+from oracle import ATOL, RTOL, check, seed_of, torch, torch_float32  # noqa: F401
 
 from edgekd.nn.layers import REGISTRY
 from edgekd.nn.model import Sequential
 
-torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-RTOL, ATOL = 1e-4, 1e-5
 ACTS = ("relu", "relu6", "tanh", "none")
-
-
-@pytest.fixture(autouse=True)
-def _torch_float32():
-    torch.set_default_dtype(torch.float32)
-    torch.manual_seed(0)
-    # The tensors here are tiny: intra-op threads only add (large, under load) sync overhead.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def seed_of(*key):
-    """A stable per-case seed (hash() of strings is salted per process)."""
-    return zlib.crc32(repr(key).encode())
-
-
-def check(got, want, name, rtol=RTOL, atol=ATOL):
-    want = want.detach().cpu().numpy() if torch.is_tensor(want) else np.asarray(want)
-    got = np.asarray(got)
-    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
-    assert got.dtype == np.float32, f"{name}: dtype {got.dtype}, expected float32"
-    assert np.all(np.isfinite(got)), f"{name}: non-finite values"
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=name)
 
 
 def t32(a, grad=False):

@@ -11,41 +11,16 @@ hidden under the size of the weights themselves.
 """
 
 import math
-import zlib
 
 import numpy as np
 import pytest
+from oracle import ATOL, RTOL, check, seed_of, torch, torch_float32  # noqa: F401
 
 from edgekd.distill.losses import cross_entropy, kd_loss
 from edgekd.distill.optim import make_optimizer
 from edgekd.nn.model import Sequential
 
-torch = pytest.importorskip("torch")
 F = torch.nn.functional
-
-RTOL, ATOL = 1e-4, 1e-5
-
-
-@pytest.fixture(autouse=True)
-def _torch_float32():
-    torch.set_default_dtype(torch.float32)
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny tensors: threads only add sync overhead
-    yield
-    torch.set_num_threads(threads)
-
-
-def seed_of(*key):
-    return zlib.crc32(repr(key).encode())
-
-
-def check(got, want, name, rtol=RTOL, atol=ATOL):
-    want = want.detach().cpu().numpy() if torch.is_tensor(want) else np.asarray(want)
-    got = np.asarray(got)
-    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
-    assert np.all(np.isfinite(got)), f"{name}: non-finite values {got}"
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=name)
 
 
 def t32(a, grad=False):

@@ -26,7 +26,7 @@ class Group(click.Group):
             fail(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}")
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
-        except Exception as e:  # a bug: still one line, the traceback on request
+        except Exception as e:  # noqa: BLE001 - a bug: still one line, traceback on request
             if os.environ.get("EDGEKD_DEBUG"):
                 traceback.print_exc()
             fail(f"internal error: {type(e).__name__}: {e} (set EDGEKD_DEBUG=1 for a traceback)")

@@ -14,17 +14,16 @@ TEACHER_EPOCHS = 30
 
 
 def demo_text(r):
-    t, s = r["teacher"], r["student"]
+    t, s, d = r["teacher"], r["student"], r["design"]
+    cached = "  (cached)" if t["cached"] else ""
     return "\n".join([
-        f"teacher  {t['params']:>7,} params  test accuracy {t['test_accuracy']:.4f}"
-        f"{'  (cached)' if t['cached'] else ''}",
-        f"student  {s['params']:>7,} params  test accuracy {s['test_accuracy']:.4f}  "
-        f"({r['design']['binding']}-bound design for {r['profile']}, "
-        f"{r['design']['storage_bytes']:,} B of weights)",
-        f"link     {r['link_bytes']:,} bytes instead of {s['bytes_naive']:,} for naive streaming: "
-        f"{r['bytes_saved']:.1%} saved",
-        f"epochs   {s['epochs_run']} run ({s['stop_reason']}), "
-        f"{s['settled_fraction']:.0%} of samples settled",
+        f"teacher  {t['params']:>7,} params  test accuracy {t['test_accuracy']:.4f}{cached}",
+        (f"student  {s['params']:>7,} params  test accuracy {s['test_accuracy']:.4f}  "
+         f"({d['binding']}-bound design for {r['profile']}, {d['storage_bytes']:,} B of weights)"),
+        (f"link     {r['link_bytes']:,} bytes instead of {s['bytes_naive']:,} for naive "
+         f"streaming: {r['bytes_saved']:.1%} saved"),
+        (f"epochs   {s['epochs_run']} run ({s['stop_reason']}), "
+         f"{s['settled_fraction']:.0%} of samples settled"),
         f"output   {r['out']}",
     ])
 
@@ -48,7 +47,13 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
     """
     import shutil
 
-    from ..commands import cache_dir, evaluate, spec_digest, train_student, train_teacher
+    from ..commands import (
+        cache_dir,
+        evaluate,
+        spec_digest,
+        train_student,
+        train_teacher,
+    )
     from ..data import load_dataset
     from ..design.designer import Constraints, design
     from ..design.profiles import get_profile

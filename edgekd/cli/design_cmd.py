@@ -63,7 +63,8 @@ def design(teacher_path, family, data, profile_name, storage, ram, speed, max_la
     Searches depth and a width multiplier within the teacher's family and prints the
     predicted params, FLOPs, storage, training RAM, latency and the constraint that binds.
     """
-    from ..design.designer import Constraints, design as run_design, template_spec
+    from ..design.designer import Constraints, template_spec
+    from ..design.designer import design as run_design
     from ..design.profiles import get_profile
     from ..fileio import write_json
     spec = _teacher_spec(teacher_path, family, data, template_spec)

@@ -16,11 +16,11 @@ from ..errors import EdgekdError
 from ..fileio import append_line, atomic_path
 from ..link import wire
 from ..nn.io import load_model, save_model
+from .best import BestWeights
 from .halting import EpochHalter, SettleTracker
 from .optim import make_optimizer
-from .source import Hello
-from .best import BestWeights
 from .rehearsal import RehearsalCache
+from .source import Hello
 from .steps import accuracy, kd_step, slice_metrics
 
 CHECKPOINT = "checkpoint.npz"
@@ -85,9 +85,8 @@ class Trainer:
             return
         with open(path, encoding="utf-8") as f:
             keep = [line for line in f if line.strip() and json.loads(line)["epoch"] <= self.epoch]
-        with atomic_path(path) as tmp:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.writelines(keep)
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(keep)
 
     def connect(self):
         """Handshake (telling the host the halted set on resume) and fetch the eval slices."""

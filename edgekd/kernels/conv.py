@@ -21,7 +21,7 @@ def out_size(size, kernel, stride):
 
 def im2col(x, kh, kw, sh, sw):
     """[N,H,W,C] -> [N*Ho*Wo, kh*kw*C], columns ordered (kh, kw, C) to match an HWIO kernel."""
-    n, h, w, c = x.shape
+    n, c = x.shape[0], x.shape[3]
     win = sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # N,Ho,Wo,C,kh,kw
     ho, wo = win.shape[1], win.shape[2]
     return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c), ho, wo

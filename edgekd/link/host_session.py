@@ -12,7 +12,7 @@ from ..errors import EdgekdError
 
 def split_validation(num_train, val_fraction, seed):
     """(train_ids, val_ids): a seeded slice of the training split held out for validation."""
-    n_val = int(round(num_train * val_fraction))
+    n_val = round(num_train * val_fraction)
     perm = np.random.default_rng([seed, 0x7A1]).permutation(num_train)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 

@@ -19,9 +19,8 @@ def save_model(path, model, meta=None, extra=None):
               "meta": np.array(json.dumps(meta or {}))}
     arrays.update(model.state())
     arrays.update(extra or {})
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def read_npz(path):

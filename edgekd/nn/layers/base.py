@@ -5,6 +5,8 @@ A layer is built from its spec entry and its input shape (without the batch axis
 what `backward` needs; `backward` fills `grads` and returns the gradient of its input.
 """
 
+from typing import ClassVar
+
 import numpy as np
 
 from ...errors import EdgekdError
@@ -20,7 +22,7 @@ def register(cls):
 class Layer:
     type = ""
     param_order = ()   # canonical order of params and buffers, used for hashing and export
-    options = {}       # spec key -> default; keys not listed here are rejected
+    options: ClassVar[dict] = {}       # spec key -> default; keys not listed here are rejected
 
     def __init__(self, cfg, in_shape, where):
         self.where = where

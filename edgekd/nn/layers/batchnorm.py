@@ -4,6 +4,8 @@ Training uses the batch's statistics and updates running ones (unbiased variance
 like PyTorch's); inference uses the running ones, which export folds into the layer before.
 """
 
+from typing import ClassVar
+
 import numpy as np
 
 from .base import Layer, register
@@ -13,7 +15,7 @@ from .base import Layer, register
 class BatchNorm(Layer):
     type = "batchnorm"
     param_order = ("gamma", "beta", "running_mean", "running_var")
-    options = {"momentum": 0.1, "epsilon": 1e-5}
+    options: ClassVar[dict] = {"momentum": 0.1, "epsilon": 1e-5}
 
     def build(self):
         for key, lo, hi in (("momentum", 0, 1), ("epsilon", 0, 1)):

@@ -1,5 +1,7 @@
 """Convolutions, channels-last, with a fused activation. conv1d runs as a height-1 conv2d."""
 
+from typing import ClassVar
+
 import numpy as np
 
 from ...kernels import activations
@@ -13,7 +15,7 @@ class Conv2D(Layer):
     type = "conv2d"
     rank = 3
     param_order = ("kernel", "bias")
-    options = {"filters": None, "kernel_size": None, "stride": 1, "padding": "valid",
+    options: ClassVar[dict] = {"filters": None, "kernel_size": None, "stride": 1, "padding": "valid",
                "activation": "none"}
 
     def geometry(self):
@@ -92,7 +94,7 @@ class Conv1D(Conv2D):
 
     def build(self):
         out = super().build()
-        kh, kw, cin, f = self.params["kernel"].shape
+        _, kw, cin, f = self.params["kernel"].shape
         self.add_param("kernel", (kw, cin, f))
         return out
 

@@ -1,5 +1,7 @@
 """Fully connected layer with a fused activation: y = act(x @ kernel + bias)."""
 
+from typing import ClassVar
+
 from ...kernels import activations
 from ..init import kernel_init
 from .base import Layer, register
@@ -9,7 +11,7 @@ from .base import Layer, register
 class Dense(Layer):
     type = "dense"
     param_order = ("kernel", "bias")
-    options = {"units": None, "activation": "none"}
+    options: ClassVar[dict] = {"units": None, "activation": "none"}
 
     def build(self):
         self.need_rank(1, "(add a flatten layer before dense)")

@@ -3,6 +3,8 @@
 Its mask comes from the model's own seeded generator, so a resumed run draws the same masks.
 """
 
+from typing import ClassVar
+
 import numpy as np
 
 from .base import Layer, register
@@ -11,7 +13,7 @@ from .base import Layer, register
 @register
 class Dropout(Layer):
     type = "dropout"
-    options = {"rate": 0.5}
+    options: ClassVar[dict] = {"rate": 0.5}
 
     def build(self):
         r = self.cfg["rate"]

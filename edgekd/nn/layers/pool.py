@@ -1,12 +1,14 @@
 """Pooling layers (valid padding; stride defaults to the pool size). 1-D pools run as height 1."""
 
+from typing import ClassVar
+
 from ...kernels import pool
 from .base import Layer, register
 
 
 class _Pool2D(Layer):
     rank = 3
-    options = {"pool_size": 2, "stride": None}
+    options: ClassVar[dict] = {"pool_size": 2, "stride": None}
 
     def geometry(self):
         size = self.int_pair("pool_size")
