@@ -140,3 +140,29 @@ def test_input_shape_mismatch_is_one_line(teacher, digits, tmp_path):
     cfg = TrainConfig(epochs=1)
     with pytest.raises(EdgekdError, match=r"input shape \[8, 8, 1\]"):
         train_student(spec, LocalSource(teacher, digits), cfg, str(tmp_path))
+
+
+class NaNTeacher:
+    num_classes = 10
+
+    def logits(self, x):
+        out = np.zeros((len(x), 10), np.float32)
+        out[0, 3] = np.nan
+        return out
+
+
+def test_teacher_emitting_nan_stops_with_one_line_and_no_files(digits, tmp_path):
+    with pytest.raises(EdgekdError, match="NaN"):
+        train_student(STUDENT, LocalSource(NaNTeacher(), digits), TrainConfig(epochs=1),
+                      str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_teacher_file_with_nan_weights_is_refused(tmp_path):
+    from edgekd.nn.io import save_model
+    from edgekd.nn.model import Sequential
+    m = Sequential(STUDENT)
+    m.layers[0].params["kernel"][0, 0] = np.inf
+    save_model(tmp_path / "t.npz", m)
+    with pytest.raises(EdgekdError, match="NaN or inf"):
+        load_teacher(tmp_path / "t.npz")
