@@ -107,20 +107,27 @@ def test_refuses_to_overwrite_a_run_and_to_resume_nothing(teacher, digits, tmp_p
         run(teacher, digits, tmp_path / "empty", resume=True)
 
 
+def stream(src, epoch):
+    """The ids of an epoch's batches, acknowledging each as the trainer does."""
+    for cursor, b in enumerate(src.epoch(epoch), 1):
+        yield b.ids
+        src.report(epoch, cursor, b.ids[:0], b.ids[:0])
+
+
 def test_validation_ids_are_never_streamed(teacher, digits):
     src = LocalSource(teacher, digits)
     w = src.open(Hello(0, 32, 0.2, (64,), 10))
     val = set(src.validation().ids.tolist())
     assert len(val) == w.num_val == round(0.2 * len(digits.y_train))
-    seen = np.concatenate([b.ids for b in src.epoch(0)])
+    seen = np.concatenate(list(stream(src, 0)))
     assert len(seen) == w.num_train - w.num_val and not val & set(seen.tolist())
 
 
 def test_halted_samples_are_not_sent_and_order_is_a_function_of_seed_epoch_halted(teacher, digits):
     def order(halted):
         src = LocalSource(teacher, digits)
-        src.open(Hello(3, 50, 0.1, (64,), 10, np.array(halted, np.int64)))
-        return np.concatenate([b.ids for b in src.epoch(2)])
+        src.open(Hello(3, 50, 0.1, (64,), 10, np.array(halted, np.int64), len(digits.y_train)))
+        return np.concatenate(list(stream(src, 2)))
     base = order([])
     halted = base[:100]
     again = order(halted)

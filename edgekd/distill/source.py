@@ -26,6 +26,7 @@ class Hello:
     input_shape: tuple
     num_classes: int
     halted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # on resume
+    num_train: int | None = None    # on resume: the size of the split the halted ids index
 
 
 @dataclass
@@ -62,6 +63,10 @@ class SoftLabelSource:
         raise NotImplementedError
 
     def stop(self, reason):
+        raise NotImplementedError
+
+    def naive_bytes(self, epochs, num_train, batch):
+        """Bytes that streaming every sample every epoch as float32 would cost."""
         raise NotImplementedError
 
     def close(self):

@@ -14,7 +14,6 @@ import numpy as np
 
 from ..errors import EdgekdError
 from ..fileio import append_line, atomic_path
-from ..link import wire
 from ..nn.io import load_model, save_model
 from .best import BestWeights
 from .halting import EpochHalter, SettleTracker
@@ -92,10 +91,11 @@ class Trainer:
         """Handshake (telling the host the halted set on resume) and fetch the eval slices."""
         m, cfg = self.model, self.cfg
         resumed = getattr(self, "_resume_arrays", None)
-        halted = np.flatnonzero(resumed["halt.settled"]) if resumed is not None else None
-        w = self.welcome = self.source.open(Hello(
-            cfg.seed, cfg.batch, cfg.val_fraction, m.input_shape, m.num_classes,
-            halted if halted is not None else np.zeros(0, np.int64)))
+        hello = Hello(cfg.seed, cfg.batch, cfg.val_fraction, m.input_shape, m.num_classes)
+        if resumed is not None:
+            hello.halted = np.flatnonzero(resumed["halt.settled"])
+            hello.num_train = len(resumed["halt.settled"])
+        w = self.welcome = self.source.open(hello)
         self.num_train_only = w.num_train - w.num_val
         self.tracker = SettleTracker(w.num_train, cfg.halting)
         self.cache = RehearsalCache(w.num_train, m.input_shape, m.num_classes,
@@ -182,8 +182,7 @@ class Trainer:
                 "visited": visited, "rehearsed": rehearsed, "woken": woken,
                 "newly_settled": new_settled, "settled": int(self.tracker.settled.sum()),
                 "settled_fraction": settled_frac, **link,
-                "bytes_naive": wire.naive_bytes(self.epoch + 1, self.num_train_only, cfg.batch,
-                                                w.features, self.model.num_classes),
+                "bytes_naive": self.source.naive_bytes(self.epoch + 1, self.num_train_only, cfg.batch),
                 "epoch_s": time.perf_counter() - t_epoch, "stop": stop}
 
     def settled_fraction(self):
@@ -222,8 +221,8 @@ class Trainer:
             "weights_from_epoch": best_epoch or self.epoch,
             "bytes_down": totals["bytes_down"], "bytes_up": totals["bytes_up"],
             "bytes_eval": totals["bytes_eval"],
-            "bytes_naive": wire.naive_bytes(self.cfg.epochs, self.num_train_only, self.cfg.batch,
-                                            w.features, self.model.num_classes),
+            "bytes_naive": self.source.naive_bytes(self.cfg.epochs, self.num_train_only,
+                                                   self.cfg.batch),
             "settled_fraction": self.settled_fraction(),
             "train_samples_per_s": totals["samples"] / totals["train_s"] if totals["train_s"] else 0.0,
             "peak_rss_mib": round(peak_rss_mib(), 1),

@@ -1,1 +1,2 @@
-"""The host<->device link: wire sizes, the host's session logic, and the sources the trainer reads."""
+"""The host<->device link: frames, messages, codecs, transports, the host protocol and the
+device-side source the trainer reads."""

@@ -1,44 +1,16 @@
-"""The in-process link: host and device in one process, charged the bytes real frames cost."""
+"""The in-process link: host and device in one process, the same frames as over TCP."""
 
-from ..distill.source import SoftLabelSource
-from . import wire
-from .host_session import HostSession
+from .client import LinkSource
+from .codecs import affine8_params
+from .host_protocol import HostProtocol
+from .transport import MemoryTransport
 
 
-class LocalSource(SoftLabelSource):
-    def __init__(self, teacher, data):
-        self.host = HostSession(teacher, data)
-        self.bytes_down = self.bytes_up = self.bytes_eval = 0
+class LocalSource(LinkSource):
+    """A device-side source whose 'host' is a HostProtocol in this process. Every byte is
+    really framed, encoded and decoded, so counts, codecs and weights match the TCP path."""
 
-    def open(self, hello):
-        self.welcome = self.host.open(hello)
-        self.batch_size = hello.batch
-        return self.welcome
-
-    def epoch(self, epoch):
-        self.bytes_up += wire.epoch_bytes()
-        order = self.host.order(epoch)
-        for start in range(0, len(order), self.batch_size):
-            b = self.host.batch(order[start:start + self.batch_size])
-            self.bytes_down += wire.batch_bytes(len(b.ids), self.welcome.features, b.soft.shape[1])
-            yield b
-
-    def report(self, epoch, cursor, halted, woken):
-        self.host.halt(halted)
-        self.bytes_up += wire.ack_bytes(len(halted))
-        if len(woken):
-            self.host.wake(woken)
-            self.bytes_up += wire.wake_bytes(len(woken))
-
-    def validation(self):
-        b = self.host.validation()
-        self.bytes_down += wire.batch_bytes(len(b.ids), self.welcome.features, b.soft.shape[1])
-        return b
-
-    def test(self):
-        b = self.host.test()
-        self.bytes_eval += wire.batch_bytes(len(b.ids), self.welcome.features, 0)
-        return b
-
-    def stop(self, reason):
-        self.bytes_up += wire.stop_bytes(reason)
+    def __init__(self, teacher, data, codec="f32", x_codec="f32", k=4, window=4):
+        affine = affine8_params(data.x_train) if x_codec == "u8" else None
+        super().__init__(lambda: MemoryTransport(HostProtocol(teacher, data, affine)),
+                         codec=codec, x_codec=x_codec, k=k, window=window)

@@ -1,5 +1,37 @@
-"""Teacher backends on the host: anything that turns inputs into logits."""
+"""Teacher backends on the host: anything that turns inputs into logits.
 
-from .native import NativeTeacher, load_teacher
+Every backend has `logits(x) -> float32 [n, classes]` for channels-last float32 inputs
+`[n, *input_shape]`, and the attributes `num_classes`, `input_shape`, `path` and `spec` (the
+edgekd spec for a native teacher, None otherwise). Backends that need optional packages
+(onnxruntime, ai-edge-litert) import them only when such a teacher is loaded.
+"""
 
-__all__ = ["NativeTeacher", "load_teacher"]
+import os
+
+from ..errors import EdgekdError
+from .native import NativeTeacher
+
+__all__ = ["FORMATS", "NativeTeacher", "load_teacher"]
+
+FORMATS = {".npz": "an edgekd teacher", ".onnx": "ONNX", ".tflite": "TensorFlow Lite",
+           ".npy": "precomputed logits of the training split"}
+
+
+def load_teacher(path, data=None):
+    """Load a teacher by its file extension. `data` (an edgekd Dataset) is needed only for
+    precomputed logits (.npy), which are rows of its training split."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npz":
+        return NativeTeacher(path)
+    if ext == ".onnx":
+        from .onnx_teacher import OnnxTeacher
+        return OnnxTeacher(path)
+    if ext == ".tflite":
+        from .tflite_teacher import TfliteTeacher
+        return TfliteTeacher(path)
+    if ext == ".npy":
+        from .precomputed import PrecomputedTeacher
+        return PrecomputedTeacher(path, data)
+    known = ", ".join(f"{e} ({what})" for e, what in FORMATS.items())
+    raise EdgekdError(f"{path}: unsupported teacher format; expected one of {known}")

@@ -1,6 +1,5 @@
 """A teacher saved by edgekd: the same .npz format as a student, run with edgekd's own layers."""
 
-from ..errors import EdgekdError
 from ..nn.io import load_model
 
 
@@ -14,10 +13,3 @@ class NativeTeacher:
 
     def logits(self, x):
         return self.model.predict(x)
-
-
-def load_teacher(path):
-    path = str(path)
-    if path.endswith(".npz"):
-        return NativeTeacher(path)
-    raise EdgekdError(f"{path}: unsupported teacher format (expected an edgekd .npz)")

@@ -1,0 +1,289 @@
+"""The device's soft-label source over a link (TCP or in-process): handshake, streaming,
+halting reports, and transparent reconnect-and-resume after a dropped or damaged connection.
+
+The device is the authority on its own progress: on reconnect it tells the host the halted
+set (now, and as it was when the epoch began) and the cursor it has trained through, and the
+host replays the epoch from there in the same order. Weights end up as if nothing happened.
+"""
+
+import time
+
+import numpy as np
+
+from ..distill.source import Batch, SoftLabelSource, Welcome
+from ..errors import EdgekdError
+from . import messages as m
+from .codecs import soft_codec, x_codec
+from .frames import ProtocolError
+from .host_protocol import PROTO, hello_mac
+from .transport import LinkDown
+
+
+class HostRefused(EdgekdError):
+    """The host answered with an ERROR that reconnecting will not cure."""
+
+
+class LinkSource(SoftLabelSource):
+    def __init__(self, dial, codec="f32", x_codec="f32", k=4, token=None, window=4,
+                 retries=8, backoff_s=0.1, log=None):
+        self.dial = dial
+        self.codec, self.x_codec, self.k, self.token = codec, x_codec, k, token
+        self.window, self.retries, self.backoff_s = window, retries, backoff_s
+        self.log = log or (lambda msg: None)
+        self.t = None
+        self.bytes_down = self.bytes_up = self.bytes_eval = 0
+        self.reconnects = 0
+        self.epoch_no, self.cursor = -1, 0
+        self.hello = None
+
+    # -- connection ---------------------------------------------------------------------------
+    def open(self, hello):
+        """Handshake. A device resuming from its checkpoint sends its halted set right away."""
+        self.hello = hello
+        self.halted = None
+        if len(hello.halted):
+            self.halted = np.zeros(hello.num_train, bool)
+            self.halted[np.asarray(hello.halted, np.int64)] = True
+            self.start_halted = self.halted.copy()
+        self._connect()
+        if self.halted is None:
+            self.halted = np.zeros(self.info["num_train"], bool)
+            self.start_halted = self.halted.copy()
+        return Welcome(self.info["num_train"], self.info["num_val"], self.info["num_test"],
+                       self.info["features"])
+
+    def _connect(self):
+        """Dial, authenticate, handshake. On reconnect, the HELLO carries the resume state."""
+        self.t = self.dial()
+        try:
+            ftype, _, nonce = self.t.recv()
+            self._expect(ftype, nonce, m.T.CHALLENGE)
+            h = self.hello
+            body = {"proto": PROTO, "input_shape": list(h.input_shape), "num_classes": h.num_classes,
+                    "seed": h.seed, "batch": h.batch, "val_fraction": h.val_fraction,
+                    "codec": self.codec, "x_codec": self.x_codec, "k": self.k, "mode": "host-data",
+                    "auth": hello_mac(self.token, nonce) if self.token else None}
+            tail = b""
+            if self.halted is not None:
+                body["resume"] = {"epoch": self.epoch_no, "cursor": self.cursor,
+                                  "num_train": len(self.halted)}
+                tail = m.pack_bitmap(self.halted) + m.pack_bitmap(self.start_halted)
+            self._send(m.frame(m.T.HELLO, m.pack_json(body, tail)))
+            ftype, _, payload = self.t.recv()
+            self._expect(ftype, payload, m.T.WELCOME)
+            self._welcome(*m.unpack_json(payload, "WELCOME"))
+        except BaseException:
+            self._count()
+            self.t.close()
+            raise
+        self._count()
+
+    def _welcome(self, info, tail):
+        try:
+            features, classes = int(info["features"]), int(info["classes"])
+            for key in ("num_train", "num_val", "num_test"):
+                info[key] = int(info[key])
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError("WELCOME is missing fields") from None
+        affine = None
+        if self.x_codec == "u8":
+            if len(tail) != 8 * features:
+                raise ProtocolError("WELCOME lacks the u8 input parameters")
+            affine = (np.frombuffer(tail, "<f4", features), np.frombuffer(tail, "<f4", features, 4 * features))
+        self.info = info
+        self.xc = x_codec(self.x_codec, features, affine)
+        self.sc = soft_codec(self.codec, classes, self.k)
+        self.eval_xc = self.xc
+
+    def _expect(self, ftype, payload, want):
+        if ftype == m.T.ERROR:
+            code, text = m.unpack_error(payload)
+            if code == m.ERR_LINK:
+                raise LinkDown(f"host reported link damage: {text}")
+            raise HostRefused(f"host refused: {text}")
+        if ftype != want:
+            raise ProtocolError(f"expected {want.name}, got frame type {ftype}")
+
+    def _reconnect(self, why):
+        """Bounded retries with exponential backoff; the counter resets on progress."""
+        self._drop()
+        for attempt in range(self.retries):
+            time.sleep(self.backoff_s * (2 ** attempt))
+            self.log(f"link lost ({why}); reconnecting, attempt {attempt + 1}/{self.retries}")
+            try:
+                self._connect()
+                self.reconnects += 1
+                return
+            except (LinkDown, ProtocolError) as e:
+                if isinstance(e, ProtocolError) and not e.retryable:
+                    raise
+                why = str(e)
+                self._drop()
+        raise EdgekdError(f"link lost and {self.retries} reconnects failed: {why}")
+
+    def _drop(self):
+        if self.t is not None:
+            self._count()
+            self.t.close()
+            self.t = None
+
+    def _count(self, kind=None):
+        """Move the transport's byte counters into ours (eval or training)."""
+        t = self.t
+        if t is None:
+            return
+        down, up = t.received, t.sent
+        t.received = t.sent = 0
+        if (kind or getattr(self, "_kind", "train")) == "eval":
+            self.bytes_eval += down + up
+        else:
+            self.bytes_down += down
+            self.bytes_up += up
+
+    def _send(self, data):
+        self.t.send(data)
+
+    def _recv(self):
+        ftype, flags, payload = self.t.recv()
+        if ftype == m.T.ERROR:
+            self._expect(ftype, payload, m.T.ERROR)
+        return ftype, flags, payload
+
+    # -- training stream ----------------------------------------------------------------------
+    def epoch(self, epoch):
+        self.epoch_no, self.cursor = epoch, 0
+        self.start_halted = self.halted.copy()
+        fresh = True
+        while True:
+            try:
+                if fresh:
+                    if self.t is None:
+                        self._reconnect("connection closed")
+                    self._send(m.frame(m.T.EPOCH, m.pack_epoch(epoch, self.cursor, self.window)))
+                    received, fresh = self.cursor, False
+                ftype, _, payload = self._recv()
+                if ftype == m.T.EPOCH_END:
+                    e, _n = m.unpack_pair(payload, "EPOCH_END")
+                    if e != epoch:
+                        raise ProtocolError(f"EPOCH_END for epoch {e} during epoch {epoch}")
+                    self._count()
+                    return
+                if ftype != m.T.BATCH:
+                    raise ProtocolError(f"expected BATCH, got frame type {ftype}")
+                e, cursor, split, ids, y, x, soft = m.unpack_batch(payload, self.xc, self.sc)
+                if e != epoch or cursor != received + 1 or split != m.SPLIT_TRAIN or soft is None:
+                    raise ProtocolError(f"out-of-order BATCH (epoch {e}, batch {cursor})")
+                received = cursor
+                self._check_ids(ids, y)
+            except (LinkDown, ProtocolError) as err:
+                if isinstance(err, ProtocolError) and not err.retryable:
+                    raise
+                self._reconnect(str(err))
+                fresh = True
+                continue
+            self._count()
+            yield Batch(ids, x.reshape((len(ids),) + tuple(self.hello.input_shape)), y, soft)
+
+    def _check_ids(self, ids, y):
+        if ids.size and ids.max() >= len(self.halted):
+            raise ProtocolError("BATCH names a sample id outside the training split")
+        if y.size and y.max() >= self.hello.num_classes:
+            raise ProtocolError("BATCH carries a label outside the student's classes")
+
+    def report(self, epoch, cursor, halted, woken):
+        """ACK (or HALT with ids) after each trained batch; WAKE for drifted samples.
+        A send that fails only marks the link down: the next receive reconnects, and the
+        resume HELLO carries the halted set, so nothing reported is lost."""
+        self.halted[halted] = True
+        self.halted[woken] = False
+        if cursor:
+            self.cursor = cursor
+        msgs = []
+        if cursor:
+            msgs.append(m.frame(m.T.HALT, m.pack_halt(epoch, cursor, halted)) if len(halted)
+                        else m.frame(m.T.ACK, m.pack_pair(epoch, cursor)))
+        if len(woken):
+            msgs.append(m.frame(m.T.WAKE, m.pack_ids(woken)))
+        for data in msgs:
+            if self.t is None:
+                return
+            try:
+                self._send(data)
+            except LinkDown:
+                self._drop()
+                return
+        self._count()
+
+    # -- evaluation data ----------------------------------------------------------------------
+    def _fetch(self, split):
+        self._kind = "eval" if split == m.SPLIT_TEST else "train"
+        try:
+            for _ in range(self.retries + 1):
+                try:
+                    if self.t is None:
+                        self._reconnect("connection closed")
+                    return self._fetch_once(split)
+                except (LinkDown, ProtocolError) as err:
+                    if isinstance(err, ProtocolError) and not err.retryable:
+                        raise
+                    self._reconnect(str(err))
+            raise EdgekdError("could not fetch evaluation data over the link")
+        finally:
+            self._count()
+            self._kind = "train"
+
+    def _fetch_once(self, split):
+        self._send(m.frame(m.T.FETCH, bytes([split])))
+        parts = []
+        while True:
+            ftype, _, payload = self._recv()
+            if ftype == m.T.EPOCH_END:
+                break
+            if ftype != m.T.BATCH:
+                raise ProtocolError(f"expected BATCH, got frame type {ftype}")
+            e, _, s, ids, y, x, soft = m.unpack_batch(payload, self.xc, self.sc)
+            if e != m.FETCH_EPOCH or s != split or (soft is None) != (split == m.SPLIT_TEST):
+                raise ProtocolError("unexpected BATCH during a fetch")
+            parts.append((ids, y, x, soft))
+        shape = (-1,) + tuple(self.hello.input_shape)
+        ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        y = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        x = (np.concatenate([p[2] for p in parts]) if parts
+             else np.zeros((0, self.xc.width), np.float32)).reshape(shape)
+        soft = np.concatenate([p[3] for p in parts]) if parts and split == m.SPLIT_VAL else None
+        return Batch(ids, x, y, soft)
+
+    def validation(self):
+        return self._fetch(m.SPLIT_VAL)
+
+    def test(self):
+        return self._fetch(m.SPLIT_TEST)
+
+    def stop(self, reason):
+        """Tell the host why training ended; a host that is already gone does not matter."""
+        if self.t is None:
+            return
+        try:
+            self._send(m.frame(m.T.STOP, m.pack_text(reason)))
+            self._recv()
+        except (LinkDown, ProtocolError):
+            pass
+        self._count()
+
+    def close(self):
+        self._drop()
+
+    def naive_bytes(self, epochs, num_train, batch):
+        """What `--no-halting --codec f32 --x-codec f32` costs for `epochs` epochs."""
+        return naive_bytes(epochs, num_train, batch, self.info["features"], self.info["classes"])
+
+
+def naive_bytes(epochs, num_train, batch, features, classes):
+    xc, sc = x_codec("f32", features), soft_codec("f32", classes)
+    full, rest = divmod(num_train, batch)
+    ack = len(m.frame(m.T.ACK, m.pack_pair(0, 0)))
+    per_epoch = (len(m.frame(m.T.EPOCH, m.pack_epoch(0, 0, 0)))
+                 + len(m.frame(m.T.EPOCH_END, m.pack_pair(0, 0)))
+                 + full * (m.batch_nbytes(batch, xc, sc) + ack)
+                 + (m.batch_nbytes(rest, xc, sc) + ack if rest else 0))
+    return epochs * per_epoch

@@ -1,0 +1,141 @@
+"""Codecs for what crosses the link: teacher soft labels (logits) and inputs.
+
+Soft labels [n, classes]:
+  f32   4 bytes per logit.
+  f16   2 bytes per logit.
+  topk  per row the k largest logits relative to the row's maximum, as int8 with one float16
+        scale per row, plus one int8 "rest" value (the mean of the other logits) that stands
+        in for all of them. Shifting a row leaves softmax, KL and argmax unchanged, and the top
+        logit is sent exactly (0), so the teacher's argmax survives. Row layout, batched:
+        idx [n, k] u8 (u16 when classes > 256), q [n, k] i8, rest [n] i8, scale [n] f16.
+Inputs [n, *shape] (flattened to [n, features]):
+  f32, f16 as above.
+  u8    per-feature affine q = round((x - lo) / step), x' = lo + q * step, with lo and step
+        chosen by the host from the training split and sent once in WELCOME. When a feature
+        already lives on a grid of at most 256 evenly spaced values (8-bit data, e.g. digits'
+        0..16 / 16), step is that grid's spacing and the round trip is exact.
+"""
+
+import numpy as np
+
+from ..errors import EdgekdError
+
+SOFT_CODECS = ("f32", "f16", "topk")
+X_CODECS = ("f32", "f16", "u8")
+
+
+class Dense:
+    """f32 / f16 arrays, row-major."""
+
+    def __init__(self, width, dtype):
+        self.width, self.dtype = width, np.dtype(dtype).newbyteorder("<")
+
+    def nbytes(self, n):
+        return n * self.width * self.dtype.itemsize
+
+    def encode(self, a):
+        return np.ascontiguousarray(a.reshape(len(a), self.width), dtype=self.dtype).tobytes()
+
+    def decode(self, buf, n):
+        return np.frombuffer(buf, self.dtype, n * self.width).reshape(n, self.width).astype(np.float32)
+
+
+class TopK:
+    def __init__(self, classes, k):
+        if not 1 <= k <= classes:
+            raise EdgekdError(f"topk needs 1 <= k <= classes ({classes}), got k={k}")
+        self.classes, self.k = classes, k
+        self.idx_dtype = np.dtype("<u1" if classes <= 256 else "<u2")
+
+    def nbytes(self, n):
+        return n * (self.k * (self.idx_dtype.itemsize + 1) + 1 + 2)
+
+    def encode(self, soft):
+        n, k = len(soft), self.k
+        rel = soft - soft.max(axis=1, keepdims=True)
+        idx = np.argsort(-rel, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(rel, idx, axis=1)
+        rest_count = self.classes - k
+        rest = ((rel.sum(axis=1) - top.sum(axis=1)) / rest_count) if rest_count else np.zeros(n, np.float32)
+        span = np.maximum(np.abs(top).max(axis=1), np.abs(rest))
+        scale = np.where(span > 0, span / 127.0, 1.0).astype(np.float16)
+        s = np.maximum(scale.astype(np.float32), np.float32(np.finfo(np.float16).tiny))[:, None]
+        q = np.clip(np.round(top / s), -127, 127).astype(np.int8)
+        qr = np.clip(np.round(rest / s[:, 0]), -127, 127).astype(np.int8)
+        return (idx.astype(self.idx_dtype).tobytes() + q.tobytes() + qr.tobytes()
+                + scale.astype("<f2").tobytes())
+
+    def decode(self, buf, n):
+        k, c = self.k, self.classes
+        o = 0
+        idx = np.frombuffer(buf, self.idx_dtype, n * k, o).reshape(n, k).astype(np.int64)
+        o += n * k * self.idx_dtype.itemsize
+        q = np.frombuffer(buf, np.int8, n * k, o).reshape(n, k)
+        o += n * k
+        qr = np.frombuffer(buf, np.int8, n, o)
+        o += n
+        scale = np.frombuffer(buf, "<f2", n, o).astype(np.float32)
+        if idx.size and idx.max() >= c:
+            raise EdgekdError(f"topk soft label names class {idx.max()} of {c}")
+        if not np.all(np.isfinite(scale)):
+            raise EdgekdError("topk soft label has a non-finite scale")
+        out = np.repeat((qr.astype(np.float32) * scale)[:, None], c, axis=1)
+        np.put_along_axis(out, idx, q.astype(np.float32) * scale[:, None], axis=1)
+        return out
+
+
+class Affine8:
+    """u8 inputs with per-feature lo/step (see module docstring)."""
+
+    def __init__(self, lo, step):
+        self.lo = np.asarray(lo, np.float32)
+        self.step = np.asarray(step, np.float32)
+        self.width = self.lo.size
+
+    def nbytes(self, n):
+        return n * self.width
+
+    def encode(self, x):
+        q = np.round((x.reshape(len(x), self.width) - self.lo) / self.step)
+        return np.clip(q, 0, 255).astype(np.uint8).tobytes()
+
+    def decode(self, buf, n):
+        q = np.frombuffer(buf, np.uint8, n * self.width).reshape(n, self.width)
+        return (self.lo + q.astype(np.float32) * self.step).astype(np.float32)
+
+
+def affine8_params(x):
+    """(lo, step) per feature for the u8 codec: an exact grid when the data has one."""
+    x = x.reshape(len(x), -1).astype(np.float32)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    step = np.where(hi > lo, (hi - lo) / 255.0, 1.0).astype(np.float32)
+    for f in range(x.shape[1]):
+        u = np.unique(x[:, f])
+        if 1 < len(u) <= 256:
+            grid = np.diff(u).min()
+            k = (u - u[0]) / grid
+            if np.allclose(k, np.round(k), atol=1e-3) and k.max() <= 255:
+                step[f] = grid
+    return lo, step
+
+
+def soft_codec(name, classes, k=4):
+    if name == "f32":
+        return Dense(classes, "f4")
+    if name == "f16":
+        return Dense(classes, "f2")
+    if name == "topk":
+        return TopK(classes, min(k, classes))
+    raise EdgekdError(f"unknown soft-label codec {name!r}; choose from {', '.join(SOFT_CODECS)}")
+
+
+def x_codec(name, features, affine=None):
+    if name == "f32":
+        return Dense(features, "f4")
+    if name == "f16":
+        return Dense(features, "f2")
+    if name == "u8":
+        if affine is None:
+            raise EdgekdError("the u8 input codec needs the host's per-feature scale")
+        return Affine8(*affine)
+    raise EdgekdError(f"unknown input codec {name!r}; choose from {', '.join(X_CODECS)}")

@@ -1,0 +1,232 @@
+"""The host's protocol state machine for one device connection: frames in, frames out.
+
+Transport-free: the TCP server and the in-memory link drive the same object, so both carry
+byte-identical traffic. Any ProtocolError or EdgekdError ends the session; the driver sends
+the ERROR frame returned by `error_frame` and closes.
+"""
+
+import hashlib
+import hmac
+import os
+
+import numpy as np
+
+from ..errors import EdgekdError
+from . import messages as m
+from .codecs import SOFT_CODECS, X_CODECS, soft_codec, x_codec
+from .frames import ProtocolError
+from .host_session import HostSession, epoch_order
+
+PROTO = 1
+MAX_WINDOW = 64
+
+
+def hello_mac(token, nonce):
+    return hmac.new(token.encode(), b"edgekd-hello" + nonce, hashlib.sha256).hexdigest()
+
+
+class HostProtocol:
+    def __init__(self, teacher, data, affine, token=None):
+        self.session = HostSession(teacher, data)
+        self.teacher, self.data, self.affine, self.token = teacher, data, affine, token
+        self.nonce = os.urandom(m.NONCE_BYTES)
+        self.hello = None
+        self.closed = False
+        self.stream = None
+        self.resume_start = None
+        self.stats = {"epochs": 0, "batches": 0, "halted": 0, "stop": None}
+
+    def greeting(self):
+        return [m.frame(m.T.CHALLENGE, self.nonce)]
+
+    @staticmethod
+    def error_frame(err):
+        """ERROR with a code: link damage (the device may reconnect and resume) or refusal."""
+        code = m.ERR_LINK if isinstance(err, ProtocolError) and err.retryable else m.ERR_REFUSED
+        return m.frame(m.T.ERROR, m.pack_error(code, str(err)))
+
+    def handle(self, ftype, flags, payload):
+        """Frames to send in answer to one received frame."""
+        if self.hello is None and ftype != m.T.HELLO:
+            raise ProtocolError(f"expected HELLO first, got frame type {ftype}")
+        handler = {m.T.HELLO: self.on_hello, m.T.EPOCH: self.on_epoch, m.T.ACK: self.on_ack,
+                   m.T.HALT: self.on_halt, m.T.WAKE: self.on_wake, m.T.FETCH: self.on_fetch,
+                   m.T.QUERY: self.on_query, m.T.STOP: self.on_stop,
+                   m.T.ERROR: self.on_error}.get(ftype)
+        if handler is None:
+            raise ProtocolError(f"unexpected frame type {ftype} from a device")
+        return handler(payload)
+
+    # -- handshake ----------------------------------------------------------------------------
+    def on_hello(self, payload):
+        if self.hello is not None:
+            raise ProtocolError("second HELLO on one connection")
+        h, tail = m.unpack_json(payload, "HELLO")
+        if h.get("proto") != PROTO:
+            raise ProtocolError(f"device speaks protocol {h.get('proto')!r}, this host speaks {PROTO}")
+        if self.token is not None:
+            given = h.get("auth")
+            if not isinstance(given, str) or not hmac.compare_digest(given, hello_mac(self.token, self.nonce)):
+                raise ProtocolError("authentication failed: wrong or missing token")
+        try:
+            shape = tuple(int(v) for v in h["input_shape"])
+            classes, seed, batch = int(h["num_classes"]), int(h["seed"]), int(h["batch"])
+            val_fraction, codec, xcodec = float(h["val_fraction"]), str(h["codec"]), str(h["x_codec"])
+            k, mode = int(h.get("k", 4)), str(h.get("mode", "host-data"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"HELLO is missing or has a bad field ({e})") from None
+        if codec not in SOFT_CODECS or xcodec not in X_CODECS:
+            raise ProtocolError(f"unsupported codec {codec}/{xcodec}; host offers soft "
+                                f"{','.join(SOFT_CODECS)} and inputs {','.join(X_CODECS)}")
+        if not 1 <= batch <= 65535 or not 1 <= k <= 255:
+            raise ProtocolError("batch must be in 1..65535 and k in 1..255")
+        if mode not in ("host-data", "device-data"):
+            raise ProtocolError(f"unknown mode {mode!r}")
+        self.hello = h
+        self.mode, self.batch = mode, batch
+        self.sc = soft_codec(codec, self.teacher.num_classes, k)
+        if mode == "device-data":
+            return self._welcome_device_data(shape, classes, xcodec, tail)
+        from ..distill.source import Hello
+        w = self.session.open(Hello(seed, batch, val_fraction, shape, classes))
+        self.xc = x_codec(xcodec, w.features, self.affine)
+        resume = h.get("resume")
+        if resume is not None:
+            self._resume(resume, tail, w.num_train)
+        info = {"num_train": w.num_train, "num_val": w.num_val, "num_test": w.num_test,
+                "features": w.features, "classes": self.teacher.num_classes,
+                "codec": codec, "x_codec": xcodec, "k": getattr(self.sc, "k", k), "mode": mode}
+        extra = b""
+        if xcodec == "u8":
+            extra = np.asarray(self.affine[0], "<f4").tobytes() + np.asarray(self.affine[1], "<f4").tobytes()
+        return [m.frame(m.T.WELCOME, m.pack_json(info, extra))]
+
+    def _resume(self, resume, tail, n):
+        if not isinstance(resume, dict) or resume.get("num_train") != n:
+            raise ProtocolError("resume state does not match this host's data set")
+        half = (n + 7) // 8
+        if len(tail) != 2 * half:
+            raise ProtocolError("resume bitmaps have the wrong length")
+        self.session.halted[...] = m.unpack_bitmap(tail[:half], n, "HELLO")
+        self.resume_start = (int(resume.get("epoch", -1)), m.unpack_bitmap(tail[half:], n, "HELLO"))
+
+    def _welcome_device_data(self, shape, classes, xcodec, tail):
+        if tuple(shape) != tuple(self.teacher.input_shape) or classes != self.teacher.num_classes:
+            raise EdgekdError(f"the device's inputs {list(shape)} / {classes} classes do not "
+                              f"match the teacher's {list(self.teacher.input_shape)} / "
+                              f"{self.teacher.num_classes}")
+        features = int(np.prod(shape))
+        affine = None
+        if xcodec == "u8":
+            if len(tail) != 8 * features:
+                raise ProtocolError("HELLO: u8 uploads need the device's per-feature lo/step")
+            lo = np.frombuffer(tail, "<f4", features)
+            step = np.frombuffer(tail, "<f4", features, 4 * features)
+            if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(step)) and np.all(step > 0)):
+                raise ProtocolError("HELLO: bad u8 parameters")
+            affine = (lo, step)
+        self.xc = x_codec(xcodec, features, affine)
+        self.shape = tuple(shape)
+        info = {"num_train": 0, "num_val": 0, "num_test": 0, "features": features,
+                "classes": self.teacher.num_classes, "codec": self.hello["codec"],
+                "x_codec": xcodec, "k": getattr(self.sc, "k", 0), "mode": "device-data"}
+        return [m.frame(m.T.WELCOME, m.pack_json(info))]
+
+    # -- host-data training -------------------------------------------------------------------
+    def _need_host_data(self, what):
+        if self.mode != "host-data":
+            raise ProtocolError(f"{what} is for host-data mode")
+
+    def on_epoch(self, payload):
+        self._need_host_data("EPOCH")
+        epoch, cursor, window = m.unpack_epoch(payload)
+        if self.resume_start is not None and self.resume_start[0] == epoch:
+            order = epoch_order(self.session.train_ids, self.session.seed, epoch, self.resume_start[1])
+        else:
+            order = self.session.order(epoch)
+        self.resume_start = None
+        batches = -(-len(order) // self.batch)
+        if cursor > batches:
+            raise ProtocolError(f"EPOCH cursor {cursor} is past the epoch's {batches} batches")
+        self.stream = {"epoch": epoch, "order": order, "batches": batches, "next": cursor,
+                       "acked": cursor, "window": max(1, min(window, MAX_WINDOW)), "end_sent": False}
+        self.stats["epochs"] += 1
+        return self._pump()
+
+    def _pump(self):
+        """Send batches while fewer than `window` are unacknowledged; EPOCH_END after the last."""
+        s, out = self.stream, []
+        while s["next"] < s["batches"] and s["next"] - s["acked"] < s["window"]:
+            ids = s["order"][s["next"] * self.batch:(s["next"] + 1) * self.batch]
+            b = self.session.batch(ids)
+            s["next"] += 1
+            out.append(m.frame(m.T.BATCH, m.pack_batch(
+                s["epoch"], s["next"], m.SPLIT_TRAIN, ids, b.y, self.xc.encode(b.x),
+                self.sc.encode(b.soft))))
+            self.stats["batches"] += 1
+        if s["next"] == s["batches"] and not s["end_sent"]:
+            s["end_sent"] = True
+            out.append(m.frame(m.T.EPOCH_END, m.pack_pair(s["epoch"], s["batches"])))
+        return out
+
+    def _acked(self, epoch, cursor):
+        s = self.stream
+        if s is None or epoch != s["epoch"] or not s["acked"] < cursor <= s["next"]:
+            raise ProtocolError(f"ACK for epoch {epoch} batch {cursor} that was not sent")
+        s["acked"] = cursor
+        return self._pump()
+
+    def on_ack(self, payload):
+        self._need_host_data("ACK")
+        return self._acked(*m.unpack_pair(payload, "ACK"))
+
+    def on_halt(self, payload):
+        self._need_host_data("HALT")
+        epoch, cursor, ids = m.unpack_halt(payload)
+        self.session.halt(ids)
+        self.stats["halted"] += len(ids)
+        return self._acked(epoch, cursor)
+
+    def on_wake(self, payload):
+        self._need_host_data("WAKE")
+        ids, _ = m.unpack_ids(payload, "WAKE")
+        self.session.wake(ids)
+        return []
+
+    def on_fetch(self, payload):
+        self._need_host_data("FETCH")
+        if len(payload) != 1 or payload[0] not in (m.SPLIT_VAL, m.SPLIT_TEST):
+            raise ProtocolError("FETCH names no split (1 validation, 2 test)")
+        split = payload[0]
+        b = self.session.validation() if split == m.SPLIT_VAL else self.session.test()
+        out = []
+        for i in range(0, len(b.ids), self.batch):
+            sl = slice(i, i + self.batch)
+            soft = self.sc.encode(b.soft[sl]) if b.soft is not None else None
+            out.append(m.frame(m.T.BATCH, m.pack_batch(m.FETCH_EPOCH, i // self.batch + 1, split,
+                                                       b.ids[sl], b.y[sl], self.xc.encode(b.x[sl]), soft)))
+        out.append(m.frame(m.T.EPOCH_END, m.pack_pair(m.FETCH_EPOCH, len(out))))
+        return out
+
+    # -- device-data labelling ----------------------------------------------------------------
+    def on_query(self, payload):
+        if self.mode != "device-data":
+            raise ProtocolError("QUERY is for device-data mode")
+        ids, rest = m.unpack_ids(payload, "QUERY", self.xc.nbytes)
+        x = self.xc.decode(rest, len(ids))
+        if not np.all(np.isfinite(x)):
+            raise ProtocolError("QUERY inputs hold NaN or inf")
+        soft = self.session.soft_labels(x.reshape((len(ids),) + self.shape))
+        self.stats["batches"] += 1
+        return [m.frame(m.T.SOFT, m.pack_ids(ids, self.sc.encode(soft)))]
+
+    # -- the end ------------------------------------------------------------------------------
+    def on_stop(self, payload):
+        self.stats["stop"] = m.unpack_text(payload)
+        self.closed = True
+        return [m.frame(m.T.BYE)]
+
+    def on_error(self, payload):
+        self.stats["stop"] = "device error: " + m.unpack_text(payload)
+        self.closed = True
+        return []

@@ -1,0 +1,187 @@
+"""Messages: the payload of each frame type, packed little-endian (docs/protocol.md has the
+byte layouts). Every unpack checks lengths exactly and raises ProtocolError, never anything
+else, whatever the bytes."""
+
+import json
+import struct
+from enum import IntEnum
+
+import numpy as np
+
+from .frames import ProtocolError, encode_frame
+
+
+class T(IntEnum):
+    CHALLENGE = 1   # host -> device  nonce
+    HELLO = 2       # device -> host  JSON (+ resume bitmaps)
+    WELCOME = 3     # host -> device  JSON (+ u8 codec parameters)
+    EPOCH = 4       # device -> host  start or resume an epoch at a cursor
+    BATCH = 5       # host -> device  ids, labels, x, soft labels
+    EPOCH_END = 6   # host -> device  the epoch (or fetch) has no more batches
+    ACK = 7         # device -> host  trained through cursor
+    HALT = 8        # device -> host  ACK + newly settled ids
+    WAKE = 9        # device -> host  un-settle ids
+    FETCH = 10      # device -> host  stream the validation or test split
+    QUERY = 11      # device -> host  device-data mode: inputs to label
+    SOFT = 12       # host -> device  device-data mode: soft labels
+    STOP = 13       # device -> host  training is over, with the reason
+    ERROR = 14      # either way      a one-line error; the sender closes
+    BYE = 15        # host -> device  STOP acknowledged
+
+
+SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2
+FETCH_EPOCH = 0xFFFFFFFF          # EPOCH_END.epoch that ends a FETCH
+NONCE_BYTES = 16
+
+_EPOCH = struct.Struct("<IIH")
+_BATCH = struct.Struct("<IIIBBH")
+_PAIR = struct.Struct("<II")
+_HALT = struct.Struct("<III")
+_COUNT = struct.Struct("<I")
+
+
+def frame(ftype, payload=b"", flags=0):
+    return encode_frame(int(ftype), payload, flags)
+
+
+def _unpack(st, payload, what, exact=True):
+    if len(payload) < st.size or (exact and len(payload) != st.size):
+        raise ProtocolError(f"{what}: payload of {len(payload)} bytes, expected {st.size}")
+    return st.unpack_from(payload)
+
+
+def _ids(buf, count, offset, what):
+    if len(buf) < offset + 4 * count:
+        raise ProtocolError(f"{what}: truncated id list")
+    return np.frombuffer(buf, "<u4", count, offset).astype(np.int64)
+
+
+# -- handshake -------------------------------------------------------------------------------
+def pack_json(obj, tail=b""):
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    return _COUNT.pack(len(body)) + body + tail
+
+
+def unpack_json(payload, what):
+    (n,) = _unpack(_COUNT, payload, what, exact=False)
+    if len(payload) < 4 + n:
+        raise ProtocolError(f"{what}: truncated JSON")
+    try:
+        obj = json.loads(payload[4:4 + n].decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ProtocolError(f"{what}: malformed JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{what}: expected a JSON object")
+    return obj, payload[4 + n:]
+
+
+def pack_bitmap(mask):
+    return np.packbits(np.asarray(mask, bool), bitorder="little").tobytes()
+
+
+def unpack_bitmap(buf, n, what):
+    need = (n + 7) // 8
+    if len(buf) != need:
+        raise ProtocolError(f"{what}: bitmap of {len(buf)} bytes, expected {need}")
+    return np.unpackbits(np.frombuffer(buf, np.uint8), count=n, bitorder="little").astype(bool)
+
+
+# -- training --------------------------------------------------------------------------------
+def pack_epoch(epoch, cursor, window):
+    return _EPOCH.pack(epoch, cursor, window)
+
+
+def unpack_epoch(payload):
+    return _unpack(_EPOCH, payload, "EPOCH")
+
+
+def pack_batch(epoch, cursor, split, ids, y, x_bytes, soft_bytes):
+    n = len(ids)
+    head = _BATCH.pack(epoch, cursor, n, split, soft_bytes is not None, 0)
+    return (head + np.asarray(ids, "<u4").tobytes() + np.asarray(y, "<u2").tobytes()
+            + x_bytes + (soft_bytes or b""))
+
+
+def unpack_batch(payload, xc, sc):
+    """(epoch, cursor, split, ids, y, x [n, features], soft [n, classes] or None)."""
+    epoch, cursor, n, split, has_soft, _ = _unpack(_BATCH, payload, "BATCH", exact=False)
+    o = _BATCH.size
+    need = o + 6 * n + xc.nbytes(n) + (sc.nbytes(n) if has_soft else 0)
+    if len(payload) != need or split > SPLIT_TEST or has_soft > 1:
+        raise ProtocolError(f"BATCH: {len(payload)} bytes for {n} samples, expected {need}")
+    ids = _ids(payload, n, o, "BATCH")
+    o += 4 * n
+    y = np.frombuffer(payload, "<u2", n, o).astype(np.int64)
+    o += 2 * n
+    x = _finite(xc.decode(payload[o:o + xc.nbytes(n)], n), "BATCH inputs")
+    o += xc.nbytes(n)
+    soft = _finite(sc.decode(payload[o:], n), "BATCH soft labels") if has_soft else None
+    return epoch, cursor, split, ids, y, x, soft
+
+
+def batch_nbytes(n, xc, sc):
+    """Bytes on the link for one BATCH frame of n samples (frame overhead included)."""
+    from .frames import OVERHEAD
+    return OVERHEAD + _BATCH.size + 6 * n + xc.nbytes(n) + (sc.nbytes(n) if sc else 0)
+
+
+def pack_pair(a, b):
+    return _PAIR.pack(a, b)
+
+
+def unpack_pair(payload, what):
+    return _unpack(_PAIR, payload, what)
+
+
+def pack_halt(epoch, cursor, ids):
+    return _HALT.pack(epoch, cursor, len(ids)) + np.asarray(ids, "<u4").tobytes()
+
+
+def unpack_halt(payload):
+    epoch, cursor, n = _unpack(_HALT, payload, "HALT", exact=False)
+    if len(payload) != _HALT.size + 4 * n:
+        raise ProtocolError(f"HALT: {len(payload)} bytes for {n} ids")
+    return epoch, cursor, _ids(payload, n, _HALT.size, "HALT")
+
+
+def pack_ids(ids, tail=b""):
+    return _COUNT.pack(len(ids)) + np.asarray(ids, "<u4").tobytes() + tail
+
+
+def unpack_ids(payload, what, tail_nbytes=None):
+    """(ids, rest). With tail_nbytes(n), the rest must be exactly that long."""
+    (n,) = _unpack(_COUNT, payload, what, exact=False)
+    ids = _ids(payload, n, 4, what)
+    rest = payload[4 + 4 * n:]
+    want = 0 if tail_nbytes is None else tail_nbytes(n)
+    if len(rest) != want:
+        raise ProtocolError(f"{what}: {len(payload)} bytes for {n} ids")
+    return ids, rest
+
+
+ERR_LINK, ERR_REFUSED = 1, 2
+
+
+def pack_error(code, text):
+    return bytes([code]) + pack_text(text)
+
+
+def unpack_error(payload):
+    """(code, text); a payload without a known code reads as a refusal."""
+    if payload[:1] in (bytes([ERR_LINK]), bytes([ERR_REFUSED])):
+        return payload[0], unpack_text(payload[1:])
+    return ERR_REFUSED, unpack_text(payload)
+
+
+def pack_text(text):
+    return text.encode("utf-8", "replace")[:4096]
+
+
+def unpack_text(payload):
+    return " ".join(payload.decode("utf-8", "replace").split())[:1000]
+
+
+def _finite(a, what):
+    if not np.all(np.isfinite(a)):
+        raise ProtocolError(f"{what} hold NaN or inf")
+    return a
