@@ -42,9 +42,16 @@ def train_teacher(spec, data, out, epochs=30, batch=64, lr=3e-3, optimizer="adam
 
 
 def train_student(spec, source, cfg, out, resume=False, on_epoch=None):
-    """KD training of `spec` from any soft-label source; writes student, metrics, checkpoint."""
-    from .distill.trainer import Trainer
+    """KD training of `spec`; writes student, metrics, checkpoint. `source` is a soft-label
+    source, or a function of the run's config that makes one (so a resumed run talks to the
+    host with the codecs it started with)."""
+    from .distill.source import SoftLabelSource
+    from .distill.trainer import Trainer, saved_config
     from .nn.model import Sequential
+    if resume:
+        cfg = saved_config(out)
+    if not isinstance(source, SoftLabelSource):
+        source = source(cfg)
     model = Sequential(spec, seed=cfg.seed, where="student spec")
     if not resume and os.path.exists(os.path.join(out, "checkpoint.npz")):
         raise EdgekdError(f"{out}: holds a run already; pass --resume to continue it "

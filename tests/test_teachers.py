@@ -252,7 +252,7 @@ def tflite_mlp(model, path, quantized=False, batch_sig=-1, reshape=False, two_ou
         for a in (x, h, h @ k2 + b2):
             lo, hi = min(float(a.min()), 0.0), max(float(a.max()), 0.0)
             scale = (hi - lo) / 255
-            scales.append((scale, int(round(-128 - lo / scale))))
+            scales.append((scale, round(-128 - lo / scale)))
     x_t = tensor([1, IN], "x", typ=act_type, quant=scales[0] if quantized else None, batch=True)
     cur = x_t
     if reshape:

@@ -5,6 +5,8 @@ import click
 from ..distill.config import VAL_METRICS, TrainConfig
 from ..distill.halting import POLICIES, HaltingConfig
 from ..distill.optim import LR_SCHEDULES, OPTIMIZERS
+from ..errors import EdgekdError
+from ..link.codecs import SOFT_CODECS, X_CODECS
 from .base import EpochBar, emit, json_option, load_data, load_spec_file, main
 
 DATA_HELP = "Data set: a built-in name (digits, sensor) or an .npz with x_train, y_train, x_test, y_test."
@@ -74,7 +76,10 @@ def make_config(kw):
                       patience_epochs=kw.pop("patience_epochs"),
                       byte_budget=kw.pop("byte_budget"), time_budget_s=kw.pop("time_budget"))
     kd = not kw.pop("no_kd")
-    return TrainConfig(kd=kd, halting=h, **{k: kw.pop(k) for k in (
+    codec, x_codec = kw.pop("codec"), kw.pop("x_codec")
+    x_codec = x_codec or ("f32" if codec == "f32" else TrainConfig().x_codec)
+    return TrainConfig(kd=kd, halting=h, codec=codec, x_codec=x_codec, topk=kw.pop("topk"),
+                       **{k: kw.pop(k) for k in (
         "epochs", "batch", "lr", "lr_schedule", "optimizer", "weight_decay", "momentum", "seed",
         "temperature", "alpha", "val_fraction", "val_metric", "restore_best")}).check()
 
@@ -125,13 +130,75 @@ def summary_text(r):
             f"{r['wall_s']:.1f} s -> {r['output']}")
 
 
+def link_options(f):
+    d = TrainConfig()
+    opts = [
+        click.option("--codec", default=d.codec, show_default=True, type=click.Choice(SOFT_CODECS),
+                     help="Soft labels on the link: f32, f16, or topk (k largest logits as int8)."),
+        click.option("--x-codec", default=None, type=click.Choice(X_CODECS),
+                     help=f"Inputs on the link [{d.x_codec}; f32 when --codec is f32]."),
+        click.option("--topk", default=d.topk, show_default=True, type=click.IntRange(1, 255),
+                     help="k for --codec topk."),
+        click.option("--connect", metavar="HOST:PORT",
+                     help="Stream from an `edgekd serve` host (this process is the device)."),
+        click.option("--token", envvar="EDGEKD_TOKEN", help="Shared secret (or EDGEKD_TOKEN)."),
+        click.option("--window", default=4, show_default=True, type=click.IntRange(1, 64),
+                     help="Batches the host may send ahead of the device's acknowledgements."),
+        click.option("--retries", default=8, show_default=True, type=click.IntRange(0),
+                     help="Reconnect attempts (exponential backoff) after the link drops."),
+        click.option("--cache-budget", default="1MiB", show_default=True,
+                     help="Device-data mode: bytes of soft labels the device may keep."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def parse_hostport(text):
+    host, sep, port = (text or "").rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise EdgekdError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def make_source(link, teacher_path, data):
+    """What the trainer reads from: a host over TCP (host-data, or device-data when the device
+    has --data), or, without --connect, a host in this process."""
+    if link["connect"] is None:
+        if not teacher_path or not data:
+            raise EdgekdError("give --teacher and --data (in-process), or --connect HOST:PORT")
+        from ..link.local import LocalSource
+        from ..teachers import load_teacher
+        t, ds = load_teacher(teacher_path), load_data(data)
+        return lambda cfg: LocalSource(t, ds, cfg.codec, cfg.x_codec, cfg.topk, link["window"])
+    if teacher_path:
+        raise EdgekdError("--teacher belongs to the host (`edgekd serve`), not to --connect")
+    from ..link.transport import dial_tcp
+    host, port = parse_hostport(link["connect"])
+    opts = {"token": link["token"], "window": link["window"], "retries": link["retries"],
+            "log": lambda msg: click.echo(f"edgekd: {msg}", err=True)}
+
+    def dial():
+        return dial_tcp(host, port)
+
+    if data:
+        from ..design.units import parse_bytes
+        from ..link.device_data import DeviceDataSource
+        ds, budget = load_data(data), parse_bytes(link["cache_budget"])
+        return lambda cfg: DeviceDataSource(dial, ds, budget, codec=cfg.codec, x_codec=cfg.x_codec,
+                                            k=cfg.topk, **opts)
+    from ..link.client import LinkSource
+    return lambda cfg: LinkSource(dial, codec=cfg.codec, x_codec=cfg.x_codec, k=cfg.topk, **opts)
+
+
 @main.command()
 @click.option("--student", "student_path", required=True, type=click.Path(dir_okay=False),
               help="Student spec JSON (from `edgekd design` or written by hand).")
-@click.option("--teacher", "teacher_path", required=True, type=click.Path(dir_okay=False),
-              help="Teacher .npz (from `edgekd teacher`).")
-@click.option("--data", required=True, help=DATA_HELP)
+@click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False),
+              help="Teacher .npz (in-process runs; with --connect the host has the teacher).")
+@click.option("--data", help=DATA_HELP + " With --connect: the device's own data (device-data mode).")
 @training_options
+@link_options
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint (its saved settings win).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -140,17 +207,21 @@ def summary_text(r):
 def train(student_path, teacher_path, data, resume, out, as_json, **kw):
     """Distill a teacher into a student, with early halting.
 
-    Host and device run in this process over an in-memory link that is charged the bytes real
-    frames would cost. Writes OUT/student.npz, OUT/metrics.jsonl (one line per epoch) and
-    OUT/checkpoint.npz (every epoch, atomically).
+    \b
+    In-process:  --teacher T --data D (host and device in this process, real frames)
+    On a device: --connect HOST:PORT (the host runs `edgekd serve`)
+    Device-data: --connect HOST:PORT --data LOCAL (inputs stay here; only uploads for labels)
+
+    Writes OUT/student.npz, OUT/metrics.jsonl (one line per epoch) and OUT/checkpoint.npz
+    (every epoch, atomically). bytes_down/bytes_up are what the link really carried.
     """
     from ..commands import train_student
-    from ..link.local import LocalSource
-    from ..teachers import load_teacher
+    link = {k: kw.pop(k) for k in ("connect", "token", "window", "retries", "cache_budget")}
     cfg = make_config(kw)
-    spec, ds, t = load_spec_file(student_path), load_data(data), load_teacher(teacher_path)
+    spec = load_spec_file(student_path)
+    source = make_source(link, teacher_path, data)
     with EpochBar(cfg.epochs, "train", ["loss", "test_accuracy", "settled_fraction"]) as bar:
-        res = train_student(spec, LocalSource(t, ds), cfg, out, resume, bar.update)
+        res = train_student(spec, source, cfg, out, resume, bar.update)
     emit(res, as_json, summary_text)
 
 

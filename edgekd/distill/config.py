@@ -25,6 +25,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_metric: str = "kl"
     restore_best: bool = True
+    codec: str = "topk"          # soft labels on the link: f32, f16, topk
+    x_codec: str = "u8"          # inputs on the link: f32, f16, u8
+    topk: int = 4
     halting: HaltingConfig = field(default_factory=HaltingConfig)
 
     def check(self):
@@ -42,6 +45,10 @@ class TrainConfig:
             raise EdgekdError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_metric not in VAL_METRICS:
             raise EdgekdError(f"val_metric must be one of {', '.join(VAL_METRICS)}")
+        if self.codec not in ("f32", "f16", "topk") or self.x_codec not in ("f32", "f16", "u8"):
+            raise EdgekdError(f"unknown codec {self.codec}/{self.x_codec}")
+        if not 1 <= self.topk <= 255:
+            raise EdgekdError(f"topk must be in 1..255, got {self.topk}")
         self.halting.check()
         return self
 

@@ -31,6 +31,20 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def saved_config(out):
+    """The TrainConfig a run in `out` was started with (from its checkpoint)."""
+    from ..nn.io import read_npz
+    from .config import TrainConfig
+    ck = os.path.join(out, CHECKPOINT)
+    if not os.path.exists(ck):
+        raise EdgekdError(f"{out}: nothing to resume (no {CHECKPOINT})")
+    try:
+        meta = json.loads(str(read_npz(ck)["meta"]))
+        return TrainConfig.from_dict(meta["trainer"]["config"]).check()
+    except (KeyError, TypeError, ValueError) as e:
+        raise EdgekdError(f"{ck}: not an edgekd checkpoint ({e})") from None
+
+
 class Trainer:
     def __init__(self, model, source, cfg, out_dir, on_epoch=None):
         self.model, self.source, self.cfg = model, source, cfg.check()

@@ -15,7 +15,6 @@ from ..errors import EdgekdError
 from . import messages as m
 from .codecs import soft_codec, x_codec
 from .frames import ProtocolError
-from .host_protocol import PROTO, hello_mac
 from .transport import LinkDown
 
 
@@ -24,6 +23,8 @@ class HostRefused(EdgekdError):
 
 
 class LinkSource(SoftLabelSource):
+    resumable = True   # the host keeps the halted set and the epoch order
+
     def __init__(self, dial, codec="f32", x_codec="f32", k=4, token=None, window=4,
                  retries=8, backoff_s=0.1, log=None):
         self.dial = dial
@@ -35,6 +36,7 @@ class LinkSource(SoftLabelSource):
         self.reconnects = 0
         self.epoch_no, self.cursor = -1, 0
         self.hello = None
+        self.halted = None
 
     # -- connection ---------------------------------------------------------------------------
     def open(self, hello):
@@ -59,12 +61,12 @@ class LinkSource(SoftLabelSource):
             ftype, _, nonce = self.t.recv()
             self._expect(ftype, nonce, m.T.CHALLENGE)
             h = self.hello
-            body = {"proto": PROTO, "input_shape": list(h.input_shape), "num_classes": h.num_classes,
+            body = {"proto": m.PROTO, "input_shape": list(h.input_shape), "num_classes": h.num_classes,
                     "seed": h.seed, "batch": h.batch, "val_fraction": h.val_fraction,
                     "codec": self.codec, "x_codec": self.x_codec, "k": self.k, "mode": "host-data",
-                    "auth": hello_mac(self.token, nonce) if self.token else None}
-            tail = b""
-            if self.halted is not None:
+                    "auth": m.hello_mac(self.token, nonce) if self.token else None}
+            body, tail = self.hello_body(body)
+            if self.halted is not None and self.resumable:
                 body["resume"] = {"epoch": self.epoch_no, "cursor": self.cursor,
                                   "num_train": len(self.halted)}
                 tail = m.pack_bitmap(self.halted) + m.pack_bitmap(self.start_halted)
@@ -77,6 +79,10 @@ class LinkSource(SoftLabelSource):
             self.t.close()
             raise
         self._count()
+
+    def hello_body(self, body):
+        """(HELLO JSON, binary tail) before resume state; device-data mode adds to it."""
+        return body, b""
 
     def _welcome(self, info, tail):
         try:

@@ -5,7 +5,6 @@ byte-identical traffic. Any ProtocolError or EdgekdError ends the session; the d
 the ERROR frame returned by `error_frame` and closes.
 """
 
-import hashlib
 import hmac
 import os
 
@@ -15,14 +14,11 @@ from ..errors import EdgekdError
 from . import messages as m
 from .codecs import SOFT_CODECS, X_CODECS, soft_codec, x_codec
 from .frames import ProtocolError
-from .host_session import HostSession, epoch_order
+from .host_session import HostSession
+from .messages import PROTO, hello_mac
+from .order import epoch_order
 
-PROTO = 1
 MAX_WINDOW = 64
-
-
-def hello_mac(token, nonce):
-    return hmac.new(token.encode(), b"edgekd-hello" + nonce, hashlib.sha256).hexdigest()
 
 
 class HostProtocol:

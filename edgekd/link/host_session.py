@@ -1,25 +1,13 @@
 """The host's side of one device session: split, epoch order, halted set, teacher soft labels.
 
-Transport-free, so the in-process link and the TCP server share it. Epoch order is a pure
-function of (seed, epoch, halted set): a device that reconnects gets the same order back.
+Transport-free, so the in-process link and the TCP server share it.
 """
 
 import numpy as np
 
 from ..distill.source import Batch, Welcome
 from ..errors import EdgekdError
-
-
-def split_validation(num_train, val_fraction, seed):
-    """(train_ids, val_ids): a seeded slice of the training split held out for validation."""
-    n_val = round(num_train * val_fraction)
-    perm = np.random.default_rng([seed, 0x7A1]).permutation(num_train)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def epoch_order(train_ids, seed, epoch, halted):
-    perm = train_ids[np.random.default_rng([seed, epoch]).permutation(len(train_ids))]
-    return perm[~halted[perm]]
+from .order import epoch_order, split_validation
 
 
 class HostSession:

@@ -2,6 +2,8 @@
 byte layouts). Every unpack checks lengths exactly and raises ProtocolError, never anything
 else, whatever the bytes."""
 
+import hashlib
+import hmac
 import json
 import struct
 from enum import IntEnum
@@ -27,6 +29,14 @@ class T(IntEnum):
     STOP = 13       # device -> host  training is over, with the reason
     ERROR = 14      # either way      a one-line error; the sender closes
     BYE = 15        # host -> device  STOP acknowledged
+
+
+PROTO = 1                         # HELLO's "proto": the message set's version
+
+
+def hello_mac(token, nonce):
+    """HELLO's auth field: HMAC-SHA256(token, "edgekd-hello" + the host's nonce), hex."""
+    return hmac.new(token.encode(), b"edgekd-hello" + nonce, hashlib.sha256).hexdigest()
 
 
 SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2

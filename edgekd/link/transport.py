@@ -6,6 +6,7 @@ the same process (the in-process link), so both paths carry identical bytes.
 
 import collections
 import socket
+import time
 
 from ..errors import EdgekdError
 from .frames import DEFAULT_MAX_PAYLOAD, FramingError, decode_frame, read_frame
@@ -16,10 +17,16 @@ class LinkDown(ConnectionError):
 
 
 class SocketTransport:
-    def __init__(self, sock, timeout=30.0, max_payload=DEFAULT_MAX_PAYLOAD):
+    """`timeout` bounds every wait (and a peer that stops reading); once a frame has begun,
+    `frame_deadline_s` bounds the whole frame, so a peer dribbling bytes cannot hold us."""
+
+    def __init__(self, sock, timeout=30.0, max_payload=DEFAULT_MAX_PAYLOAD, frame_deadline_s=None):
         self.sock = sock
+        self.timeout = timeout
         self.sock.settimeout(timeout)
         self.max_payload = max_payload
+        self.frame_deadline_s = frame_deadline_s
+        self.deadline = None
         self.sent = self.received = 0
 
     def send(self, data):
@@ -32,12 +39,19 @@ class SocketTransport:
     def _read_exact(self, n):
         chunks, got = [], 0
         while got < n:
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    raise LinkDown(f"a frame took longer than {self.frame_deadline_s} s to arrive")
+                self.sock.settimeout(min(self.timeout, left))
             try:
                 chunk = self.sock.recv(min(n - got, 1 << 16))
             except OSError as e:
-                raise LinkDown(f"receive failed: {e}") from None
+                raise LinkDown(f"receive failed: {e or 'timed out'}") from None
             if not chunk:
                 raise LinkDown("the peer closed the connection")
+            if self.deadline is None and self.frame_deadline_s is not None:
+                self.deadline = time.monotonic() + self.frame_deadline_s
             chunks.append(chunk)
             got += len(chunk)
             self.received += len(chunk)
@@ -45,7 +59,11 @@ class SocketTransport:
 
     def recv(self):
         """One frame as (type, flags, payload); FramingError if the stream is damaged."""
-        return read_frame(self._read_exact, self.max_payload)
+        try:
+            return read_frame(self._read_exact, self.max_payload)
+        finally:
+            self.deadline = None
+            self.sock.settimeout(self.timeout)
 
     def close(self):
         try:

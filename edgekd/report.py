@@ -1,0 +1,209 @@
+"""What a training run did, from its `metrics.jsonl`: a plain-text table, a summary, a plot.
+
+`edgekd train --out DIR` appends one JSON object per finished epoch to DIR/metrics.jsonl. The
+link figures there are cumulative: `bytes_down + bytes_up` is what the link has carried so far,
+`bytes_naive` what streaming every sample as float32 for the same number of epochs would have
+cost. matplotlib (the `plot` extra) is needed only for the plot and imported only there.
+"""
+
+import json
+import math
+import os
+
+from .errors import EdgekdError
+from .fileio import atomic_path
+
+METRICS = "metrics.jsonl"
+# keys the table and the plot read; a line without one of them is not from `edgekd train`
+REQUIRED = ("epoch", "loss", "test_accuracy", "visited", "settled_fraction", "bytes_down",
+            "bytes_up", "bytes_naive")
+
+
+def load_metrics(run_dir):
+    """The epoch rows of run_dir/metrics.jsonl, in file order; one-line EdgekdError otherwise."""
+    run_dir = os.fspath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise EdgekdError(f"{run_dir}: no such run directory")
+    path = os.path.join(run_dir, METRICS)
+    if not os.path.isfile(path):
+        raise EdgekdError(f"{run_dir}: no {METRICS} here (write one with "
+                          f"`edgekd train --out {run_dir}`)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise EdgekdError(f"{path}: not a text file") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise EdgekdError(f"{where} is not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise EdgekdError(f"{where} is not a JSON object")
+        for key in REQUIRED:
+            v = row.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                what = "is missing" if key not in row else f"is {json.dumps(v)}, not a number"
+                raise EdgekdError(f"{where}: {key!r} {what}")
+        rows.append(row)
+    if not rows:
+        raise EdgekdError(f"{path}: empty: no epoch has finished yet")
+    return rows
+
+
+def link_bytes(row):
+    return row["bytes_down"] + row["bytes_up"]
+
+
+def _ratio(a, b):
+    return a / b if b else None
+
+
+def summary(rows):
+    """The run in one object: the last epoch's cumulative figures and the best test accuracy."""
+    last = rows[-1]
+    best = max(rows, key=lambda r: _finite_or(r["test_accuracy"], -1.0))
+    link, naive = link_bytes(last), last["bytes_naive"]
+    ratio = _ratio(link, naive)
+    return {
+        "epochs": len(rows), "last_epoch": last["epoch"], "stop": last.get("stop"),
+        "link_bytes": link, "bytes_down": last["bytes_down"], "bytes_up": last["bytes_up"],
+        "bytes_naive": naive, "link_ratio": ratio,
+        "bytes_saved_fraction": None if ratio is None else 1 - ratio,
+        "settled_fraction": last["settled_fraction"],
+        "visited": sum(r["visited"] for r in rows),
+        "train_loss": last["loss"], "test_accuracy": last["test_accuracy"],
+        "best_test_accuracy": best["test_accuracy"], "best_test_epoch": best["epoch"],
+        "wall_s": sum(r.get("epoch_s") or 0 for r in rows),
+    }
+
+
+def _finite_or(v, default):
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else default
+
+
+def _num(v, fmt):
+    return "-" if v is None else format(v, fmt)
+
+
+COLUMNS = ("epoch", "visited", "settled", "link bytes", "naive bytes", "link/naive",
+           "train loss", "test acc")
+
+
+def text_table(rows):
+    """An aligned plain-text table, one line per epoch: link bytes are cumulative."""
+    body = []
+    for r in rows:
+        ratio = _ratio(link_bytes(r), r["bytes_naive"])
+        body.append((str(r["epoch"]), f"{r['visited']:,}", f"{100 * r['settled_fraction']:.1f}%",
+                     f"{link_bytes(r):,}", f"{r['bytes_naive']:,}",
+                     "-" if ratio is None else f"{100 * ratio:.1f}%",
+                     _num(r["loss"], ".4f"), _num(r["test_accuracy"], ".4f")))
+    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(COLUMNS)]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    lines = [fmt.format(*COLUMNS), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*b) for b in body]
+    return "\n".join(lines)
+
+
+def summary_text(s):
+    ratio = s["link_ratio"]
+    link = (f"link {s['link_bytes']:,} bytes vs {s['bytes_naive']:,} naive"
+            + ("" if ratio is None else f" ({100 * ratio:.1f}%, {100 * (1 - ratio):.1f}% saved)"))
+    stop = f", stopped: {s['stop']}" if s["stop"] else ""
+    return (f"{s['epochs']} epochs{stop}\n{link}; settled {100 * s['settled_fraction']:.1f}%\n"
+            f"test accuracy {_num(s['test_accuracy'], '.4f')} at the last epoch, best "
+            f"{_num(s['best_test_accuracy'], '.4f')} at epoch {s['best_test_epoch']}")
+
+
+def jsonable(obj):
+    """NaN/inf (a diverged loss) become null: --json prints strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def plot(rows, path, title=None):
+    """Four panels (link bytes vs naive, settled fraction, samples visited, loss and accuracy)
+    as a PNG at `path`, written atomically. Needs matplotlib; uses its Agg canvas directly, so
+    no GUI backend is touched and pyplot's global state is left alone."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+    except ImportError:
+        raise EdgekdError("the plot needs matplotlib, which is not installed: "
+                          "pip install 'edgekd[plot]'") from None
+    path = os.fspath(path)
+    epochs = [r["epoch"] for r in rows]
+    fig = Figure(figsize=(11, 7.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    (ax_bytes, ax_settled), (ax_visited, ax_loss) = fig.subplots(2, 2, sharex=True)
+    mb = FuncFormatter(lambda v, _: f"{v / 1e6:g}")
+
+    link = [link_bytes(r) for r in rows]
+    naive = [r["bytes_naive"] for r in rows]
+    ax_bytes.plot(epochs, naive, "--", color="0.45", marker=".", label="naive streaming (float32)")
+    ax_bytes.plot(epochs, link, color="C0", marker="o", ms=4, label="link (down + up)")
+    ax_bytes.fill_between(epochs, link, naive, where=[a <= b for a, b in zip(link, naive)],
+                          color="C0", alpha=0.12, interpolate=True, label="saved")
+    ax_bytes.set_title("Cumulative bytes on the link")
+    ax_bytes.set_ylabel("MB (10^6 bytes)")
+    ax_bytes.yaxis.set_major_formatter(mb)
+    ax_bytes.set_ylim(bottom=0)
+    ax_bytes.legend(loc="upper left", fontsize="small")
+    s = summary(rows)
+    if s["link_ratio"] is not None:
+        ax_bytes.annotate(f"{100 * s['link_ratio']:.1f}% of naive", (epochs[-1], link[-1]),
+                          textcoords="offset points", xytext=(-6, -14), ha="right", fontsize="small")
+
+    ax_settled.plot(epochs, [100 * r["settled_fraction"] for r in rows], color="C2", marker="o",
+                    ms=4)
+    ax_settled.set_title("Settled samples (halted on the link)")
+    ax_settled.set_ylabel("% of training samples")
+    ax_settled.set_ylim(-2, 102)
+    ax_settled.yaxis.set_major_formatter(PercentFormatter())
+
+    visited = [r["visited"] for r in rows]
+    rehearsed = [r.get("rehearsed") or 0 for r in rows]
+    ax_visited.bar(epochs, visited, color="C1", label="streamed")
+    if any(rehearsed):
+        ax_visited.bar(epochs, rehearsed, bottom=visited, color="C4", label="rehearsed (cache)")
+        ax_visited.legend(loc="upper right", fontsize="small")
+    ax_visited.set_title("Samples trained on per epoch")
+    ax_visited.set_ylabel("samples")
+    ax_visited.set_xlabel("epoch")
+
+    ax_loss.plot(epochs, [_finite_or(r["loss"], math.nan) for r in rows], color="C3", marker="o",
+                 ms=4, label="train loss")
+    ax_loss.set_title("Train loss and test accuracy")
+    ax_loss.set_ylabel("train loss (KD)", color="C3")
+    ax_loss.set_xlabel("epoch")
+    ax_acc = ax_loss.twinx()
+    acc = [_finite_or(r["test_accuracy"], math.nan) for r in rows]
+    ax_acc.plot(epochs, [100 * a for a in acc], color="C0", marker="s", ms=4,
+                label="test accuracy")
+    ax_acc.set_ylabel("test accuracy", color="C0")
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    handles = ax_loss.get_legend_handles_labels()[0] + ax_acc.get_legend_handles_labels()[0]
+    ax_loss.legend(handles, [h.get_label() for h in handles], loc="center right",
+                   fontsize="small")
+
+    for ax in (ax_bytes, ax_settled, ax_visited, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    head = f"{title}: " if title else ""
+    saved = "" if s["link_ratio"] is None else f", link {100 * s['link_ratio']:.1f}% of naive"
+    fig.suptitle(f"{head}{s['epochs']} epochs{saved}, settled {100 * s['settled_fraction']:.1f}%, "
+                 f"test accuracy {_num(s['test_accuracy'], '.4f')}")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
