@@ -146,6 +146,8 @@ def link_options(f):
                      help="Batches the host may send ahead of the device's acknowledgements."),
         click.option("--retries", default=8, show_default=True, type=click.IntRange(0),
                      help="Reconnect attempts (exponential backoff) after the link drops."),
+        click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
+                     help="Seconds without a byte from the host before the link counts as lost."),
         click.option("--cache-budget", default="1MiB", show_default=True,
                      help="Device-data mode: bytes of soft labels the device may keep."),
     ]
@@ -169,7 +171,8 @@ def make_source(link, teacher_path, data):
             raise EdgekdError("give --teacher and --data (in-process), or --connect HOST:PORT")
         from ..link.local import LocalSource
         from ..teachers import load_teacher
-        t, ds = load_teacher(teacher_path), load_data(data)
+        ds = load_data(data)
+        t = load_teacher(teacher_path, ds)
         return lambda cfg: LocalSource(t, ds, cfg.codec, cfg.x_codec, cfg.topk, link["window"])
     if teacher_path:
         raise EdgekdError("--teacher belongs to the host (`edgekd serve`), not to --connect")
@@ -179,7 +182,7 @@ def make_source(link, teacher_path, data):
             "log": lambda msg: click.echo(f"edgekd: {msg}", err=True)}
 
     def dial():
-        return dial_tcp(host, port)
+        return dial_tcp(host, port, link["timeout"])
 
     if data:
         from ..design.units import parse_bytes
@@ -216,7 +219,8 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
     (every epoch, atomically). bytes_down/bytes_up are what the link really carried.
     """
     from ..commands import train_student
-    link = {k: kw.pop(k) for k in ("connect", "token", "window", "retries", "cache_budget")}
+    link = {k: kw.pop(k) for k in ("connect", "token", "window", "retries", "timeout",
+                                   "cache_budget")}
     cfg = make_config(kw)
     spec = load_spec_file(student_path)
     source = make_source(link, teacher_path, data)

@@ -91,15 +91,18 @@ class LinkSource(SoftLabelSource):
                 info[key] = int(info[key])
         except (KeyError, TypeError, ValueError):
             raise ProtocolError("WELCOME is missing fields") from None
+        self.info = info
+        self.xc = self.input_codec(features, tail)
+        self.sc = soft_codec(self.codec, classes, self.k)
+
+    def input_codec(self, features, tail):
+        """The input codec; u8 takes the host's per-feature lo/step from WELCOME's tail."""
         affine = None
         if self.x_codec == "u8":
             if len(tail) != 8 * features:
                 raise ProtocolError("WELCOME lacks the u8 input parameters")
             affine = (np.frombuffer(tail, "<f4", features), np.frombuffer(tail, "<f4", features, 4 * features))
-        self.info = info
-        self.xc = x_codec(self.x_codec, features, affine)
-        self.sc = soft_codec(self.codec, classes, self.k)
-        self.eval_xc = self.xc
+        return x_codec(self.x_codec, features, affine)
 
     def _expect(self, ftype, payload, want):
         if ftype == m.T.ERROR:
@@ -147,9 +150,13 @@ class LinkSource(SoftLabelSource):
             self.bytes_up += up
 
     def _send(self, data):
+        if self.t is None:
+            raise LinkDown("connection closed")
         self.t.send(data)
 
     def _recv(self):
+        if self.t is None:
+            raise LinkDown("connection closed")
         ftype, flags, payload = self.t.recv()
         if ftype == m.T.ERROR:
             self._expect(ftype, payload, m.T.ERROR)
@@ -222,42 +229,44 @@ class LinkSource(SoftLabelSource):
 
     # -- evaluation data ----------------------------------------------------------------------
     def _fetch(self, split):
+        """Fetch a split, batch by batch; after a drop, ask only for the batches still missing."""
         self._kind = "eval" if split == m.SPLIT_TEST else "train"
+        parts = []
         try:
-            for _ in range(self.retries + 1):
+            while True:
                 try:
                     if self.t is None:
                         self._reconnect("connection closed")
-                    return self._fetch_once(split)
+                    if self._fetch_more(split, parts):
+                        break
                 except (LinkDown, ProtocolError) as err:
                     if isinstance(err, ProtocolError) and not err.retryable:
                         raise
                     self._reconnect(str(err))
-            raise EdgekdError("could not fetch evaluation data over the link")
         finally:
             self._count()
             self._kind = "train"
+        shape = (-1,) + tuple(self.hello.input_shape)
+        cat = (lambda i, empty: np.concatenate([p[i] for p in parts]) if parts else empty)
+        return Batch(cat(0, np.zeros(0, np.int64)), cat(2, np.zeros((0, self.xc.width), np.float32)).reshape(shape),
+                     cat(1, np.zeros(0, np.int64)), cat(3, None) if split == m.SPLIT_VAL else None)
 
-    def _fetch_once(self, split):
-        self._send(m.frame(m.T.FETCH, bytes([split])))
-        parts = []
+    def _fetch_more(self, split, parts):
+        """Append the split's batches from len(parts) on to `parts`; True when complete."""
+        self._send(m.frame(m.T.FETCH, m.pack_fetch(split, len(parts))))
         while True:
             ftype, _, payload = self._recv()
             if ftype == m.T.EPOCH_END:
-                break
+                e, total = m.unpack_pair(payload, "EPOCH_END")
+                if e != m.FETCH_EPOCH or total != len(parts):
+                    raise ProtocolError("fetch ended early")
+                return True
             if ftype != m.T.BATCH:
                 raise ProtocolError(f"expected BATCH, got frame type {ftype}")
-            e, _, s, ids, y, x, soft = m.unpack_batch(payload, self.xc, self.sc)
-            if e != m.FETCH_EPOCH or s != split or (soft is None) != (split == m.SPLIT_TEST):
+            e, j, s, ids, y, x, soft = m.unpack_batch(payload, self.xc, self.sc)
+            if e != m.FETCH_EPOCH or s != split or j != len(parts) + 1 or (soft is None) != (split == m.SPLIT_TEST):
                 raise ProtocolError("unexpected BATCH during a fetch")
             parts.append((ids, y, x, soft))
-        shape = (-1,) + tuple(self.hello.input_shape)
-        ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-        y = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-        x = (np.concatenate([p[2] for p in parts]) if parts
-             else np.zeros((0, self.xc.width), np.float32)).reshape(shape)
-        soft = np.concatenate([p[3] for p in parts]) if parts and split == m.SPLIT_VAL else None
-        return Batch(ids, x, y, soft)
 
     def validation(self):
         return self._fetch(m.SPLIT_VAL)

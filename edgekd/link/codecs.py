@@ -6,8 +6,8 @@ Soft labels [n, classes]:
   topk  per row the k largest logits relative to the row's maximum, as int8 with one float16
         scale per row, plus one int8 "rest" value (the mean of the other logits) that stands
         in for all of them. Shifting a row leaves softmax, KL and argmax unchanged, and the top
-        logit is sent exactly (0), so the teacher's argmax survives. Row layout, batched:
-        idx [n, k] u8 (u16 when classes > 256), q [n, k] i8, rest [n] i8, scale [n] f16.
+        logit is sent exactly (0), so the teacher's argmax survives. One packed record per row:
+        idx u8[k] (u16 when classes > 256), q i8[k], rest i8, scale f16 (2k + 3 bytes).
 Inputs [n, *shape] (flattened to [n, features]):
   f32, f16 as above.
   u8    per-feature affine q = round((x - lo) / step), x' = lo + q * step, with lo and step
@@ -41,14 +41,17 @@ class Dense:
 
 
 class TopK:
+    """Fixed-size row records, so any row can be sliced out (and cached) still encoded."""
+
     def __init__(self, classes, k):
         if not 1 <= k <= classes:
             raise EdgekdError(f"topk needs 1 <= k <= classes ({classes}), got k={k}")
         self.classes, self.k = classes, k
-        self.idx_dtype = np.dtype("<u1" if classes <= 256 else "<u2")
+        idx = "<u1" if classes <= 256 else "<u2"
+        self.row = np.dtype([("idx", idx, (k,)), ("q", "i1", (k,)), ("rest", "i1"), ("scale", "<f2")])
 
     def nbytes(self, n):
-        return n * (self.k * (self.idx_dtype.itemsize + 1) + 1 + 2)
+        return n * self.row.itemsize
 
     def encode(self, soft):
         n, k = len(soft), self.k
@@ -59,28 +62,24 @@ class TopK:
         rest = ((rel.sum(axis=1) - top.sum(axis=1)) / rest_count) if rest_count else np.zeros(n, np.float32)
         span = np.maximum(np.abs(top).max(axis=1), np.abs(rest))
         scale = np.where(span > 0, span / 127.0, 1.0).astype(np.float16)
-        s = np.maximum(scale.astype(np.float32), np.float32(np.finfo(np.float16).tiny))[:, None]
-        q = np.clip(np.round(top / s), -127, 127).astype(np.int8)
-        qr = np.clip(np.round(rest / s[:, 0]), -127, 127).astype(np.int8)
-        return (idx.astype(self.idx_dtype).tobytes() + q.tobytes() + qr.tobytes()
-                + scale.astype("<f2").tobytes())
+        s = np.maximum(scale.astype(np.float32), np.float32(np.finfo(np.float16).tiny))
+        rec = np.zeros(n, self.row)
+        rec["idx"] = idx
+        rec["q"] = np.clip(np.round(top / s[:, None]), -127, 127)
+        rec["rest"] = np.clip(np.round(rest / s), -127, 127)
+        rec["scale"] = scale
+        return rec.tobytes()
 
     def decode(self, buf, n):
-        k, c = self.k, self.classes
-        o = 0
-        idx = np.frombuffer(buf, self.idx_dtype, n * k, o).reshape(n, k).astype(np.int64)
-        o += n * k * self.idx_dtype.itemsize
-        q = np.frombuffer(buf, np.int8, n * k, o).reshape(n, k)
-        o += n * k
-        qr = np.frombuffer(buf, np.int8, n, o)
-        o += n
-        scale = np.frombuffer(buf, "<f2", n, o).astype(np.float32)
-        if idx.size and idx.max() >= c:
-            raise EdgekdError(f"topk soft label names class {idx.max()} of {c}")
+        rec = np.frombuffer(buf, self.row, n)
+        idx = rec["idx"].astype(np.int64).reshape(n, self.k)
+        scale = rec["scale"].astype(np.float32)
+        if idx.size and idx.max() >= self.classes:
+            raise EdgekdError(f"topk soft label names class {idx.max()} of {self.classes}")
         if not np.all(np.isfinite(scale)):
             raise EdgekdError("topk soft label has a non-finite scale")
-        out = np.repeat((qr.astype(np.float32) * scale)[:, None], c, axis=1)
-        np.put_along_axis(out, idx, q.astype(np.float32) * scale[:, None], axis=1)
+        out = np.repeat((rec["rest"].astype(np.float32) * scale)[:, None], self.classes, axis=1)
+        np.put_along_axis(out, idx, rec["q"].astype(np.float32).reshape(n, self.k) * scale[:, None], axis=1)
         return out
 
 

@@ -46,10 +46,9 @@ class DeviceDataSource(LinkSource):
             tail = np.asarray(self.affine[0], "<f4").tobytes() + np.asarray(self.affine[1], "<f4").tobytes()
         return body, tail
 
-    def _welcome(self, info, tail):
-        super()._welcome(info, b"")
-        features = int(np.prod(self.data.input_shape))
-        self.xc = x_codec(self.x_codec, features, self.affine)
+    def input_codec(self, features, tail):
+        """Uploads use the device's own u8 parameters (sent in HELLO)."""
+        return x_codec(self.x_codec, features, self.affine)
 
     # -- soft labels: cache, else ask -------------------------------------------------------
     def soft_labels(self, ids):

@@ -190,18 +190,21 @@ class HostProtocol:
         return []
 
     def on_fetch(self, payload):
+        """Stream the validation or test split from batch `start` on (a reconnecting device
+        keeps what it already has)."""
         self._need_host_data("FETCH")
-        if len(payload) != 1 or payload[0] not in (m.SPLIT_VAL, m.SPLIT_TEST):
-            raise ProtocolError("FETCH names no split (1 validation, 2 test)")
-        split = payload[0]
+        split, start = m.unpack_fetch(payload)
         b = self.session.validation() if split == m.SPLIT_VAL else self.session.test()
+        total = -(-len(b.ids) // self.batch)
+        if start > total:
+            raise ProtocolError(f"FETCH from batch {start} of {total}")
         out = []
-        for i in range(0, len(b.ids), self.batch):
-            sl = slice(i, i + self.batch)
+        for j in range(start, total):
+            sl = slice(j * self.batch, (j + 1) * self.batch)
             soft = self.sc.encode(b.soft[sl]) if b.soft is not None else None
-            out.append(m.frame(m.T.BATCH, m.pack_batch(m.FETCH_EPOCH, i // self.batch + 1, split,
-                                                       b.ids[sl], b.y[sl], self.xc.encode(b.x[sl]), soft)))
-        out.append(m.frame(m.T.EPOCH_END, m.pack_pair(m.FETCH_EPOCH, len(out))))
+            out.append(m.frame(m.T.BATCH, m.pack_batch(m.FETCH_EPOCH, j + 1, split, b.ids[sl],
+                                                       b.y[sl], self.xc.encode(b.x[sl]), soft)))
+        out.append(m.frame(m.T.EPOCH_END, m.pack_pair(m.FETCH_EPOCH, total)))
         return out
 
     # -- device-data labelling ----------------------------------------------------------------

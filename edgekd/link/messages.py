@@ -135,6 +135,20 @@ def batch_nbytes(n, xc, sc):
     return OVERHEAD + _BATCH.size + 6 * n + xc.nbytes(n) + (sc.nbytes(n) if sc else 0)
 
 
+_FETCH = struct.Struct("<BI")
+
+
+def pack_fetch(split, start):
+    return _FETCH.pack(split, start)
+
+
+def unpack_fetch(payload):
+    split, start = _unpack(_FETCH, payload, "FETCH")
+    if split not in (SPLIT_VAL, SPLIT_TEST):
+        raise ProtocolError(f"FETCH names split {split} (1 validation, 2 test)")
+    return split, start
+
+
 def pack_pair(a, b):
     return _PAIR.pack(a, b)
 

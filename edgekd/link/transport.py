@@ -46,8 +46,12 @@ class SocketTransport:
                 self.sock.settimeout(min(self.timeout, left))
             try:
                 chunk = self.sock.recv(min(n - got, 1 << 16))
+            except TimeoutError:
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    raise LinkDown(f"a frame took longer than {self.frame_deadline_s} s to arrive") from None
+                raise LinkDown(f"nothing received for {self.timeout} s") from None
             except OSError as e:
-                raise LinkDown(f"receive failed: {e or 'timed out'}") from None
+                raise LinkDown(f"receive failed: {e}") from None
             if not chunk:
                 raise LinkDown("the peer closed the connection")
             if self.deadline is None and self.frame_deadline_s is not None:
