@@ -188,7 +188,6 @@ class Trainer:
         if stop is None:
             stop = self.halter.after_epoch(settled_frac, signal)
         link = self.totals()
-        w = self.welcome
         return {"epoch": self.epoch + 1, "loss": loss_sum / max(visited, 1),
                 "train_accuracy": correct / max(visited, 1), "val_accuracy": val.get("accuracy"),
                 "val_agreement": val.get("agreement"), "val_kl": val.get("kl"),
@@ -221,15 +220,13 @@ class Trainer:
         save_model(self.path(CHECKPOINT), self.model, meta={"trainer": state},
                    extra={**self.opt.state(), **self.tracker.state(), **self.cache.state(),
                           **self.best.arrays()})
-        self._last_totals = totals
 
     def finish(self, start, reason):
-        totals = getattr(self, "_last_totals", None) or {
-            **self.totals(), "train_s": self.base["train_s"], "samples": self.base["samples"],
-            "wall_s": self.base["wall_s"] + time.perf_counter() - start}
+        totals = {"train_s": self.base["train_s"] + self.train_s,
+                  "samples": self.base["samples"] + self.samples,
+                  **self.totals()}  # bytes up to now: STOP and its answer included
         best_epoch = self.best.restore(self.model)
         test_acc = accuracy(self.model, self.testset.x, self.testset.y)
-        w = self.welcome
         summary = {
             "test_accuracy": test_acc, "epochs_run": self.epoch, "stop_reason": reason,
             "weights_from_epoch": best_epoch or self.epoch,
