@@ -1,9 +1,14 @@
 """`edgekd demo`: the whole job on one machine, start to finish."""
 
+import json
 import os
+import signal
+import subprocess
+import sys
 
 import click
 
+from ..errors import EdgekdError
 from .base import EpochBar, emit, json_option, main
 
 TEACHER_SPEC = {"input_shape": [64], "num_classes": 10,
@@ -24,8 +29,42 @@ def demo_text(r):
          f"streaming: {r['bytes_saved']:.1%} saved"),
         (f"epochs   {s['epochs_run']} run ({s['stop_reason']}), "
          f"{s['settled_fraction']:.0%} of samples settled"),
+        f"host     {r['host'][0]}:{r['host'][1]} (a separate process; its log: {r['host_log']})",
         f"output   {r['out']}",
     ])
+
+
+class HostProcess:
+    """`edgekd serve` in a child process on a free loopback port, stopped with SIGINT."""
+
+    def __init__(self, teacher_path, log_path):
+        self.teacher_path, self.log_path = teacher_path, log_path
+
+    def __enter__(self):
+        self.log = open(self.log_path, "w", encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgekd", "serve", "--teacher", self.teacher_path,
+             "--data", "digits", "--bind", "127.0.0.1:0", "--json"],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        try:
+            info = json.loads(line)
+            self.address = (info["host"], info["port"])
+        except (ValueError, KeyError):
+            self.__exit__(None, None, None)
+            raise EdgekdError(f"the host process did not start (see {self.log_path})") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self.log.close()
 
 
 @main.command()
@@ -42,8 +81,10 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
     """Teacher -> design -> KD training with early halting -> evaluation, on digits.
 
     The teacher (a 64-256-256-10 MLP) is trained once and cached in the user's cache dir.
-    The student is designed for a Pi Zero with an 8 KiB weight budget and distilled with
-    early halting; the summary compares it with the teacher and with naive streaming.
+    The student is designed for a Pi Zero with an 8 KiB weight budget. Then two processes
+    talk over loopback TCP: a host (`edgekd serve`, its log in OUT/host.log) streams soft
+    labels, and this process, as the device, distills the student with early halting. The
+    summary compares it with the teacher and the link's bytes with naive streaming.
     """
     import shutil
 
@@ -59,8 +100,8 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
     from ..design.profiles import get_profile
     from ..design.units import parse_bytes
     from ..distill.config import TrainConfig
-    from ..link.local import LocalSource
-    from ..teachers import load_teacher
+    from ..link.client import LinkSource
+    from ..link.transport import dial_tcp
 
     data = load_dataset("digits")
     cache = cache_dir()
@@ -69,7 +110,6 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
     if not cached:
         with EpochBar(TEACHER_EPOCHS, "teacher", ["loss", "test_accuracy"]) as bar:
             train_teacher(TEACHER_SPEC, data, tpath, TEACHER_EPOCHS, seed=seed, on_epoch=bar.update)
-    teacher = load_teacher(tpath)
     t_eval = evaluate(tpath, data)
 
     prof = get_profile(profile_name)
@@ -78,15 +118,21 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
     out = out or os.path.join(cache, "demo-run")
     if os.path.exists(os.path.join(out, "checkpoint.npz")):
         shutil.rmtree(out)  # the demo always starts over
+    os.makedirs(out, exist_ok=True)
     cfg = TrainConfig(epochs=epochs, seed=seed)
-    with EpochBar(epochs, "student", ["loss", "test_accuracy", "settled_fraction"]) as bar:
-        s = train_student(d.spec, LocalSource(teacher, data), cfg, out, on_epoch=bar.update)
+    with HostProcess(tpath, os.path.join(out, "host.log")) as host:
+        def dial():
+            return dial_tcp(*host.address)
+        source = LinkSource(dial, codec=cfg.codec, x_codec=cfg.x_codec, k=cfg.topk)
+        with EpochBar(epochs, "student", ["loss", "test_accuracy", "settled_fraction"]) as bar:
+            s = train_student(d.spec, source, cfg, out, on_epoch=bar.update)
     link = s["bytes_down"] + s["bytes_up"]
     res = {"profile": prof.name, "out": out,
            "teacher": {"params": t_eval["params"], "test_accuracy": t_eval["test_accuracy"],
                        "cached": cached, "path": tpath},
            "design": {k: d.to_dict()[k] for k in ("params", "flops", "storage_bytes",
                                                   "train_ram_bytes", "latency_s", "binding", "widths")},
-           "student": s, "link_bytes": link,
+           "student": s, "link_bytes": link, "host": host.address,
+           "host_log": host.log_path,
            "bytes_saved": 1 - link / s["bytes_naive"]}
     emit(res, as_json, demo_text)

@@ -5,7 +5,7 @@ bytes: the test split is local."""
 
 import numpy as np
 
-from ..distill.source import Batch, SoftLabelSource, Welcome
+from ..distill.source import Batch, Welcome
 from ..errors import EdgekdError
 from . import messages as m
 from .client import LinkSource, naive_bytes
