@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from test_cli import ENV, STUDENT, TEACHER, as_json, edgekd, one_line_error
 
 
@@ -22,7 +21,7 @@ class Serve:
 
     def stop(self):
         self.proc.send_signal(signal.SIGINT)
-        out, err = self.proc.communicate(timeout=20)
+        _, err = self.proc.communicate(timeout=20)
         return self.proc.returncode, err
 
 

@@ -150,6 +150,9 @@ def link_options(f):
                      help="Seconds without a byte from the host before the link counts as lost."),
         click.option("--cache-budget", default="1MiB", show_default=True,
                      help="Device-data mode: bytes of soft labels the device may keep."),
+        click.option("--fetch-once", is_flag=True,
+                     help="Keep the first epoch's samples in memory and train later epochs "
+                          "offline (for devices with RAM for the whole training split)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -165,7 +168,15 @@ def parse_hostport(text):
 
 def make_source(link, teacher_path, data):
     """What the trainer reads from: a host over TCP (host-data, or device-data when the device
-    has --data), or, without --connect, a host in this process."""
+    has --data), or, without --connect, a host in this process; --fetch-once wraps it."""
+    make = _make_source(link, teacher_path, data)
+    if not link["fetch_once"]:
+        return make
+    from ..link.fetch_once import FetchOnceSource
+    return lambda cfg: FetchOnceSource(make(cfg))
+
+
+def _make_source(link, teacher_path, data):
     if link["connect"] is None:
         if not teacher_path or not data:
             raise EdgekdError("give --teacher and --data (in-process), or --connect HOST:PORT")
@@ -220,7 +231,7 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
     """
     from ..commands import train_student
     link = {k: kw.pop(k) for k in ("connect", "token", "window", "retries", "timeout",
-                                   "cache_budget")}
+                                   "cache_budget", "fetch_once")}
     cfg = make_config(kw)
     spec = load_spec_file(student_path)
     source = make_source(link, teacher_path, data)

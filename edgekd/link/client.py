@@ -85,12 +85,14 @@ class LinkSource(SoftLabelSource):
         return body, b""
 
     def _welcome(self, info, tail):
-        try:
-            features, classes = int(info["features"]), int(info["classes"])
-            for key in ("num_train", "num_val", "num_test"):
-                info[key] = int(info[key])
-        except (KeyError, TypeError, ValueError):
-            raise ProtocolError("WELCOME is missing fields") from None
+        features = m.json_int(info, "features", 1, 1 << 24, "WELCOME")
+        classes = m.json_int(info, "classes", 2, 65535, "WELCOME")
+        for key in ("num_train", "num_val", "num_test"):
+            m.json_int(info, key, 0, 2 ** 32 - 1, "WELCOME")
+        if features != int(np.prod(self.hello.input_shape)) or classes != self.hello.num_classes:
+            raise HostRefused(f"host refused: its data has {features} features and {classes} "
+                              f"classes, the student {int(np.prod(self.hello.input_shape))} and "
+                              f"{self.hello.num_classes}")
         self.info = info
         self.xc = self.input_codec(features, tail)
         self.sc = soft_codec(self.codec, classes, self.k)

@@ -61,12 +61,17 @@ class TopK:
         rest_count = self.classes - k
         rest = ((rel.sum(axis=1) - top.sum(axis=1)) / rest_count) if rest_count else np.zeros(n, np.float32)
         span = np.maximum(np.abs(top).max(axis=1), np.abs(rest))
-        scale = np.where(span > 0, span / 127.0, 1.0).astype(np.float16)
-        s = np.maximum(scale.astype(np.float32), np.float32(np.finfo(np.float16).tiny))
+        f16 = np.finfo(np.float16)  # beyond 127 * f16.max the row saturates, still decodable
+        scale = np.clip(np.where(span > 0, span / 127.0, 1.0), f16.tiny, f16.max).astype(np.float16)
+        s = scale.astype(np.float32)
         rec = np.zeros(n, self.row)
         rec["idx"] = idx
-        rec["q"] = np.clip(np.round(top / s[:, None]), -127, 127)
-        rec["rest"] = np.clip(np.round(rest / s), -127, 127)
+        # only values equal to the maximum may quantize to 0: a near-tie cannot steal the argmax
+        q = np.clip(np.round(top / s[:, None]), -127, 127)
+        q = np.where(top < 0, np.minimum(q, -1), q)
+        r = np.clip(np.round(rest / s), -127, 127)
+        rec["q"] = q
+        rec["rest"] = np.where(rest < 0, np.minimum(r, -1), r)
         rec["scale"] = scale
         return rec.tobytes()
 
@@ -111,11 +116,21 @@ def affine8_params(x):
     for f in range(x.shape[1]):
         u = np.unique(x[:, f])
         if 1 < len(u) <= 256:
-            grid = np.diff(u).min()
-            k = (u - u[0]) / grid
-            if np.allclose(k, np.round(k), atol=1e-3) and k.max() <= 255:
-                step[f] = grid
+            step[f] = _grid_step(u, step[f])
     return lo, step
+
+
+def _grid_step(u, fallback):
+    """The spacing of an evenly spaced grid holding the sorted values `u` (gaps allowed: the
+    smallest difference divided by 1..8), if it has at most 256 points; else `fallback`."""
+    smallest = np.diff(u).min()
+    for div in range(1, 9):
+        grid = smallest / div
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            k = (u - u[0]) / grid
+        if np.all(np.isfinite(k)) and k.max() <= 255 and np.allclose(k, np.round(k), atol=1e-3):
+            return np.float32(grid)
+    return fallback
 
 
 def soft_codec(name, classes, k=4):

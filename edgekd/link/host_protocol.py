@@ -62,22 +62,24 @@ class HostProtocol:
             raise ProtocolError(f"device speaks protocol {h.get('proto')!r}, this host speaks {PROTO}")
         if self.token is not None:
             given = h.get("auth")
-            if not isinstance(given, str) or not hmac.compare_digest(given, hello_mac(self.token, self.nonce)):
+            want = hello_mac(self.token, self.nonce).encode()
+            if not isinstance(given, str) or not hmac.compare_digest(given.encode("utf-8", "replace"), want):
                 raise ProtocolError("authentication failed: wrong or missing token")
-        try:
-            shape = tuple(int(v) for v in h["input_shape"])
-            classes, seed, batch = int(h["num_classes"]), int(h["seed"]), int(h["batch"])
-            val_fraction, codec, xcodec = float(h["val_fraction"]), str(h["codec"]), str(h["x_codec"])
-            k, mode = int(h.get("k", 4)), str(h.get("mode", "host-data"))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ProtocolError(f"HELLO is missing or has a bad field ({e})") from None
-        if codec not in SOFT_CODECS or xcodec not in X_CODECS:
-            raise ProtocolError(f"unsupported codec {codec}/{xcodec}; host offers soft "
-                                f"{','.join(SOFT_CODECS)} and inputs {','.join(X_CODECS)}")
-        if not 1 <= batch <= 65535 or not 1 <= k <= 255:
-            raise ProtocolError("batch must be in 1..65535 and k in 1..255")
-        if mode not in ("host-data", "device-data"):
-            raise ProtocolError(f"unknown mode {mode!r}")
+        dims = h.get("input_shape")
+        if not isinstance(dims, list) or not 1 <= len(dims) <= 3:
+            raise ProtocolError("HELLO: input_shape must be a list of 1-3 integers")
+        shape = tuple(m.json_int({"d": d}, "d", 1, 1 << 20, "HELLO input_shape") for d in dims)
+        classes = m.json_int(h, "num_classes", 2, 65535, "HELLO")
+        seed = m.json_int(h, "seed", 0, 2 ** 64 - 1, "HELLO")
+        batch = m.json_int(h, "batch", 1, 65535, "HELLO")
+        k = m.json_int(h, "k", 1, 255, "HELLO", default=4)
+        codec = m.json_str(h, "codec", SOFT_CODECS, "HELLO")
+        xcodec = m.json_str(h, "x_codec", X_CODECS, "HELLO")
+        mode = m.json_str(h, "mode", ("host-data", "device-data"), "HELLO", default="host-data")
+        val_fraction = h.get("val_fraction")
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
+                or not 0 <= val_fraction < 1:
+            raise ProtocolError("HELLO: val_fraction must be a number in [0, 1)")
         self.hello = h
         self.mode, self.batch = mode, batch
         self.sc = soft_codec(codec, self.teacher.num_classes, k)
@@ -104,7 +106,8 @@ class HostProtocol:
         if len(tail) != 2 * half:
             raise ProtocolError("resume bitmaps have the wrong length")
         self.session.halted[...] = m.unpack_bitmap(tail[:half], n, "HELLO")
-        self.resume_start = (int(resume.get("epoch", -1)), m.unpack_bitmap(tail[half:], n, "HELLO"))
+        epoch = m.json_int(resume, "epoch", -1, 2 ** 32 - 1, "HELLO resume", default=-1)
+        self.resume_start = (epoch, m.unpack_bitmap(tail[half:], n, "HELLO"))
 
     def _welcome_device_data(self, shape, classes, xcodec, tail):
         if tuple(shape) != tuple(self.teacher.input_shape) or classes != self.teacher.num_classes:

@@ -78,11 +78,26 @@ def unpack_json(payload, what):
         raise ProtocolError(f"{what}: truncated JSON")
     try:
         obj = json.loads(payload[4:4 + n].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: also huge ints
         raise ProtocolError(f"{what}: malformed JSON ({e})") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"{what}: expected a JSON object")
     return obj, payload[4 + n:]
+
+
+def json_int(obj, key, lo, hi, what, default=None):
+    """An integer field of a handshake object, in [lo, hi], or ProtocolError."""
+    v = obj.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ProtocolError(f"{what}: {key} must be an integer in {lo}..{hi}, got {str(v)[:40]}")
+    return v
+
+
+def json_str(obj, key, allowed, what, default=None):
+    v = obj.get(key, default)
+    if v not in allowed:
+        raise ProtocolError(f"{what}: {key} must be one of {', '.join(allowed)}, got {str(v)[:40]}")
+    return v
 
 
 def pack_bitmap(mask):
