@@ -474,7 +474,7 @@ def test_sequential_vs_torch(batch):
         yt.backward(t32(dy))
         check(y, yt, f"logits step {step}")
         check(dx, xt.grad, f"dx step {step}")
-        grads = [g for _, g in model.trainables()]
+        grads = [g for _, _, g in model.named_params()]
         assert len(grads) == 8
         for i, (g, gt) in enumerate(zip(grads, tm.grads_edgekd_order())):
             check(g, gt, f"grad #{i} step {step}")
@@ -523,5 +523,5 @@ def test_sequential_conv2d_vs_torch(batch):
     yt.backward(t32(dy))
     check(y, yt, "logits")
     check(dx, xt.grad, "dx")
-    for g, gt in zip([g for _, g in model.trainables()], [k.grad, cb.grad, w.grad, db.grad]):
+    for g, gt in zip([g for _, _, g in model.named_params()], [k.grad, cb.grad, w.grad, db.grad]):
         check(g, gt, "grad")

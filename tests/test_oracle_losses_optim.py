@@ -205,7 +205,7 @@ def test_end_to_end_kd_training(name, lr, wd, T, alpha):
         topt.step()
         check(r.loss, loss, f"loss step {step}")
     final = [tm[0].weight.T, tm[0].bias, tm[2].weight.T, tm[2].bias]
-    for i, ((p, _), tp) in enumerate(zip(model.trainables(), final)):
+    for i, ((_, p, _), tp) in enumerate(zip(model.named_params(), final)):
         check(p, tp, f"final param {i}")
     x = batches[0][0]
     with torch.no_grad():

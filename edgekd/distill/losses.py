@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels.backend import active
 from ..kernels.softmax import log_softmax
 
 
@@ -32,20 +33,12 @@ def cross_entropy(s, y):
     return loss, (grad / np.float32(n)).astype(np.float32, copy=False)
 
 
-def kd_loss(s, t, y, temperature=4.0, alpha=0.9):
-    n = s.shape[0]
-    T = np.float32(temperature)
-    a = np.float32(alpha)
-    log_ps_T = log_softmax(s / T)
-    log_pt_T = log_softmax(t / T)
-    pt_T = np.exp(log_pt_T)
-    kl = (pt_T * (log_pt_T - log_ps_T)).sum(axis=1)
-    grad = a * T * (np.exp(log_ps_T) - pt_T)
-    loss = float(a * T * T * kl.mean())
-    if alpha < 1:
-        ce, ce_grad = cross_entropy(s, y)
-        loss += float((1 - a) * ce)
-        grad += (1 - a) * ce_grad * np.float32(n)
+def kd_loss(s, t, y, temperature=4.0, alpha=0.9, grad=None, kl=None):
+    """KD loss through the active backend; `grad` and `kl` may be caller-owned buffers."""
+    s, t = np.ascontiguousarray(s, np.float32), np.ascontiguousarray(t, np.float32)
+    grad = np.empty_like(s) if grad is None else grad
+    kl = np.empty(len(s), np.float32) if kl is None else kl
+    y = np.ascontiguousarray(y, np.int64)
+    loss = active().kd_loss_grad(s, t, y, float(temperature), float(alpha), grad, kl)
     agree = s.argmax(axis=1) == t.argmax(axis=1)
-    return KDResult(loss, (grad / np.float32(n)).astype(np.float32, copy=False),
-                    np.maximum(kl, 0).astype(np.float32), agree)
+    return KDResult(float(loss), grad, kl, agree)

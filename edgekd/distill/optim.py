@@ -1,4 +1,5 @@
-"""Optimizers with PyTorch's update rules, updating parameters in place.
+"""Optimizers with PyTorch's update rules, updating parameters in place through the active
+kernel backend (one pass per parameter vector; a model hands over one flat vector).
 
 Each keeps its state as named arrays (`state()` / `load_state()`) so a checkpoint can carry it
 and a resumed run continues bit for bit.
@@ -9,6 +10,7 @@ import math
 import numpy as np
 
 from ..errors import EdgekdError
+from ..kernels.backend import active
 
 
 class Optimizer:
@@ -16,13 +18,10 @@ class Optimizer:
 
     def __init__(self, pairs, lr, weight_decay=0.0):
         self.pairs = pairs          # [(param, grad)] in the model's canonical order
-        self.lr = np.float32(lr)
-        self.wd = np.float32(weight_decay)
+        self.lr = float(lr)
+        self.wd = float(weight_decay)
         self.t = 0
         self.bufs = {s: [np.zeros_like(p) for p, _ in pairs] for s in self.slots}
-
-    def decayed(self, p, g):
-        return g + self.wd * p if self.wd else g
 
     def step(self):
         self.t += 1
@@ -51,20 +50,12 @@ class SGD(Optimizer):
 
     def __init__(self, pairs, lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0):
         super().__init__(pairs, lr, weight_decay)
-        self.mu = np.float32(momentum)
-        self.nesterov = nesterov
+        self.mu = float(momentum)
+        self.nesterov = bool(nesterov)
 
     def update(self, i, p, g):
-        g = self.decayed(p, g)
-        if self.mu:
-            buf = self.bufs["momentum"][i]
-            if self.t == 1:
-                buf[...] = g
-            else:
-                buf *= self.mu
-                buf += g
-            g = g + self.mu * buf if self.nesterov else buf
-        p -= self.lr * g
+        active().sgd_update(p, g, self.bufs["momentum"][i], float(self.lr), self.mu, self.wd,
+                            self.nesterov, self.t == 1)
 
 
 class Adam(Optimizer):
@@ -74,23 +65,12 @@ class Adam(Optimizer):
     def __init__(self, pairs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  decoupled=False):
         super().__init__(pairs, lr, weight_decay)
-        self.b1, self.b2 = np.float32(betas[0]), np.float32(betas[1])
-        self.eps = np.float32(eps)
-        self.decoupled = decoupled
+        self.b1, self.b2, self.eps = float(betas[0]), float(betas[1]), float(eps)
+        self.decoupled = bool(decoupled)
 
     def update(self, i, p, g):
-        if self.decoupled:
-            p *= 1 - self.lr * self.wd
-        else:
-            g = self.decayed(p, g)
-        m, v = self.bufs["m"][i], self.bufs["v"][i]
-        m *= self.b1
-        m += (1 - self.b1) * g
-        v *= self.b2
-        v += (1 - self.b2) * g * g
-        c1 = 1 - self.b1 ** self.t
-        c2 = np.sqrt(1 - self.b2 ** self.t)
-        p -= (self.lr / c1) * (m / (np.sqrt(v) / c2 + self.eps))
+        active().adam_update(p, g, self.bufs["m"][i], self.bufs["v"][i], float(self.lr),
+                             self.b1, self.b2, self.eps, self.wd, self.t, self.decoupled)
 
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")

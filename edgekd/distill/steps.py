@@ -6,10 +6,12 @@ from .losses import kd_loss
 
 
 def kd_step(model, opt, x, soft, y, temperature, alpha):
-    """Forward, KD loss, backward, update. Returns the loss result (with per-sample KL)."""
+    """Forward, KD loss, backward, update. Returns the loss result (with per-sample KL,
+    in buffers reused by the next step of the same batch size)."""
     logits = model.forward(x, training=True)
-    res = kd_loss(logits, soft, y, temperature, alpha)
-    model.backward(res.grad)
+    bufs = model.loss_buffers(len(x))
+    res = kd_loss(logits, soft, y, temperature, alpha, *bufs)
+    model.backward(res.grad, input_grad=False)
     opt.step()
     res.correct = int((logits.argmax(axis=1) == y).sum())
     return res

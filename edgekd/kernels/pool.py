@@ -4,40 +4,36 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 
-def _windows(x, pool, stride):
+def _windows(x, ph, pw, sh, sw, ho, wo):
     """[N,H,W,C] -> [N,Ho,Wo,C,ph*pw] (a copy; small for pooling)."""
-    ph, pw = pool
-    win = sliding_window_view(x, (ph, pw), axis=(1, 2))[:, ::stride[0], ::stride[1]]
+    win = sliding_window_view(x, (ph, pw), axis=(1, 2))[:, ::sh, ::sw][:, :ho, :wo]
     return win.reshape(win.shape[:4] + (ph * pw,))
 
 
-def _scatter(x_shape, pool, stride, dy, weight_of):
-    """Adds dy * weight_of(k) into the input positions of window offset k, for every k."""
-    ph, pw = pool
-    sh, sw = stride
+def _scatter(ph, pw, sh, sw, dy, dx, weight_of):
+    """dx = sum over window offsets k of dy * weight_of(k), placed at the inputs of offset k."""
     ho, wo = dy.shape[1], dy.shape[2]
-    dx = np.zeros(x_shape, dtype=dy.dtype)
+    dx[...] = 0
     for i in range(ph):
         for j in range(pw):
             dx[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] += weight_of(i * pw + j) * dy
-    return dx
 
 
-def maxpool2d_forward(x, pool, stride):
-    """Returns (y, argmax) with argmax the winning offset in each window (first on ties)."""
-    win = _windows(x, pool, stride)
-    arg = win.argmax(axis=-1)
-    return np.take_along_axis(win, arg[..., None], axis=-1)[..., 0], arg
+def maxpool2d_forward(x, ph, pw, sh, sw, out, arg):
+    """out = window max; arg = the winning offset in each window (first on ties)."""
+    win = _windows(x, ph, pw, sh, sw, out.shape[1], out.shape[2])
+    arg[...] = win.argmax(axis=-1)
+    out[...] = np.take_along_axis(win, arg[..., None].astype(np.intp), axis=-1)[..., 0]
 
 
-def maxpool2d_backward(x_shape, arg, pool, stride, dy):
-    return _scatter(x_shape, pool, stride, dy, lambda k: arg == k)
+def maxpool2d_backward(arg, ph, pw, sh, sw, dy, dx):
+    _scatter(ph, pw, sh, sw, dy, dx, lambda k: arg == k)
 
 
-def avgpool2d_forward(x, pool, stride):
-    return _windows(x, pool, stride).mean(axis=-1, dtype=np.float32)
+def avgpool2d_forward(x, ph, pw, sh, sw, out):
+    np.mean(_windows(x, ph, pw, sh, sw, out.shape[1], out.shape[2]), axis=-1, out=out)
 
 
-def avgpool2d_backward(x_shape, pool, stride, dy):
-    scale = np.float32(1.0 / (pool[0] * pool[1]))
-    return _scatter(x_shape, pool, stride, dy, lambda k: scale)
+def avgpool2d_backward(ph, pw, sh, sw, dy, dx):
+    scale = np.float32(1.0 / (ph * pw))
+    _scatter(ph, pw, sh, sw, dy, dx, lambda k: scale)

@@ -14,7 +14,23 @@ class Sequential:
         self.layers = build_layers(spec, where)
         self.input_shape = tuple(spec["input_shape"])
         self.num_classes = spec["num_classes"]
+        self.layers[0].need_dx = False
+        self._flatten_params()
         self.init(seed)
+
+    def _flatten_params(self):
+        """Make every trainable parameter (and its gradient) a view into one float32 vector,
+        so an optimizer step is a single pass over one array."""
+        pairs = [(layer, k) for layer in self.layers for k in layer.param_order if k in layer.params]
+        total = sum(layer.params[k].size for layer, k in pairs)
+        self.flat_params = np.zeros(total, np.float32)
+        self.flat_grads = np.zeros(total, np.float32)
+        at = 0
+        for layer, k in pairs:
+            shape, size = layer.params[k].shape, layer.params[k].size
+            layer.params[k] = self.flat_params[at:at + size].reshape(shape)
+            layer.grads[k] = self.flat_grads[at:at + size].reshape(shape)
+            at += size
 
     def init(self, seed):
         """Draw weights from `seed`; dropout masks come from a second stream of the same seed."""
@@ -30,22 +46,37 @@ class Sequential:
             x = layer.forward(x, training)
         return x
 
-    def backward(self, dlogits):
+    def backward(self, dlogits, input_grad=True):
+        """Fills every gradient; returns d(input) if `input_grad` (the trainer needs none)."""
+        self.layers[0].need_dx = input_grad
         g = dlogits
         for layer in reversed(self.layers):
             g = layer.backward(g)
         return g
 
+    def loss_buffers(self, n):
+        """(grad [n, classes], kl [n]) work arrays for the loss of a batch of n."""
+        bufs = self.__dict__.setdefault("_loss_bufs", {})
+        if n not in bufs:
+            bufs[n] = (np.empty((n, self.num_classes), np.float32), np.empty(n, np.float32))
+        return bufs[n]
+
     def predict(self, x, batch=256):
         """Logits for many samples in inference mode, in chunks to bound memory."""
         x = np.asarray(x, np.float32)
-        out = [self.forward(x[i:i + batch]) for i in range(0, len(x), batch)]
-        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+        out = np.zeros((len(x), self.num_classes), np.float32)
+        for i in range(0, len(x), batch):
+            out[i:i + batch] = self.forward(x[i:i + batch])
+        return out
+
+    def named_params(self):
+        """[(name, param, grad)] per parameter in canonical order (views of the flat vectors)."""
+        return [(f"layers.{i}.{k}", layer.params[k], layer.grads[k])
+                for i, layer in enumerate(self.layers) for k in layer.param_order if k in layer.params]
 
     def trainables(self):
-        """(param, grad) pairs in canonical order; optimizers keep state in this order."""
-        return [(layer.params[k], layer.grads[k]) for layer in self.layers
-                for k in layer.param_order if k in layer.params]
+        """(param, grad) pairs for optimizers: one pair, the flat vectors, in canonical order."""
+        return [(self.flat_params, self.flat_grads)]
 
     def state(self):
         """{'layers.<i>.<name>': array} for params and buffers, in canonical order."""
@@ -65,7 +96,7 @@ class Sequential:
             dst[...] = src
 
     def num_params(self):
-        return int(sum(p.size for p, _ in self.trainables()))
+        return int(self.flat_params.size)
 
     def weights_sha256(self):
         """SHA-256 of every param and buffer as float32 little-endian C order, in the order of

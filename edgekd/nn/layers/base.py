@@ -3,6 +3,10 @@
 A layer is built from its spec entry and its input shape (without the batch axis). It owns
 `params` (trained), `grads` (same keys) and `buffers` (saved, not trained). `forward` keeps
 what `backward` needs; `backward` fills `grads` and returns the gradient of its input.
+
+Kernels come from the active backend (numpy or numba). In training, outputs and gradients go
+into work arrays kept per batch shape, so a step allocates nothing new; in inference every
+call returns fresh arrays.
 """
 
 from typing import ClassVar
@@ -10,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...errors import EdgekdError
+from ...kernels.backend import active
 
 REGISTRY = {}
 
@@ -32,6 +37,8 @@ class Layer:
         self.cfg = {k: cfg.get(k, d) for k, d in self.options.items()}
         self.in_shape = tuple(in_shape)
         self.params, self.grads, self.buffers = {}, {}, {}
+        self.work = {}
+        self.need_dx = True   # the model turns this off for its first layer
         self.out_shape = tuple(self.build())
 
     def fail(self, msg):
@@ -74,6 +81,20 @@ class Layer:
 
     def backward(self, dy):
         raise NotImplementedError
+
+    @property
+    def K(self):
+        return active()
+
+    def scratch(self, name, shape, training, dtype=np.float32):
+        """A work array reused across training steps of the same shape; fresh otherwise."""
+        if not training:
+            return np.empty(shape, dtype)
+        key = (name, shape)
+        a = self.work.get(key)
+        if a is None:
+            a = self.work[key] = np.empty(shape, dtype)
+        return a
 
     def add_param(self, name, shape):
         self.params[name] = np.zeros(shape, np.float32)

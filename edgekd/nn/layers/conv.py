@@ -4,8 +4,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from ...kernels import activations
-from ...kernels.conv import conv2d_backward, conv2d_forward, out_size, same_padding
+from ...kernels.activations import CODES, NAMES
+from ...kernels.conv import out_size, same_padding
 from ..init import kernel_init
 from .base import Layer, register
 
@@ -15,18 +15,18 @@ class Conv2D(Layer):
     type = "conv2d"
     rank = 3
     param_order = ("kernel", "bias")
-    options: ClassVar[dict] = {"filters": None, "kernel_size": None, "stride": 1, "padding": "valid",
-               "activation": "none"}
+    options: ClassVar[dict] = {"filters": None, "kernel_size": None, "stride": 1,
+                               "padding": "valid", "activation": "none"}
 
     def geometry(self):
         """(kernel hw, stride hw, input hw) of the equivalent 2-D convolution."""
-        return (self.int_pair("kernel_size"), self.int_pair("stride"),
-                self.in_shape[:2])
+        return self.int_pair("kernel_size"), self.int_pair("stride"), self.in_shape[:2]
 
     def build(self):
         self.need_rank(self.rank, "(channels-last)")
         self.filters = self.positive_int("filters")
-        self.act = self.choice("activation", activations.NAMES)
+        self.act = self.choice("activation", NAMES)
+        self.code = CODES[self.act]
         self.padding = self.choice("padding", ("valid", "same"))
         (kh, kw), self.stride, (h, w) = self.geometry()
         self.pads = [same_padding(s, k, st) if self.padding == "same" else (0, 0)
@@ -34,17 +34,18 @@ class Conv2D(Layer):
         hp, wp = h + sum(self.pads[0]), w + sum(self.pads[1])
         if hp < kh or wp < kw:
             self.fail(f"kernel {[kh, kw]} is larger than its input {[h, w]}")
-        cin = self.in_shape[-1]
-        self.add_param("kernel", (kh, kw, cin, self.filters))
+        self.padded_hwc = (hp, wp, self.in_shape[-1])
+        self.out_hwc = (out_size(hp, kh, self.stride[0]), out_size(wp, kw, self.stride[1]), self.filters)
+        self.add_param("kernel", self.kernel_shape(kh, kw, self.in_shape[-1]))
         self.add_param("bias", (self.filters,))
-        ho, wo = out_size(hp, kh, self.stride[0]), out_size(wp, kw, self.stride[1])
-        return self.out_hw(ho, wo) + (self.filters,)
+        return self.out_hwc if self.rank == 3 else self.out_hwc[1:]
 
-    def out_hw(self, ho, wo):
-        return (ho, wo)
+    def kernel_shape(self, kh, kw, cin):
+        return (kh, kw, cin, self.filters)
 
-    def kernel_hwio(self):
-        return self.params["kernel"]
+    def hwio(self, a):
+        """The kernel (or its gradient) as a [kh, kw, cin, f] view."""
+        return a
 
     def init(self, rng):
         k = self.params["kernel"]
@@ -53,33 +54,35 @@ class Conv2D(Layer):
         k[...] = kernel_init(rng, k.shape, fan_in, fan_out, self.act)
         self.params["bias"][...] = 0
 
-    def to_nhwc(self, x):
-        return x
-
     def forward(self, x, training):
-        x4 = self.to_nhwc(x)
+        n = len(x)
         (pt, pb), (pl, pr) = self.pads
+        x4 = np.asarray(x, np.float32).reshape((n,) + (self.in_shape if self.rank == 3 else (1,) + self.in_shape))
         if pt or pb or pl or pr:
-            x4 = np.pad(x4, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-        self.padded_shape = x4.shape
-        y, self.cols = conv2d_forward(x4, self.kernel_hwio(), self.params["bias"], self.stride)
-        self.y = activations.forward(self.act, y.reshape((x.shape[0],) + self.out_shape))
-        return self.y
+            xp = self.scratch("xp", (n,) + self.padded_hwc, training)
+            xp[...] = 0
+            xp[:, pt:pt + x4.shape[1], pl:pl + x4.shape[2]] = x4
+        else:
+            xp = np.ascontiguousarray(x4)
+        self.xp = xp
+        self.y4 = self.scratch("y", (n,) + self.out_hwc, training)
+        self.K.conv2d_forward(xp, self.hwio(self.params["kernel"]), self.params["bias"],
+                              self.stride[0], self.stride[1], self.code, self.y4)
+        return self.y4.reshape((n,) + self.out_shape)
 
     def backward(self, dy):
-        dz = activations.backward(self.act, self.y, dy)
-        dz4 = dz.reshape((dz.shape[0],) + self.padded_out())
-        dx, dw, db = conv2d_backward(self.padded_shape, self.cols, self.kernel_hwio(),
-                                     self.stride, dz4)
-        self.cols = None
-        self.grads["kernel"][...] = dw.reshape(self.grads["kernel"].shape)
-        self.grads["bias"][...] = db
+        n = len(dy)
+        dz = self.scratch("dz", (n,) + self.out_hwc, True)
+        np.copyto(dz, dy.reshape(dz.shape))
+        dxp = self.scratch("dxp", self.xp.shape, True) if self.need_dx else None
+        self.K.conv2d_backward(self.xp, self.hwio(self.params["kernel"]), self.y4, dz,
+                               self.stride[0], self.stride[1], self.code,
+                               self.hwio(self.grads["kernel"]), self.grads["bias"], dxp)
+        if dxp is None:
+            return None
         (pt, pb), (pl, pr) = self.pads
-        dx = dx[:, pt:dx.shape[1] - pb, pl:dx.shape[2] - pr, :]
-        return dx.reshape((dx.shape[0],) + self.in_shape)
-
-    def padded_out(self):
-        return self.out_shape
+        dx = dxp[:, pt:dxp.shape[1] - pb, pl:dxp.shape[2] - pr, :]
+        return dx.reshape((n,) + self.in_shape)
 
 
 @register
@@ -92,20 +95,8 @@ class Conv1D(Conv2D):
         k, s = self.positive_int("kernel_size"), self.positive_int("stride")
         return (1, k), (1, s), (1, self.in_shape[0])
 
-    def build(self):
-        out = super().build()
-        _, kw, cin, f = self.params["kernel"].shape
-        self.add_param("kernel", (kw, cin, f))
-        return out
+    def kernel_shape(self, kh, kw, cin):
+        return (kw, cin, self.filters)
 
-    def out_hw(self, ho, wo):
-        return (wo,)
-
-    def padded_out(self):
-        return (1,) + self.out_shape
-
-    def kernel_hwio(self):
-        return self.params["kernel"][None]
-
-    def to_nhwc(self, x):
-        return x[:, None]
+    def hwio(self, a):
+        return a[None]

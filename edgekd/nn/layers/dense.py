@@ -2,7 +2,9 @@
 
 from typing import ClassVar
 
-from ...kernels import activations
+import numpy as np
+
+from ...kernels.activations import CODES, NAMES
 from ..init import kernel_init
 from .base import Layer, register
 
@@ -16,7 +18,8 @@ class Dense(Layer):
     def build(self):
         self.need_rank(1, "(add a flatten layer before dense)")
         units = self.positive_int("units")
-        self.act = self.choice("activation", activations.NAMES)
+        self.act = self.choice("activation", NAMES)
+        self.code = CODES[self.act]
         self.add_param("kernel", (self.in_shape[0], units))
         self.add_param("bias", (units,))
         return (units,)
@@ -27,12 +30,15 @@ class Dense(Layer):
         self.params["bias"][...] = 0
 
     def forward(self, x, training):
-        self.x = x
-        self.y = activations.forward(self.act, x @ self.params["kernel"] + self.params["bias"])
+        self.x = np.ascontiguousarray(x, np.float32)
+        self.y = self.scratch("y", (len(x),) + self.out_shape, training)
+        self.K.dense_forward(self.x, self.params["kernel"], self.params["bias"], self.code, self.y)
         return self.y
 
     def backward(self, dy):
-        dz = activations.backward(self.act, self.y, dy)
-        self.grads["kernel"][...] = self.x.T @ dz
-        self.grads["bias"][...] = dz.sum(axis=0)
-        return dz @ self.params["kernel"].T
+        dz = self.scratch("dz", dy.shape, True)
+        np.copyto(dz, dy)
+        dx = self.scratch("dx", self.x.shape, True) if self.need_dx else None
+        self.K.dense_backward(self.x, self.params["kernel"], self.y, dz, self.code,
+                              self.grads["kernel"], self.grads["bias"], dx)
+        return dx

@@ -2,7 +2,8 @@
 
 from typing import ClassVar
 
-from ...kernels import pool
+import numpy as np
+
 from .base import Layer, register
 
 
@@ -21,28 +22,26 @@ class _Pool2D(Layer):
             self.fail(f"pool {list(self.pool)} is larger than its input {[h, w]}")
         ho = (h - self.pool[0]) // self.stride[0] + 1
         wo = (w - self.pool[1]) // self.stride[1] + 1
-        return self.out_hw(ho, wo) + (self.in_shape[-1],)
-
-    def out_hw(self, ho, wo):
-        return (ho, wo)
-
-    def to_nhwc(self, x):
-        return x.reshape((x.shape[0],) + self.nhwc_shape())
-
-    def nhwc_shape(self):
-        return self.in_shape if self.rank == 3 else (1,) + self.in_shape
+        self.in_hwc = self.in_shape if self.rank == 3 else (1,) + self.in_shape
+        self.out_hwc = (ho, wo, self.in_shape[-1])
+        return self.out_hwc if self.rank == 3 else self.out_hwc[1:]
 
     def forward(self, x, training):
-        self.x4_shape = (x.shape[0],) + self.nhwc_shape()
-        y = self.pool_forward(self.to_nhwc(x))
-        return y.reshape((x.shape[0],) + self.out_shape)
+        n = len(x)
+        self.x4 = np.ascontiguousarray(np.asarray(x, np.float32).reshape((n,) + self.in_hwc))
+        y4 = self.scratch("y", (n,) + self.out_hwc, training)
+        self.pool_forward(y4, training)
+        return y4.reshape((n,) + self.out_shape)
 
     def backward(self, dy):
-        dy4 = dy.reshape((dy.shape[0],) + self.nhwc_out())
-        return self.pool_backward(dy4).reshape((dy.shape[0],) + self.in_shape)
+        n = len(dy)
+        dy4 = np.ascontiguousarray(dy.reshape((n,) + self.out_hwc))
+        dx4 = self.scratch("dx", (n,) + self.in_hwc, True)
+        self.pool_backward(dy4, dx4)
+        return dx4.reshape((n,) + self.in_shape)
 
-    def nhwc_out(self):
-        return self.out_shape if self.rank == 3 else (1,) + self.out_shape
+    def window(self):
+        return self.pool[0], self.pool[1], self.stride[0], self.stride[1]
 
 
 class _Pool1D(_Pool2D):
@@ -54,25 +53,22 @@ class _Pool1D(_Pool2D):
         self.cfg["stride"] = s
         return (1, p), (1, self.positive_int("stride")), (1, self.in_shape[0])
 
-    def out_hw(self, ho, wo):
-        return (wo,)
-
 
 class _Max:
-    def pool_forward(self, x4):
-        y, self.arg = pool.maxpool2d_forward(x4, self.pool, self.stride)
-        return y
+    def pool_forward(self, y4, training):
+        self.arg = self.scratch("arg", y4.shape, training, np.int64)
+        self.K.maxpool2d_forward(self.x4, *self.window(), y4, self.arg)
 
-    def pool_backward(self, dy4):
-        return pool.maxpool2d_backward(self.x4_shape, self.arg, self.pool, self.stride, dy4)
+    def pool_backward(self, dy4, dx4):
+        self.K.maxpool2d_backward(self.arg, *self.window(), dy4, dx4)
 
 
 class _Avg:
-    def pool_forward(self, x4):
-        return pool.avgpool2d_forward(x4, self.pool, self.stride)
+    def pool_forward(self, y4, training):
+        self.K.avgpool2d_forward(self.x4, *self.window(), y4)
 
-    def pool_backward(self, dy4):
-        return pool.avgpool2d_backward(self.x4_shape, self.pool, self.stride, dy4)
+    def pool_backward(self, dy4, dx4):
+        self.K.avgpool2d_backward(*self.window(), dy4, dx4)
 
 
 @register

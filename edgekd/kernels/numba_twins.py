@@ -1,0 +1,281 @@
+"""Numba twins of the numpy kernels: the same signatures and results (to float32 round-off),
+as tight loops compiled once and cached on disk. Imported only when numba is present and the
+numba backend is chosen; the numpy kernels remain the reference."""
+
+import math
+
+import numpy as np
+from numba import njit
+
+JIT = {"cache": True, "nogil": True}
+FAST = {"cache": True, "nogil": True, "fastmath": {"reassoc", "contract"}}  # vectorized sums
+
+
+@njit(**FAST)
+def _mm(a, b, out):
+    """out = a @ b, rows streamed so the inner loop runs over contiguous memory (no BLAS: numba's
+    np.dot would need scipy)."""
+    out[:] = 0
+    for i in range(a.shape[0]):
+        o = out[i]
+        for k in range(a.shape[1]):
+            av = a[i, k]
+            bk = b[k]
+            for j in range(b.shape[1]):
+                o[j] += av * bk[j]
+
+
+@njit(**FAST)
+def _mm_tn(a, b, out):
+    """out = a.T @ b."""
+    out[:] = 0
+    for i in range(a.shape[0]):
+        bi = b[i]
+        for k in range(a.shape[1]):
+            av = a[i, k]
+            o = out[k]
+            for j in range(b.shape[1]):
+                o[j] += av * bi[j]
+
+
+@njit(**FAST)
+def _mm_nt(a, b, out):
+    """out = a @ b.T."""
+    for i in range(a.shape[0]):
+        ai = a[i]
+        for k in range(b.shape[0]):
+            bk = b[k]
+            acc = np.float32(0)
+            for j in range(a.shape[1]):
+                acc += ai[j] * bk[j]
+            out[i, k] = acc
+
+
+@njit(**JIT)
+def _act(v, code):
+    if code == 1:
+        return v if v > 0 else np.float32(0)
+    if code == 2:
+        return min(max(v, np.float32(0)), np.float32(6))
+    if code == 3:
+        return np.float32(math.tanh(v))
+    return v
+
+
+@njit(**JIT)
+def _act_grad(y, code):
+    if code == 1:
+        return np.float32(1) if y > 0 else np.float32(0)
+    if code == 2:
+        return np.float32(1) if 0 < y < 6 else np.float32(0)
+    if code == 3:
+        return np.float32(1) - y * y
+    return np.float32(1)
+
+
+@njit(**JIT)
+def dense_forward(x, w, b, code, out):
+    _mm(x, w, out)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = _act(out[i, j] + b[j], code)
+
+
+@njit(**JIT)
+def dense_backward(x, w, y, dy, code, dw, db, dx):
+    if code != 0:
+        for i in range(dy.shape[0]):
+            for j in range(dy.shape[1]):
+                dy[i, j] *= _act_grad(y[i, j], code)
+    _mm_tn(x, dy, dw)
+    for j in range(dy.shape[1]):
+        acc = np.float32(0)
+        for i in range(dy.shape[0]):
+            acc += dy[i, j]
+        db[j] = acc
+    if dx is not None:
+        _mm_nt(dy, w, dx)
+
+
+@njit(**JIT)
+def conv2d_forward(x, w, b, sh, sw, code, out):
+    kh, kw, c, f = w.shape
+    n, ho, wo, _ = out.shape
+    for s in range(n):
+        for oh in range(ho):
+            for ow in range(wo):
+                o = out[s, oh, ow]
+                o[:] = b
+                for i in range(kh):
+                    for j in range(kw):
+                        xr = x[s, oh * sh + i, ow * sw + j]
+                        wr = w[i, j]
+                        for ci in range(c):
+                            xv = xr[ci]
+                            wc = wr[ci]
+                            for fi in range(f):
+                                o[fi] += xv * wc[fi]
+                for fi in range(f):
+                    o[fi] = _act(o[fi], code)
+
+
+@njit(**JIT)
+def conv2d_backward(x, w, y, dy, sh, sw, code, dw, db, dx):
+    kh, kw, c, f = w.shape
+    n, ho, wo, _ = dy.shape
+    dw[:] = 0
+    db[:] = 0
+    if dx is not None:
+        dx[:] = 0
+    for s in range(n):
+        for oh in range(ho):
+            for ow in range(wo):
+                g = dy[s, oh, ow]
+                yr = y[s, oh, ow]
+                for fi in range(f):
+                    g[fi] *= _act_grad(yr[fi], code)
+                    db[fi] += g[fi]
+                for i in range(kh):
+                    for j in range(kw):
+                        xr = x[s, oh * sh + i, ow * sw + j]
+                        wr = w[i, j]
+                        dwr = dw[i, j]
+                        for ci in range(c):
+                            xv = xr[ci]
+                            wc = wr[ci]
+                            dwc = dwr[ci]
+                            acc = np.float32(0)
+                            for fi in range(f):
+                                dwc[fi] += xv * g[fi]
+                                acc += wc[fi] * g[fi]
+                            if dx is not None:
+                                dx[s, oh * sh + i, ow * sw + j, ci] += acc
+
+
+@njit(**JIT)
+def maxpool2d_forward(x, ph, pw, sh, sw, out, arg):
+    n, ho, wo, c = out.shape
+    for s in range(n):
+        for oh in range(ho):
+            for ow in range(wo):
+                for ci in range(c):
+                    best = x[s, oh * sh, ow * sw, ci]
+                    at = 0
+                    for i in range(ph):
+                        for j in range(pw):
+                            v = x[s, oh * sh + i, ow * sw + j, ci]
+                            if v > best:
+                                best, at = v, i * pw + j
+                    out[s, oh, ow, ci] = best
+                    arg[s, oh, ow, ci] = at
+
+
+@njit(**JIT)
+def maxpool2d_backward(arg, ph, pw, sh, sw, dy, dx):
+    dx[:] = 0
+    n, ho, wo, c = dy.shape
+    for s in range(n):
+        for oh in range(ho):
+            for ow in range(wo):
+                for ci in range(c):
+                    k = arg[s, oh, ow, ci]
+                    dx[s, oh * sh + k // pw, ow * sw + k % pw, ci] += dy[s, oh, ow, ci]
+
+
+@njit(**JIT)
+def avgpool2d_forward(x, ph, pw, sh, sw, out):
+    n, ho, wo, c = out.shape
+    scale = np.float32(1.0 / (ph * pw))
+    for s in range(n):
+        for oh in range(ho):
+            for ow in range(wo):
+                for ci in range(c):
+                    acc = np.float32(0)
+                    for i in range(ph):
+                        for j in range(pw):
+                            acc += x[s, oh * sh + i, ow * sw + j, ci]
+                    out[s, oh, ow, ci] = acc * scale
+
+
+@njit(**JIT)
+def avgpool2d_backward(ph, pw, sh, sw, dy, dx):
+    dx[:] = 0
+    n, ho, wo, c = dy.shape
+    scale = np.float32(1.0 / (ph * pw))
+    for s in range(n):
+        for oh in range(ho):
+            for ow in range(wo):
+                for ci in range(c):
+                    g = dy[s, oh, ow, ci] * scale
+                    for i in range(ph):
+                        for j in range(pw):
+                            dx[s, oh * sh + i, ow * sw + j, ci] += g
+
+
+@njit(**JIT)
+def _log_softmax_row(z, scale, out):
+    m = z[0] * scale
+    for j in range(z.shape[0]):
+        m = max(m, z[j] * scale)
+    acc = 0.0
+    for j in range(z.shape[0]):
+        acc += math.exp(z[j] * scale - m)
+    lse = m + math.log(acc)
+    for j in range(z.shape[0]):
+        out[j] = z[j] * scale - lse
+
+
+@njit(**JIT)
+def kd_loss_grad(s, t, y, temperature, alpha, grad, kl):
+    n, c = s.shape
+    inv_t = 1.0 / temperature
+    ls = np.empty(c, np.float64)
+    lt = np.empty(c, np.float64)
+    l1 = np.empty(c, np.float64)
+    total_kl = 0.0
+    total_ce = 0.0
+    for i in range(n):
+        _log_softmax_row(s[i], inv_t, ls)
+        _log_softmax_row(t[i], inv_t, lt)
+        k = 0.0
+        for j in range(c):
+            pt = math.exp(lt[j])
+            k += pt * (lt[j] - ls[j])
+            grad[i, j] = alpha * temperature * (math.exp(ls[j]) - pt) / n
+        kl[i] = max(k, 0.0)
+        total_kl += kl[i]
+        if alpha < 1:
+            _log_softmax_row(s[i], 1.0, l1)
+            total_ce -= l1[y[i]]
+            for j in range(c):
+                grad[i, j] += (1 - alpha) * (math.exp(l1[j]) - (1.0 if j == y[i] else 0.0)) / n
+    return alpha * temperature * temperature * total_kl / n + (1 - alpha) * total_ce / n
+
+
+@njit(**JIT)
+def sgd_update(p, g, buf, lr, momentum, weight_decay, nesterov, first):
+    for i in range(p.shape[0]):
+        d = g[i] + weight_decay * p[i]
+        if momentum != 0:
+            if first:
+                buf[i] = d
+            else:
+                buf[i] = momentum * buf[i] + d
+            d = d + momentum * buf[i] if nesterov else buf[i]
+        p[i] -= lr * d
+
+
+@njit(**JIT)
+def adam_update(p, g, m, v, lr, b1, b2, eps, weight_decay, step, decoupled):
+    c1 = 1 - b1 ** step
+    c2 = math.sqrt(1 - b2 ** step)
+    step_size = lr / c1
+    for i in range(p.shape[0]):
+        if decoupled:
+            p[i] *= 1 - lr * weight_decay
+            d = g[i]
+        else:
+            d = g[i] + weight_decay * p[i]
+        m[i] = b1 * m[i] + (1 - b1) * d
+        v[i] = b2 * v[i] + (1 - b2) * d * d
+        p[i] -= step_size * (m[i] / (math.sqrt(v[i]) / c2 + eps))
