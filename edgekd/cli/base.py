@@ -78,6 +78,21 @@ class EpochBar:
         self.bar.update(1, shown)
 
 
+def _use_backend(ctx, param, value):
+    from ..kernels import backend
+    if backend.select(value).name == "numba":
+        if not backend.numba_cache_warm():
+            click.echo("edgekd: numba: compiling kernels (once; later runs load them from the "
+                       "cache)", err=True)
+        backend.warm_up()
+    return value
+
+
+backend_option = click.option(
+    "--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True,
+    callback=_use_backend, expose_value=False,
+    help="Kernels: numpy (always there), numba (compiled, faster), auto = numba if installed.")
+
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object on stdout (progress stays on stderr).")
 

@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..errors import EdgekdError
-from .base import EpochBar, emit, json_option, main
+from .base import EpochBar, backend_option, emit, json_option, main
 
 TEACHER_SPEC = {"input_shape": [64], "num_classes": 10,
                 "layers": [{"type": "dense", "units": 256, "activation": "relu"},
@@ -77,6 +77,7 @@ class HostProcess:
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @json_option
+@backend_option
 def demo(out, profile_name, storage, epochs, seed, as_json):
     """Teacher -> design -> KD training with early halting -> evaluation, on digits.
 

@@ -5,7 +5,7 @@ import dataclasses
 import click
 
 from ..errors import EdgekdError
-from .base import emit, json_option, load_data, main
+from .base import backend_option, emit, json_option, load_data, main
 
 
 def _parsed(name):
@@ -108,6 +108,7 @@ def _teacher_spec(teacher_path, family, data, template_spec):
 @click.option("--seconds", default=1.0, show_default=True, type=click.FloatRange(0.01),
               help="Time spent on each kernel.")
 @json_option
+@backend_option
 def profile(seconds, as_json):
     """Measure this machine's dense and conv training FLOP/s (numpy, one thread), to pass as
     `edgekd design --speed` when designing for the machine you stand on."""

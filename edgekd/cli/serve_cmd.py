@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .base import load_data, main
+from .base import backend_option, load_data, main
 from .train_cmd import DATA_HELP, parse_hostport
 
 
@@ -26,6 +26,7 @@ from .train_cmd import DATA_HELP, parse_hostport
               help="Seconds a started frame may take to arrive in full (slow-sender guard).")
 @click.option("--json", "as_json", is_flag=True,
               help="First stdout line is JSON {host, port}; session logs stay on stderr.")
+@backend_option
 def serve(teacher_path, data, bind, token, max_devices, idle_timeout, frame_timeout, as_json):
     """Serve a teacher's soft labels to devices running `edgekd train --connect`.
 

@@ -7,7 +7,15 @@ from ..distill.halting import POLICIES, HaltingConfig
 from ..distill.optim import LR_SCHEDULES, OPTIMIZERS
 from ..errors import EdgekdError
 from ..link.codecs import SOFT_CODECS, X_CODECS
-from .base import EpochBar, emit, json_option, load_data, load_spec_file, main
+from .base import (
+    EpochBar,
+    backend_option,
+    emit,
+    json_option,
+    load_data,
+    load_spec_file,
+    main,
+)
 
 DATA_HELP = "Data set: a built-in name (digits, sensor) or an .npz with x_train, y_train, x_test, y_test."
 
@@ -24,6 +32,7 @@ DATA_HELP = "Data set: a built-in name (digits, sensor) or an .npz with x_train,
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the teacher .npz.")
 @json_option
+@backend_option
 def teacher(spec_path, data, epochs, batch, lr, optimizer, seed, output, as_json):
     """Train a teacher on hard labels (on the host, where compute is cheap).
 
@@ -218,6 +227,7 @@ def _make_source(link, teacher_path, data):
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run directory: student.npz, metrics.jsonl, checkpoint.npz.")
 @json_option
+@backend_option
 def train(student_path, teacher_path, data, resume, out, as_json, **kw):
     """Distill a teacher into a student, with early halting.
 
@@ -244,6 +254,7 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
 @click.argument("model_path", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, help=DATA_HELP)
 @json_option
+@backend_option
 def eval_(model_path, data, as_json):
     """Test accuracy and single-sample latency of a saved model (student or teacher)."""
     from ..commands import evaluate

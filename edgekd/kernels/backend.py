@@ -60,6 +60,19 @@ def active():
     return _active if _active is not None else select("numpy")
 
 
+def numba_cache_warm():
+    """Whether numba's on-disk cache already holds our kernels (so start-up will be fast)."""
+    import glob
+    import os
+    here = os.path.join(os.path.dirname(__file__), "__pycache__")
+    roots = [here, os.environ.get("NUMBA_CACHE_DIR", "")]
+    found = set()
+    for root in filter(None, roots):
+        for f in glob.glob(os.path.join(root, "**", "numba_twins.*.nbi"), recursive=True):
+            found.add(os.path.basename(f).split(".")[1].rsplit("-", 1)[0])  # name-line
+    return all(k in found for k in KERNELS)
+
+
 def warm_up(log=None):
     """Compile (or load from the on-disk cache) every numba kernel once, saying so, so that
     the first training step is not mysteriously slow. Returns seconds spent."""
