@@ -28,6 +28,15 @@ METRICS = "metrics.jsonl"
 
 
 def peak_rss_mib():
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ru_maxrss
+    would carry over the high-water mark of the process that forked us."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
