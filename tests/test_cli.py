@@ -141,6 +141,23 @@ def test_nothing_fits_names_the_constraint(files):
     one_line_error(p)
 
 
+def kill_after_epochs(args, run, epochs):
+    """Start `edgekd *args --out run`, SIGKILL it once `epochs` metric lines exist; returns the
+    metrics file."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd", *map(str, args), "--out", run],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= epochs:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return metrics
+
+
 def test_killed_training_resumes_to_the_same_weights(files, tmp_path):
     """SIGKILL a real training process mid-run; --resume must end where a clean run ends."""
     args = ["train", "--student", files / "student.json", "--teacher", files / "teacher.npz",
@@ -158,17 +175,7 @@ def test_killed_training_resumes_to_the_same_weights(files, tmp_path):
     clean = as_json(edgekd(*args, "--out", tmp_path / "clean"))
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "edgekd", *map(str, args), "--out", run],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    metrics = run / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "training finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    metrics = kill_after_epochs(args, run, 3)
     done = len(metrics.read_text().splitlines())
     assert 3 <= done < clean["epochs_run"]
     resumed = as_json(edgekd(*args, "--out", run, "--resume"))

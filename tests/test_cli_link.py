@@ -5,10 +5,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from test_cli import ENV, STUDENT, TEACHER, as_json, edgekd, one_line_error
+from test_cli import (
+    ENV,
+    STUDENT,
+    TEACHER,
+    as_json,
+    edgekd,
+    kill_after_epochs,
+    one_line_error,
+)
 
 
 class Serve:
@@ -78,17 +85,7 @@ def test_killed_device_resumes_from_its_checkpoint_against_the_server(files, tmp
                 "--patience-epochs", 40, "--json", "--connect", host.connect]
         clean = as_json(edgekd(*args, "--out", tmp_path / "clean"))
         run = tmp_path / "killed"
-        proc = subprocess.Popen([sys.executable, "-m", "edgekd", *map(str, args), "--out", run],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-        metrics = run / "metrics.jsonl"
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.005)
-        assert proc.poll() is None, "training finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_after_epochs(args, run, 3)
         resumed = as_json(edgekd(*args, "--out", run, "--resume"))
     finally:
         host.stop()

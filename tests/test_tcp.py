@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from edgekd.commands import train_student
-from edgekd.data import load_dataset
 from edgekd.distill.config import TrainConfig
 from edgekd.errors import EdgekdError
 from edgekd.link import messages as m
@@ -22,27 +21,10 @@ from edgekd.link.frames import HEADER, decode_frame, encode_frame
 from edgekd.link.local import LocalSource
 from edgekd.link.server import Server
 from edgekd.link.transport import dial_tcp
-from edgekd.teachers import load_teacher
 
 STUDENT = {"input_shape": [64], "num_classes": 10,
            "layers": [{"type": "dense", "units": 16, "activation": "relu"},
                       {"type": "dense", "units": 10}]}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def teacher(digits, tmp_path_factory):
-    from edgekd.commands import train_teacher
-    path = tmp_path_factory.mktemp("t") / "teacher.npz"
-    spec = {"input_shape": [64], "num_classes": 10,
-            "layers": [{"type": "dense", "units": 48, "activation": "relu"},
-                       {"type": "dense", "units": 10}]}
-    train_teacher(spec, digits, path, epochs=6, batch=32)
-    return load_teacher(path)
 
 
 class Running:

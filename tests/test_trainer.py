@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from edgekd.commands import train_student, train_teacher
-from edgekd.data import load_dataset
+from edgekd.commands import train_student
 from edgekd.distill.config import TrainConfig
 from edgekd.distill.halting import HaltingConfig
 from edgekd.distill.source import Hello
@@ -19,22 +18,6 @@ STUDENT = {"input_shape": [64], "num_classes": 10,
            "layers": [{"type": "dense", "units": 24, "activation": "relu"},
                       {"type": "dropout", "rate": 0.1},
                       {"type": "dense", "units": 10}]}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def teacher(digits, tmp_path_factory):
-    path = tmp_path_factory.mktemp("t") / "teacher.npz"
-    spec = {"input_shape": [64], "num_classes": 10,
-            "layers": [{"type": "dense", "units": 64, "activation": "relu"},
-                       {"type": "dense", "units": 10}]}
-    res = train_teacher(spec, digits, path, epochs=8, batch=32, lr=3e-3)
-    assert res["test_accuracy"] > 0.9
-    return load_teacher(path)
 
 
 def run(teacher, digits, out, resume=False, on_epoch=None, **kw):

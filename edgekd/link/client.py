@@ -230,21 +230,27 @@ class LinkSource(SoftLabelSource):
         self._count()
 
     # -- evaluation data ----------------------------------------------------------------------
+    def _retrying(self, attempt):
+        """Call `attempt()` until it returns a result, reconnecting after link damage (each
+        reconnect has its own bounded retries; an attempt that fails keeps its progress)."""
+        while True:
+            try:
+                if self.t is None:
+                    self._reconnect("connection closed")
+                result = attempt()
+                if result is not None:
+                    return result
+            except (LinkDown, ProtocolError) as err:
+                if isinstance(err, ProtocolError) and not err.retryable:
+                    raise
+                self._reconnect(str(err))
+
     def _fetch(self, split):
         """Fetch a split, batch by batch; after a drop, ask only for the batches still missing."""
         self._kind = "eval" if split == m.SPLIT_TEST else "train"
         parts = []
         try:
-            while True:
-                try:
-                    if self.t is None:
-                        self._reconnect("connection closed")
-                    if self._fetch_more(split, parts):
-                        break
-                except (LinkDown, ProtocolError) as err:
-                    if isinstance(err, ProtocolError) and not err.retryable:
-                        raise
-                    self._reconnect(str(err))
+            self._retrying(lambda: self._fetch_more(split, parts) or None)
         finally:
             self._count()
             self._kind = "train"

@@ -12,7 +12,6 @@ from .client import LinkSource, naive_bytes
 from .codecs import affine8_params, x_codec
 from .frames import ProtocolError
 from .order import epoch_order, split_validation
-from .transport import LinkDown
 
 
 class DeviceDataSource(LinkSource):
@@ -64,18 +63,7 @@ class DeviceDataSource(LinkSource):
 
     def _query(self, ids):
         """Upload x of `ids`, get their encoded soft labels; cache what the budget allows."""
-        for _ in range(self.retries + 1):
-            try:
-                if self.t is None:
-                    self._reconnect("connection closed")
-                answer = self._query_once(ids)
-                break
-            except (LinkDown, ProtocolError) as err:
-                if isinstance(err, ProtocolError) and not err.retryable:
-                    raise
-                self._reconnect(str(err))
-        else:
-            raise EdgekdError("could not get soft labels over the link")
+        answer = self._retrying(lambda: self._query_once(ids))
         row = self.sc.nbytes(1)
         out = {}
         for j, i in enumerate(ids):
