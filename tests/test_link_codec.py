@@ -1,7 +1,6 @@
 """Link layer round trips: frames, every message's pack/unpack pair, the codecs' accuracy
 claims, and the byte layouts that docs/protocol.md documents (checked byte for byte)."""
 
-import io
 import json
 import struct
 import zlib
@@ -11,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from linkutil import Eof, Stream, StubTeacher
 
 from edgekd.data import load_dataset
 from edgekd.distill.source import Hello
@@ -34,32 +34,6 @@ U8, U16, U32 = st.integers(0, 0xFF), st.integers(0, 0xFFFF), st.integers(0, 0xFF
 IDS = st.lists(U32, max_size=40)
 F16_TINY = 2.0 ** -14          # smallest normal float16
 DIGITS = load_dataset("digits")
-
-
-class Eof(FramingError):
-    """The test stream ran dry (a real transport raises LinkDown)."""
-
-
-class Stream:
-    """A byte stream with the `read_exact(n)` contract of read_frame; records each request."""
-
-    def __init__(self, data):
-        self.buf, self.requests = io.BytesIO(bytes(data)), []
-
-    def read_exact(self, n):
-        self.requests.append(n)
-        got = self.buf.read(n)
-        if len(got) != n:
-            raise Eof(f"end of stream: wanted {n} bytes, {len(got)} left")
-        return got
-
-
-class StubTeacher:
-    num_classes, input_shape = 10, (64,)
-    w = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32) * 3
-
-    def logits(self, x):
-        return np.asarray(x, np.float32).reshape(len(x), -1) @ self.w
 
 
 def logit_rows(classes, max_rows=6, rows=None):

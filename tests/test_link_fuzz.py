@@ -3,7 +3,6 @@ function, and the host's protocol state machine. Whatever arrives, only Protocol
 subclass) or EdgekdError may come out; nothing hangs; a frame header announcing a huge
 payload is refused before anything is read or allocated."""
 
-import io
 import signal
 import struct
 from contextlib import contextmanager
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from linkutil import Stream, StubTeacher
 
 from edgekd.data import load_dataset
 from edgekd.distill.source import Hello
@@ -68,32 +68,6 @@ def clean(fn, *args):
             return fn(*args)
         except ALLOWED:
             return None
-
-
-class Eof(FramingError):
-    """The test stream ran dry (a real transport raises LinkDown)."""
-
-
-class Stream:
-    """`read_exact(n)` over bytes; records every request so allocations can be bounded."""
-
-    def __init__(self, data):
-        self.buf, self.requests = io.BytesIO(bytes(data)), []
-
-    def read_exact(self, n):
-        self.requests.append(n)
-        got = self.buf.read(n)
-        if len(got) != n:
-            raise Eof(f"end of stream: wanted {n} bytes")
-        return got
-
-
-class StubTeacher:
-    num_classes, input_shape = 10, (64,)
-    w = np.random.default_rng(1).standard_normal((64, 10)).astype(np.float32)
-
-    def logits(self, x):
-        return np.asarray(x, np.float32).reshape(len(x), -1) @ self.w
 
 
 @pytest.fixture(scope="module")
