@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("numba")
 
-from edgekd.kernels import backend  # noqa: E402
-from edgekd.nn.model import Sequential  # noqa: E402
+from edgekd.kernels import backend
+from edgekd.nn.model import Sequential
 
 RTOL, ATOL = 2e-4, 2e-5
 NP, NB = backend._numpy(), backend._numba()
