@@ -7,7 +7,16 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from . import data_cmd, demo_cmd, design_cmd, report_cmd, serve_cmd, train_cmd  # noqa: F401
+from . import (  # noqa: F401
+    board_cmd,
+    data_cmd,
+    demo_cmd,
+    design_cmd,
+    export_cmd,
+    report_cmd,
+    serve_cmd,
+    train_cmd,
+)
 from .base import main
 
 __all__ = ["main"]

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, fields
 from ..errors import EdgekdError
 from ..nn.spec import build_layers
 from .cost import ModelCost, check_batch, check_optimizer, layer_costs, model_cost
+from .tflm_cost import tflm_cost
 from .units import format_bytes, format_flops, format_seconds
 
 WIDTH_KEY = {"dense": "units", "conv1d": "filters", "conv2d": "filters"}
@@ -45,8 +46,9 @@ class Constraints:
     storage_format chooses which deployed size must fit `storage_bytes`: "float32" (the
     trainer's weights, the default) or "int8" (a full-integer TFLite export). ram_for
     chooses what must fit `ram_bytes`: "train" (training one batch on the device, the
-    default) or "infer" (one float32 inference, a lower bound for a TFLM arena; for a
-    microcontroller that only runs the student, which is trained elsewhere)."""
+    default) or "infer" (the TFLM tensor arena of the student exported in storage_format,
+    as predicted by tflm_cost.py; for a microcontroller that only runs the student, which
+    is trained elsewhere)."""
     storage_bytes: int | None = None
     ram_bytes: int | None = None          # training: weights + grads + optimizer + activations
     flops_per_s: float | None = None      # device speed, needed for latency
@@ -85,6 +87,8 @@ class Design:
     int8_storage_bytes: int
     train_ram_bytes: int
     infer_ram_bytes: int
+    tflite_bytes: int            # predicted .tflite size (in storage_format; tflm_cost.py)
+    arena_bytes: int             # predicted TFLM tensor arena (same)
     latency_s: float | None      # None without a speed
     binding: str                 # "storage", "ram", "latency" or "none"
     usage: dict                  # constraint name -> used/limit (None when unconstrained)
@@ -250,14 +254,18 @@ def _check(c):
                           "a speed, or measure one with `edgekd profile`")
 
 
-def _used(cost, c):
-    """constraint name -> (used, limit) for the constraints that are set."""
+def _used(cost, c, spec):
+    """constraint name -> (used, limit) for the constraints that are set. RAM for inference
+    is the TFLM tensor arena predicted for the export format (boards run students in TFLM)."""
     out = {}
     if c.storage_bytes is not None:
         stored = cost.int8_storage_bytes if c.storage_format == "int8" else cost.storage_bytes
         out["storage"] = (stored, c.storage_bytes)
     if c.ram_bytes is not None:
-        ram = cost.infer_ram_bytes if c.ram_for == "infer" else cost.train_ram_bytes
+        if c.ram_for == "infer":
+            ram = tflm_cost(spec, int8=c.storage_format == "int8").arena_bytes
+        else:
+            ram = cost.train_ram_bytes
         out["ram"] = (ram, c.ram_bytes)
     if c.max_latency_s is not None:
         out["latency"] = (cost.flops / c.flops_per_s, c.max_latency_s)
@@ -275,7 +283,8 @@ def _describe(name, used, limit, c):
         what = "int8 storage" if c.storage_format == "int8" else "storage"
         return f"{format_bytes(used)} of {what}, the budget is {format_bytes(limit)}"
     if name == "ram" and c.ram_for == "infer":
-        return f"{format_bytes(used)} of inference RAM, the budget is {format_bytes(limit)}"
+        return (f"{format_bytes(used)} of TFLM arena ({c.storage_format}), the budget is "
+                f"{format_bytes(limit)}")
     if name == "ram":
         return (f"{format_bytes(used)} of training RAM (batch {c.batch}, {c.optimizer}), "
                 f"the budget is {format_bytes(limit)}")
@@ -290,11 +299,12 @@ def _over(ratio):
     return f"{(ratio - 1) * 100:.1f}% over" if ratio < 2 else f"{ratio:.3g}x over"
 
 
-def _nothing_fits(costed, c):
-    names = list(_used(costed[0][1], c))
+def _nothing_fits(uses, c):
+    """Raise the one-line error for `uses` (each candidate's _used), none of which fits."""
+    names = list(uses[0])
     best = {}
     for name in names:
-        used, limit = min((_used(cost, c)[name] for _, cost in costed), key=lambda ul: ul[0])
+        used, limit = min((u[name] for u in uses), key=lambda ul: ul[0])
         best[name] = (_ratio(used, limit), used, limit)
     impossible = [n for n in names if best[n][0] > 1]
     if impossible:
@@ -303,9 +313,9 @@ def _nothing_fits(costed, c):
         raise EdgekdError(f"nothing fits: the smallest student needs "
                           f"{_describe(name, used, limit, c)} ({_over(ratio)})")
     # each limit alone can be met, but not all at once: report the closest student
-    def worst(cost):
-        return max((_ratio(u, lim), n, u, lim) for n, (u, lim) in _used(cost, c).items())
-    ratio, name, used, limit = min(worst(cost) for _, cost in costed)
+    def worst(used):
+        return max((_ratio(u, lim), n, u, lim) for n, (u, lim) in used.items())
+    ratio, name, used, limit = min(worst(u) for u in uses)
     raise EdgekdError(f"nothing fits all limits at once: the closest student needs "
                       f"{_describe(name, used, limit, c)} ({_over(ratio)})")
 
@@ -318,14 +328,16 @@ def design(teacher_spec, constraints=None):
     c = _as_constraints(constraints)
     _check(c)
     s, teacher_params, costed = _costed(teacher_spec, c.batch, c.optimizer)
+    uses = [_used(cost, c, cand.spec) for cand, cost in costed]
     fitting = [(i, cand, cost) for i, (cand, cost) in enumerate(costed)
-               if all(_ratio(u, lim) <= 1 for u, lim in _used(cost, c).values())]
+               if all(_ratio(u, lim) <= 1 for u, lim in uses[i].values())]
     if not fitting:
-        _nothing_fits(costed, c)
+        _nothing_fits(uses, c)
     i, cand, cost = min(fitting, key=lambda t: (-t[2].params, t[2].flops,
                                                 t[2].train_ram_bytes, t[0]))
     build_layers(cand.spec, where="designed student")   # belt and braces: it must be valid
-    used = _used(cost, c)
+    used = uses[i]
+    tflm = tflm_cost(cand.spec, int8=c.storage_format == "int8")
     usage = {n: (_ratio(*used[n]) if n in used else None) for n in CONSTRAINT_NAMES}
     if i == 0 or not used:
         binding = "none"   # the teacher-size student fits: no limit decided the size
@@ -334,6 +346,7 @@ def design(teacher_spec, constraints=None):
     return Design(spec=cand.spec, family=s.family, params=cost.params, flops=cost.flops,
                   storage_bytes=cost.storage_bytes, int8_storage_bytes=cost.int8_storage_bytes,
                   train_ram_bytes=cost.train_ram_bytes, infer_ram_bytes=cost.infer_ram_bytes,
+                  tflite_bytes=tflm.model_bytes, arena_bytes=tflm.arena_bytes,
                   latency_s=cost.latency_s(c.flops_per_s), binding=binding, usage=usage,
                   conv_blocks=cand.conv_blocks, dense_blocks=cand.dense_blocks,
                   width_multiplier=cand.multiplier, widths=cand.widths,

@@ -5,8 +5,16 @@ layers. Self-contained on purpose, so export does not move with the training ker
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .graph import (AVERAGE_POOL_2D, CONV_2D, FULLY_CONNECTED, MAX_POOL_2D, MEAN, RESHAPE,
-                    SOFTMAX, TANH)
+from .graph import (
+    AVERAGE_POOL_2D,
+    CONV_2D,
+    FULLY_CONNECTED,
+    MAX_POOL_2D,
+    MEAN,
+    RESHAPE,
+    SOFTMAX,
+    TANH,
+)
 
 
 def run(graph, x, keep=False):
@@ -33,9 +41,9 @@ def _act(op, y):
     return y
 
 
-def _windows(x, kh, kw, sh, sw):
-    """[N,H,W,C] -> [N,Ho,Wo,C,kh,kw] over valid positions."""
-    return sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+def windows(x, size, stride):
+    """[N,H,W,C] -> [N,Ho,Wo,C,kh,kw]: every valid window of `size` (h, w) at `stride`."""
+    return sliding_window_view(x, tuple(size), axis=(1, 2))[:, ::stride[0], ::stride[1]]
 
 
 def _fc(op, x):
@@ -48,13 +56,13 @@ def _conv(op, x):
         (pt, pb), (pl, pr) = (same_pads(x.shape[1], kh, op.stride[0]),
                               same_pads(x.shape[2], kw, op.stride[1]))
         x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    win = _windows(x, kh, kw, *op.stride)                      # N,Ho,Wo,C,kh,kw
+    win = windows(x, (kh, kw), op.stride)                      # N,Ho,Wo,C,kh,kw
     cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(win.shape[:3] + (-1,))
     return _act(op, cols @ op.weight.reshape(len(op.weight), -1).T + op.bias)
 
 
 def _pool(op, x):
-    win = _windows(x, *op.pool, *op.stride)
+    win = windows(x, op.pool, op.stride)
     y = win.max(axis=(-2, -1)) if op.kind == MAX_POOL_2D else win.mean(axis=(-2, -1))
     return _act(op, y)
 

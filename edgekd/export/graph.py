@@ -32,7 +32,6 @@ class Op:
     padding: str = "VALID"        # CONV_2D: SAME or VALID (TensorFlow's SAME)
     pool: tuple = None            # pools: (h, w)
     axes: tuple = None            # MEAN: reduced axes
-    source: str = ""              # the spec layers it came from, for messages
     # int8 only (see quantize.py): symmetric per-output-channel weights, int32 biases
     q_weight: np.ndarray = None
     w_scale: np.ndarray = None    # float32 [out]

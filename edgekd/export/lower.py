@@ -11,8 +11,18 @@ bias shifted), which is only possible when that layer has no activation.
 import numpy as np
 
 from ..errors import EdgekdError
-from .graph import (AVERAGE_POOL_2D, CONV_2D, FULLY_CONNECTED, MAX_POOL_2D, MEAN, RESHAPE,
-                    SOFTMAX, TANH, Graph, Op)
+from .graph import (
+    AVERAGE_POOL_2D,
+    CONV_2D,
+    FULLY_CONNECTED,
+    MAX_POOL_2D,
+    MEAN,
+    RESHAPE,
+    SOFTMAX,
+    TANH,
+    Graph,
+    Op,
+)
 
 SUPPORTED = ("dense", "conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d",
              "global_avgpool", "flatten", "dropout", "batchnorm")
@@ -31,7 +41,7 @@ def lower(model, softmax=False):
         getattr(b, layer.type)(layer, where)
     b.reshape_to((1,) + tuple(model.layers[-1].out_shape))
     if softmax:
-        b.emit(Op(SOFTMAX, b.shape, source="--softmax"))
+        b.emit(Op(SOFTMAX, b.shape))
     return Graph((1,) + tuple(model.input_shape), b.ops)
 
 
@@ -73,10 +83,9 @@ class _Builder:
     def weighted(self, op, act, where):
         """Emit a dense/conv op with its activation fused (or a TANH after it)."""
         op.act = act if act in ("relu", "relu6") else "none"
-        op.source = where
         self.emit(op)
         if act == "tanh":
-            self.emit(Op(TANH, op.out_shape, source=where))
+            self.emit(Op(TANH, op.out_shape))
         elif act == "none":
             self.foldable = len(self.ops) - 1
         self.last = f"{where} with activation {act}"
@@ -116,7 +125,7 @@ class _Builder:
             pool, stride, out = (1, size), (1, stride), (1, 1) + tuple(layer.out_shape)
         else:
             pool, stride, out = _pair(size), _pair(stride), (1,) + tuple(layer.out_shape)
-        self.emit(Op(kind, out, pool=pool, stride=stride, source=where))
+        self.emit(Op(kind, out, pool=pool, stride=stride))
         self.last = where
 
     def maxpool1d(self, layer, where):
@@ -133,7 +142,7 @@ class _Builder:
 
     def global_avgpool(self, layer, where):
         axes = tuple(range(1, len(self.shape) - 1))
-        self.emit(Op(MEAN, (1, self.shape[-1]), axes=axes, source=where))
+        self.emit(Op(MEAN, (1, self.shape[-1]), axes=axes))
         self.last = where
 
     def flatten(self, layer, where):
@@ -155,7 +164,6 @@ class _Builder:
         w = op.weight.astype(np.float64) * scale.reshape((-1,) + (1,) * (op.weight.ndim - 1))
         op.weight = _f32(w)
         op.bias = _f32((op.bias - bufs["running_mean"].astype(np.float64)) * scale + p["beta"])
-        op.source += f" + {where}"
 
 
 def _pair(v):

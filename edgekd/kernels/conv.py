@@ -30,7 +30,7 @@ def _cols(x, kh, kw, sh, sw, ho, wo):
 def conv2d_forward(x, w, b, sh, sw, code, out):
     """out [N,Ho,Wo,F] = act(conv(x, w) + b)."""
     kh, kw, c, f = w.shape
-    n, ho, wo, _ = out.shape
+    _, ho, wo, _ = out.shape
     np.matmul(_cols(x, kh, kw, sh, sw, ho, wo), w.reshape(kh * kw * c, f), out=out.reshape(-1, f))
     out += b
     activate_(out, code)

@@ -1,0 +1,294 @@
+"""`edgekd board ...`: serial-connected microcontroller boards (the front end of
+firmware_bridge, which holds the protocol, the emulator and the reference firmware)."""
+
+import json
+import os
+import sys
+
+import click
+
+from ..errors import EdgekdError
+from .base import emit, json_option, load_data, main
+from .train_cmd import DATA_HELP
+
+
+def port_options(f):
+    opts = [
+        click.option("--port", required=True, envvar="EDGEKD_PORT",
+                     help="Serial port: a device (/dev/ttyUSB0, /dev/pts/N) or a pyserial URL "
+                          "(socket://host:port, loop://). Or EDGEKD_PORT."),
+        click.option("--baud", default=115200, show_default=True, type=click.IntRange(1)),
+        click.option("--timeout", default=2.0, show_default=True, type=click.FloatRange(0.01),
+                     help="Seconds to wait for each reply before resending."),
+        click.option("--retries", default=4, show_default=True, type=click.IntRange(0),
+                     help="Resends of a request before giving up."),
+        click.option("-v", "--verbose", is_flag=True, help="Log every resend on stderr."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _connect(port, baud, timeout, retries, verbose):
+    from firmware_bridge.commands import connect
+    log = (lambda msg: click.echo(f"edgekd: board: {msg}", err=True)) if verbose else None
+    return connect(port, baud, timeout, retries, log=log)
+
+
+def _bytes(client):
+    """What the line carried (host -> board is down), and how many requests were resent."""
+    return {"bytes_down": client.link.sent, "bytes_up": client.link.received,
+            "resends": client.resends}
+
+
+@main.group()
+def board():
+    """Microcontroller boards over a serial line: deploy, run and train the last layer.
+
+    \b
+    edgekd board emulate --profile esp32-s3 --json      # a board on a pseudo-terminal
+    edgekd board info --port /dev/pts/N
+    edgekd board deploy student.tflite --port /dev/pts/N
+    edgekd board infer --data digits --port /dev/pts/N
+    edgekd board train-last --teacher teacher.npz --data digits --port /dev/pts/N
+    edgekd board weights -o last.npz --port /dev/pts/N
+
+    bytes_down counts what the host sent to the board, bytes_up what it sent back,
+    COBS and frame overhead included.
+    """
+
+
+@board.command()
+@port_options
+@json_option
+def info(port, baud, timeout, retries, verbose, as_json):
+    """The board's name, RAM, flash, clock, arena, protocol version and deployed model."""
+    from firmware_bridge.commands import info as board_info
+    with _connect(port, baud, timeout, retries, verbose) as client:
+        res = board_info(client).to_dict()
+    emit(res, as_json, _info_text)
+
+
+def _info_text(r):
+    line = (f"{r['name']}: {r['ram_bytes']:,} B RAM, {r['flash_bytes']:,} B flash, "
+            f"{r['clock_hz'] / 1e6:g} MHz, arena {r['arena_bytes']:,} B, "
+            f"protocol {r['protocol']}, takes {r['format']} models")
+    if not r["model_loaded"]:
+        return line + "\nno model deployed"
+    return (line + f"\nmodel {r['model_bytes']:,} B (sha256 {r['model_sha256'][:16]}...), "
+            f"arena used {r['arena_used']:,} B, {r['input']['features']} "
+            f"{r['input']['dtype']} inputs -> {r['output']['features']} outputs"
+            f"{', last layer trained' if r['head_trained'] else ''}")
+
+
+@board.command()
+@click.argument("model_path", type=click.Path(dir_okay=False))
+@port_options
+@click.option("--chunk-retries", default=3, show_default=True, type=click.IntRange(0),
+              help="Resends of a chunk that failed its CRC on the board.")
+@json_option
+def deploy(model_path, port, baud, timeout, retries, verbose, chunk_retries, as_json):
+    """Deploy MODEL_PATH (.tflite from `edgekd export`) to the board.
+
+    A board running TFLM gets the .tflite; the reference C firmware gets its int8 EKB form
+    (dense models only). Chunks carry CRCs, the whole model a SHA-256; the board refuses a
+    model or an arena that does not fit.
+    """
+    from firmware_bridge.commands import deploy as board_deploy
+    with open(model_path, "rb") as f:
+        data = f.read()
+    with _connect(port, baud, timeout, retries, verbose) as client:
+        res = board_deploy(client, data, where=model_path, chunk_retries=chunk_retries)
+        res.update(_bytes(client))
+    emit(res, as_json, lambda r: f"deployed {r['model_bytes']:,} B ({r['format']}) to "
+                                 f"{r['board']} in {r['chunks']} chunks "
+                                 f"({r['chunks_resent']} resent); arena {r['arena_used']:,} "
+                                 f"of {r['arena_bytes']:,} B")
+
+
+@board.command()
+@click.option("--data", required=True, help=DATA_HELP)
+@click.option("--limit", type=click.IntRange(1), help="Only the first N test samples.")
+@port_options
+@json_option
+def infer(data, limit, port, baud, timeout, retries, verbose, as_json):
+    """Run the deployed model on the board over the test split; reports test_accuracy."""
+    import hashlib
+
+    import numpy as np
+
+    from firmware_bridge.commands import infer as board_infer
+    from firmware_bridge.commands import info as board_info
+    ds = load_data(data)
+    x, y = ds.x_test[:limit], ds.y_test[:limit]
+    with _connect(port, baud, timeout, retries, verbose) as client:
+        b = board_info(client)
+        out, raw = board_infer(client, x, b)
+        res = {"board": b.name, "samples": len(x),
+               "test_accuracy": float(np.mean(out.argmax(axis=1) == y)) if len(x) else 0.0,
+               "output_dtype": "int8" if raw is not None else "float32",
+               "outputs_sha256": hashlib.sha256((raw if raw is not None else out).tobytes()).hexdigest(),
+               "head_trained": b.trained}
+        res.update(_bytes(client))
+    emit(res, as_json, lambda r: f"test accuracy {r['test_accuracy']:.4f} on {r['samples']} "
+                                 f"samples ({r['output_dtype']} outputs from {r['board']})")
+
+
+@board.command("train-last")
+@click.option("--teacher", "teacher_path", required=True, type=click.Path(dir_okay=False),
+              help="Teacher: edgekd .npz, .onnx, .tflite, or precomputed logits .npy.")
+@click.option("--data", required=True, help=DATA_HELP + " Its training split is streamed.")
+@click.option("--epochs", default=5, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(1),
+              help="Samples per TRAIN_LAST frame (fewer if the board's frames are smaller).")
+@click.option("--temperature", "-T", default=4.0, show_default=True,
+              type=click.FloatRange(0, min_open=True))
+@click.option("--alpha", default=0.9, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--halting/--no-halting", default=True, show_default=True,
+              help="Stop streaming samples whose KL to the teacher has settled.")
+@click.option("--eps", default=0.05, show_default=True, type=click.FloatRange(0))
+@click.option("--patience", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--rho", default=0.98, show_default=True, type=click.FloatRange(0, 1),
+              help="Stop when this fraction of samples has settled.")
+@click.option("--reset", "reset_first", is_flag=True,
+              help="Start from the deployed last layer, not from earlier training.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@port_options
+@json_option
+def train_last(teacher_path, data, epochs, lr, batch, temperature, alpha, halting, eps,
+               patience, rho, reset_first, seed, port, baud, timeout, retries, verbose,
+               as_json):
+    """Train the board's last dense layer (float SGD on the KD loss) from streamed inputs
+    and teacher logits, with early halting of settled samples.
+
+    Reports loss_before and loss_after (KD loss over the training split, measured on the
+    board), bytes_down/bytes_up of training, bytes_eval of the two measuring passes, and
+    bytes_naive (the same epochs without halting).
+    """
+    from edgekd.distill.halting import HaltingConfig
+    from edgekd.teachers import load_teacher
+    from firmware_bridge.commands import reset
+    from firmware_bridge.train_last import TrainLastConfig
+    from firmware_bridge.train_last import train_last as run
+    ds = load_data(data)
+    logits = load_teacher(teacher_path, ds).logits(ds.x_train)
+    cfg = TrainLastConfig(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha,
+                          batch=batch, seed=seed,
+                          halting=HaltingConfig(enabled=halting, eps=eps, patience=patience,
+                                                rho=rho).check())
+    with _connect(port, baud, timeout, retries, verbose) as client:
+        if reset_first:
+            reset(client)
+        res = run(client, ds.x_train, ds.y_train, logits, cfg)
+    emit(res, as_json, lambda r: f"KD loss {r['loss_before']:.4f} -> {r['loss_after']:.4f} "
+                                 f"after {r['epochs_run']} epochs ({r['stop_reason']}); "
+                                 f"link {r['bytes_down'] + r['bytes_up']:,} B vs "
+                                 f"{r['bytes_naive']:,} without halting")
+
+
+@board.command()
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the .npz (arrays kernel [in, out] and bias, as edgekd's "
+                   "dense layer keeps them, plus W [out, in]).")
+@port_options
+@json_option
+def weights(output, port, baud, timeout, retries, verbose, as_json):
+    """Read the board's last dense layer (float32) into an .npz."""
+    import hashlib
+
+    import numpy as np
+
+    from edgekd.fileio import atomic_path
+    from firmware_bridge.commands import get_weights
+    with _connect(port, baud, timeout, retries, verbose) as client:
+        w, b = get_weights(client)
+        res = _bytes(client)
+    with atomic_path(output) as tmp, open(tmp, "wb") as f:
+        np.savez(f, kernel=w.T, bias=b, W=w)
+    res.update(output=os.fspath(output), shape=list(w.shape),
+               sha256=hashlib.sha256(w.tobytes() + b.tobytes()).hexdigest())
+    emit(res, as_json, lambda r: f"last layer {r['shape'][0]}x{r['shape'][1]} -> {r['output']}")
+
+
+@board.command("reset")
+@click.option("--erase", is_flag=True, help="Also remove the deployed model.")
+@port_options
+@json_option
+def reset_(erase, port, baud, timeout, retries, verbose, as_json):
+    """Restore the deployed last layer (discard TRAIN_LAST), or --erase the model."""
+    from firmware_bridge.commands import reset
+    with _connect(port, baud, timeout, retries, verbose) as client:
+        reset(client, erase)
+        res = {"erased": erase, **_bytes(client)}
+    emit(res, as_json, lambda r: "model erased" if r["erased"] else "last layer restored")
+
+
+@board.command()
+@click.option("--profile", default="esp32-s3", show_default=True,
+              help="Board profile (esp32-s3, stm32f746, nrf52840): RAM, flash, clock.")
+@click.option("--arena", type=int, help="Tensor arena bytes [half the RAM left by the firmware].")
+@click.option("--ram", type=int, help="Override the profile's RAM (bytes).")
+@click.option("--flash", type=int, help="Override the profile's flash (bytes).")
+@click.option("--max-payload", default=4096, show_default=True, type=click.IntRange(64, 1 << 20),
+              help="The board's frame buffer: largest payload it sends or accepts.")
+@click.option("--drop-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Fault injection: probability of losing each frame, either way.")
+@click.option("--corrupt-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Fault injection: probability of flipping a bit in each frame, either way.")
+@click.option("--flash-error-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Fault injection: probability that a flash write stores a flipped bit.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the faults.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every request on stderr.")
+@json_option
+def emulate(profile, arena, ram, flash, max_payload, drop_rate, corrupt_rate, flash_error_rate,
+            seed, verbose, as_json):
+    """Serve the board protocol on a new pseudo-terminal, running deployed models in the
+    TFLM interpreter within the profile's arena, RAM and flash. The first stdout line names
+    the port (with --json: {"port": ...}); Ctrl-C or SIGTERM stops it."""
+    from firmware_bridge.emulator import BoardSpec, EmulatedBoard, serve
+    from firmware_bridge.emulator.faults import Faults
+    from firmware_bridge.emulator.pty_port import open_pty
+    spec = BoardSpec.from_profile(profile, arena=arena, ram=ram, flash=flash,
+                                  max_payload=max_payload)
+    faults = Faults(drop_rate, corrupt_rate, flash_error_rate, seed)
+    faults = faults if faults.any() else None
+    master, _slave, path = open_pty()
+    res = {"port": path, "profile": spec.name, "ram_bytes": spec.ram,
+           "flash_bytes": spec.flash, "arena_bytes": spec.arena,
+           "max_model_bytes": spec.max_model, "pid": os.getpid()}
+    if as_json:
+        click.echo(json.dumps(res))
+    else:
+        click.echo(f"emulating {spec.name} on {path} (arena {spec.arena:,} B; Ctrl-C stops)")
+    sys.stdout.flush()
+    _exit_on_sigterm()
+    serve(EmulatedBoard(spec, faults), master, faults, verbose)
+
+
+def _exit_on_sigterm():
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
+@board.command()
+@click.option("-o", "--out", default="build", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the executable.")
+@click.option("-D", "defines", multiple=True, metavar="NAME=VALUE",
+              help="Firmware setting (see firmware_bridge/firmware/ekb_config.h), repeatable.")
+@click.option("--run", is_flag=True, help="Run it: it serves a pseudo-terminal like `emulate`.")
+@json_option
+def firmware(out, defines, run, as_json):
+    """Build the reference C firmware for this host (gcc), optionally run it."""
+    from firmware_bridge.build import build_firmware
+    parsed = {}
+    for d in defines:
+        name, sep, value = d.partition("=")
+        if not name.isidentifier():
+            raise EdgekdError(f"-D expects NAME=VALUE, got {d!r}")
+        parsed[name] = value if sep else "1"
+    exe = build_firmware(out, parsed)
+    if run:
+        sys.stdout.flush()
+        os.execv(exe, [exe])
+    emit({"executable": exe}, as_json, lambda r: r["executable"])

@@ -1,0 +1,93 @@
+"""Run .tflite bytes in the real TFLM interpreter (tflite-micro's Python runtime), and find
+the smallest tensor arena it accepts.
+
+The arena search bisects over sizes, creating an interpreter for each in a forked child:
+TFLM's Python wrapper crashes the process (SIGSEGV) instead of raising when the arena
+cannot even hold its allocator, so each probe must be able to die alone.
+"""
+
+import faulthandler
+import os
+
+import numpy as np
+
+from ..errors import EdgekdError
+from . import deps
+
+RUN_ARENA_MIN = 16 << 20   # address space only: untouched pages cost nothing
+ARENA_LIMIT = 256 << 20
+
+
+def interpreter(model_bytes, arena=None):
+    """A TFLM interpreter for `model_bytes`, or a one-line error if TFLM refuses it."""
+    rt = deps.runtime()
+    arena = arena or max(RUN_ARENA_MIN, 16 * len(model_bytes))
+    try:
+        return rt.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
+    except (RuntimeError, ValueError) as e:
+        raise EdgekdError(f"the TFLM interpreter refused the model: {e}") from None
+
+
+def run_tflm(model_bytes, x):
+    """Outputs of the model for a batch `x` [N, *input shape], one invoke per sample. x must
+    have the model's input dtype (int8 models take quantized input)."""
+    it = interpreter(model_bytes)
+    d = it.get_input_details(0)
+    shape, dtype = tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"])
+    x = np.asarray(x)
+    same_type = x.dtype.kind == "f" if dtype.kind == "f" else x.dtype == dtype
+    if not same_type or x.ndim != len(shape) or x.shape[1:] != shape[1:]:
+        raise EdgekdError(f"the model takes {dtype.name} input of shape [N, "
+                          f"{', '.join(map(str, shape[1:]))}], got {x.dtype.name} "
+                          f"{list(x.shape)}")
+    out = []
+    for row in x.astype(dtype, copy=False):
+        it.set_input(np.ascontiguousarray(row[None]), 0)
+        it.invoke()
+        out.append(it.get_output(0)[0])
+    if not out:
+        o = it.get_output_details(0)
+        return np.zeros((0, *(int(s) for s in o["shape"][1:])), o["dtype"])
+    return np.stack(out)
+
+
+def _accepts(model_bytes, size):
+    """Does TFLM build an interpreter with a `size`-byte arena and run it once? Asked in a
+    forked child, with TFLM's complaints on stderr silenced."""
+    pid = os.fork()
+    if pid == 0:   # pragma: no cover - the child's coverage is not collected
+        code = 1
+        try:
+            faulthandler.disable()   # a crash here is an answer, not a bug to report
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.dup2(devnull, 1)
+            rt = deps.runtime()
+            it = rt.Interpreter.from_bytes(bytes(model_bytes), arena_size=size)
+            d = it.get_input_details(0)
+            it.set_input(np.zeros(tuple(d["shape"]), d["dtype"]), 0)
+            it.invoke()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def arena_size(model_bytes):
+    """The smallest tensor arena (bytes) with which TFLM accepts and runs the model."""
+    deps.runtime()   # fail here, with the install hint, rather than in a child
+    hi = 1024
+    while not _accepts(model_bytes, hi):
+        if hi >= ARENA_LIMIT:
+            interpreter(model_bytes, ARENA_LIMIT)   # raises TFLM's own reason, if it has one
+            raise EdgekdError(f"TFLM does not run the model with a {ARENA_LIMIT}-byte arena")
+        hi *= 2
+    lo = 0   # largest size known to fail (0 trivially does)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _accepts(model_bytes, mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -1,0 +1,35 @@
+/* Compile-time sizes of the reference firmware: every buffer is static and sized here
+ * (no malloc). Override any of them with -D on the compiler's command line. */
+#ifndef EKB_CONFIG_H
+#define EKB_CONFIG_H
+
+#ifndef EKB_BOARD_NAME
+#define EKB_BOARD_NAME "edgekd-c"
+#endif
+#ifndef EKB_RAM_BYTES      /* the board's RAM, as INFO reports it */
+#define EKB_RAM_BYTES 524288UL
+#endif
+#ifndef EKB_FLASH_BYTES    /* the board's flash, as INFO reports it */
+#define EKB_FLASH_BYTES 8388608UL
+#endif
+#ifndef EKB_CLOCK_HZ
+#define EKB_CLOCK_HZ 240000000UL
+#endif
+#ifndef EKB_MAX_PAYLOAD    /* largest frame payload the board sends or accepts */
+#define EKB_MAX_PAYLOAD 2048
+#endif
+#ifndef EKB_MODEL_SLOT     /* bytes for one deployed EKB model (flash on a real board) */
+#define EKB_MODEL_SLOT 65536
+#endif
+#ifndef EKB_MAX_WIDTH      /* widest layer: the two int8 activation buffers (the "arena") */
+#define EKB_MAX_WIDTH 256
+#endif
+#ifndef EKB_MAX_HEAD       /* in x out of the trainable last layer */
+#define EKB_MAX_HEAD 4096
+#endif
+#ifndef EKB_MAX_CLASSES    /* outputs of the last layer */
+#define EKB_MAX_CLASSES 64
+#endif
+#define EKB_MAX_LAYERS 16
+
+#endif

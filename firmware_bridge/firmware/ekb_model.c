@@ -1,0 +1,276 @@
+#include "ekb_model.h"
+
+#include <math.h>
+#include <string.h>
+
+#define HEADER_SIZE 16
+#define LAYER_SIZE 32
+
+static float head_w[EKB_MAX_HEAD], head_b[EKB_MAX_CLASSES];
+static float grad_w[EKB_MAX_HEAD], grad_b[EKB_MAX_CLASSES];
+
+static uint32_t rd_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static int32_t rd_i32(const uint8_t *p)
+{
+    uint32_t u = rd_u32(p);
+    return u <= 0x7FFFFFFFUL ? (int32_t)u : -(int32_t)(0xFFFFFFFFUL - u) - 1;
+}
+static float rd_f32(const uint8_t *p)
+{
+    uint32_t u = rd_u32(p);
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+static uint16_t rd_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+int ekb_model_parse(ekb_model *m, const uint8_t *blob, uint32_t len, const char **why)
+{
+    uint32_t off = HEADER_SIZE;
+    int i;
+    if (len < HEADER_SIZE || memcmp(blob, "EKB1", 4) != 0) {
+        *why = "not an EKB model (no EKB1 magic)";
+        return EKB_E_REFUSED;
+    }
+    m->n_layers = blob[4];
+    m->in_dtype = blob[5];
+    m->out_dtype = blob[6];
+    m->in_scale = rd_f32(blob + 8);
+    m->in_zp = rd_i32(blob + 12);
+    m->max_width = 0;
+    if (m->n_layers == 0 || m->n_layers > EKB_MAX_LAYERS) {
+        *why = "EKB model has no layers, or more than this firmware holds";
+        return m->n_layers ? EKB_E_NO_FIT : EKB_E_REFUSED;
+    }
+    for (i = 0; i < m->n_layers; i++) {
+        ekb_layer *L = &m->layer[i];
+        uint32_t body;
+        if (off + LAYER_SIZE > len) {
+            *why = "EKB model is truncated";
+            return EKB_E_REFUSED;
+        }
+        L->in = rd_u16(blob + off);
+        L->out = rd_u16(blob + off + 2);
+        L->in_zp = rd_i32(blob + off + 8);
+        L->out_zp = rd_i32(blob + off + 12);
+        L->act_min = rd_i32(blob + off + 16);
+        L->act_max = rd_i32(blob + off + 20);
+        L->in_scale = rd_f32(blob + off + 24);
+        L->out_scale = rd_f32(blob + off + 28);
+        off += LAYER_SIZE;
+        body = 20UL * L->out + (uint32_t)L->in * L->out;
+        if (L->in == 0 || L->out == 0 || off + body > len ||
+            (i > 0 && L->in != m->layer[i - 1].out) || L->act_min > L->act_max ||
+            L->act_min < -128 || L->act_max > 127) {
+            *why = "EKB model has an inconsistent layer";
+            return EKB_E_REFUSED;
+        }
+        L->mult = blob + off;
+        L->shift = L->mult + 4UL * L->out;
+        L->wscale = L->shift + 4UL * L->out;
+        L->bscale = L->wscale + 4UL * L->out;
+        L->bias = L->bscale + 4UL * L->out;
+        L->w = (const int8_t *)(L->bias + 4UL * L->out);
+        off += body + ((4 - body % 4) % 4);
+        if (L->in > m->max_width) m->max_width = L->in;
+        if (L->out > m->max_width) m->max_width = L->out;
+    }
+    if (off != len) {
+        *why = "EKB model has trailing bytes";
+        return EKB_E_REFUSED;
+    }
+    if (m->max_width > EKB_MAX_WIDTH) {
+        *why = "a layer is wider than the firmware's activation arena (EKB_MAX_WIDTH)";
+        return EKB_E_NO_FIT;
+    }
+    {
+        const ekb_layer *last = &m->layer[m->n_layers - 1];
+        if ((uint32_t)last->in * last->out > EKB_MAX_HEAD || last->out > EKB_MAX_CLASSES) {
+            *why = "the last layer is larger than the firmware's trainable head (EKB_MAX_HEAD)";
+            return EKB_E_NO_FIT;
+        }
+    }
+    return EKB_OK;
+}
+
+/* gemmlowp's SaturatingRoundingDoublingHighMul and RoundingDivideByPOT, as TFLM's
+ * MultiplyByQuantizedMultiplier uses them. Shifts of negative values are written so that
+ * they do not depend on the compiler's choice for >> of a negative int. */
+static int32_t srdhm(int32_t a, int32_t b)
+{
+    int64_t ab = (int64_t)a * (int64_t)b;
+    int64_t nudge = ab >= 0 ? (1LL << 30) : (1LL - (1LL << 30));
+    if (a == b && a == INT32_MIN)
+        return INT32_MAX;
+    return (int32_t)((ab + nudge) / (1LL << 31));
+}
+static int32_t asr(int32_t x, int e) { return x < 0 ? ~(~x >> e) : x >> e; }
+static int32_t rdbpot(int32_t x, int e)
+{
+    int32_t mask = (int32_t)((1LL << e) - 1);
+    int32_t rem = x & mask;
+    int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return asr(x, e) + (rem > threshold ? 1 : 0);
+}
+int32_t ekb_mbqm(int32_t x, int32_t multiplier, int32_t shift)
+{
+    int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    return rdbpot(srdhm((int32_t)((int64_t)x * ((int64_t)1 << left)), multiplier), right);
+}
+
+static void dense(const ekb_layer *L, const int8_t *x, int8_t *y)
+{
+    uint16_t o, i;
+    for (o = 0; o < L->out; o++) {
+        const int8_t *w = L->w + (size_t)o * L->in;
+        int32_t acc = 0;
+        for (i = 0; i < L->in; i++)
+            acc += (int32_t)w[i] * ((int32_t)x[i] - L->in_zp);
+        acc += rd_i32(L->bias + 4UL * o);
+        acc = ekb_mbqm(acc, rd_i32(L->mult + 4UL * o), rd_i32(L->shift + 4UL * o));
+        acc += L->out_zp;
+        if (acc < L->act_min) acc = L->act_min;
+        if (acc > L->act_max) acc = L->act_max;
+        y[o] = (int8_t)acc;
+    }
+}
+
+void ekb_model_run(const ekb_model *m, const int8_t *x, int8_t *y, float *feat)
+{
+    static int8_t buf[2][EKB_MAX_WIDTH];
+    const int8_t *in = x;
+    int i;
+    for (i = 0; i < m->n_layers; i++) {
+        const ekb_layer *L = &m->layer[i];
+        int8_t *out = i == m->n_layers - 1 ? y : buf[i % 2];
+        if (i == m->n_layers - 1 && feat) {
+            uint16_t k;
+            for (k = 0; k < L->in; k++)
+                feat[k] = ((float)in[k] - (float)L->in_zp) * L->in_scale;
+        }
+        dense(L, in, out);
+        in = out;
+    }
+}
+
+int8_t ekb_quantize(float v, float scale, int32_t zp)
+{
+    float r = roundf(v / scale);
+    int32_t q;
+    if (r > 1e6f) r = 1e6f;
+    if (r < -1e6f) r = -1e6f;
+    q = (int32_t)r + zp;
+    return (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
+}
+
+void ekb_head_init(const ekb_model *m)
+{
+    const ekb_layer *L = &m->layer[m->n_layers - 1];
+    uint16_t o, i;
+    for (o = 0; o < L->out; o++) {
+        float ws = rd_f32(L->wscale + 4UL * o);
+        for (i = 0; i < L->in; i++)
+            head_w[(size_t)o * L->in + i] = (float)L->w[(size_t)o * L->in + i] * ws;
+        head_b[o] = (float)rd_i32(L->bias + 4UL * o) * rd_f32(L->bscale + 4UL * o);
+    }
+}
+
+void ekb_head_logits(const ekb_model *m, const float *feat, float *logits)
+{
+    const ekb_layer *L = &m->layer[m->n_layers - 1];
+    uint16_t o, i;
+    for (o = 0; o < L->out; o++) {
+        const float *w = head_w + (size_t)o * L->in;
+        float s = 0.0f;
+        for (i = 0; i < L->in; i++)
+            s += w[i] * feat[i];
+        logits[o] = s + head_b[o];
+    }
+}
+
+/* log_softmax(v / t) into out, with log-sum-exp. */
+static void log_softmax(const float *v, uint16_t n, float t, float *out)
+{
+    uint16_t c;
+    float mx, sum = 0.0f;
+    for (c = 0; c < n; c++)
+        out[c] = v[c] / t;
+    mx = out[0];
+    for (c = 1; c < n; c++)
+        if (out[c] > mx) mx = out[c];
+    for (c = 0; c < n; c++)
+        sum += expf(out[c] - mx);
+    for (c = 0; c < n; c++)
+        out[c] -= mx + logf(sum);
+}
+
+static uint16_t argmax(const float *v, uint16_t n)
+{
+    uint16_t c, best = 0;
+    for (c = 1; c < n; c++)
+        if (v[c] > v[best]) best = c;
+    return best;
+}
+
+float ekb_head_accumulate(const ekb_model *m, const float *feat, const float *teacher,
+                          uint16_t label, float temperature, float alpha, uint16_t n,
+                          float *kl, uint8_t *agree)
+{
+    const ekb_layer *L = &m->layer[m->n_layers - 1];
+    float s[EKB_MAX_CLASSES], lps[EKB_MAX_CLASSES], lpt[EKB_MAX_CLASSES], lp1[EKB_MAX_CLASSES];
+    float d = 0.0f, loss;
+    uint16_t c, i;
+    ekb_head_logits(m, feat, s);
+    log_softmax(s, L->out, temperature, lps);
+    log_softmax(teacher, L->out, temperature, lpt);
+    log_softmax(s, L->out, 1.0f, lp1);
+    for (c = 0; c < L->out; c++)
+        d += expf(lpt[c]) * (lpt[c] - lps[c]);
+    loss = alpha * temperature * temperature * d - (1.0f - alpha) * lp1[label];
+    *kl = d > 0.0f ? d : 0.0f;
+    *agree = argmax(s, L->out) == argmax(teacher, L->out);
+    for (c = 0; c < L->out; c++) {
+        float g = alpha * temperature * (expf(lps[c]) - expf(lpt[c])) +
+                  (1.0f - alpha) * (expf(lp1[c]) - (c == label ? 1.0f : 0.0f));
+        g /= (float)n;
+        grad_b[c] += g;
+        for (i = 0; i < L->in; i++)
+            grad_w[(size_t)c * L->in + i] += g * feat[i];
+    }
+    return loss;
+}
+
+void ekb_head_zero_grad(const ekb_model *m)
+{
+    const ekb_layer *L = &m->layer[m->n_layers - 1];
+    memset(grad_w, 0, sizeof(float) * L->in * L->out);
+    memset(grad_b, 0, sizeof(float) * L->out);
+}
+
+void ekb_head_step(const ekb_model *m, float lr)
+{
+    const ekb_layer *L = &m->layer[m->n_layers - 1];
+    size_t k;
+    for (k = 0; k < (size_t)L->in * L->out; k++)
+        head_w[k] -= lr * grad_w[k];
+    for (k = 0; k < L->out; k++)
+        head_b[k] -= lr * grad_b[k];
+}
+
+uint32_t ekb_head_bytes(const ekb_model *m)
+{
+    const ekb_layer *L = &m->layer[m->n_layers - 1];
+    return 4UL * ((uint32_t)L->in * L->out + L->out);
+}
+
+uint8_t ekb_head_byte(const ekb_model *m, uint32_t i)
+{
+    const ekb_layer *L = &m->layer[m->n_layers - 1];
+    uint32_t k = i / 4, nw = (uint32_t)L->in * L->out, u;
+    float f = k < nw ? head_w[k] : head_b[k - nw];
+    memcpy(&u, &f, sizeof u);
+    return (uint8_t)(u >> (8 * (i % 4)));
+}
