@@ -25,7 +25,11 @@ def design_text(r):
             f"  storage {format_bytes(r['storage_bytes'])} (int8 {format_bytes(r['int8_storage_bytes'])}), "
             f"training RAM {format_bytes(r['train_ram_bytes'])}, "
             f"{format_flops(r['flops'])} per inference, latency {lat}\n"
-            f"  binding constraint: {r['binding']}"
+            + (f"  on a microcontroller: ~{format_bytes(r['tflite_bytes'])} "
+               f"{r['constraints']['storage_format']} .tflite, "
+               f"~{format_bytes(r['arena_bytes'])} TFLM arena (predicted)\n"
+               if r.get("tflite_bytes") else "")
+            + f"  binding constraint: {r['binding']}"
             + (f" -> {r['output']}" if r.get("output") else ""))
 
 
