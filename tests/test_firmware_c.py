@@ -3,11 +3,8 @@ the same CLI flows as against the emulator, exact agreement with TFLM's int8 out
 last-layer training that agrees with the emulator's, its compile-time limits, and faults."""
 
 import hashlib
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -18,6 +15,8 @@ pytest.importorskip("cobs")
 pytest.importorskip("tflite_micro")
 if shutil.which(os.environ.get("CC", "gcc")) is None:
     pytest.skip("no C compiler", allow_module_level=True)
+
+from boardutil import EDGEKD, cli, ok, one_line_error
 
 from edgekd.data import load_dataset
 from edgekd.distill.losses import kd_loss
@@ -35,8 +34,6 @@ from firmware_bridge.build import build_firmware
 from firmware_bridge.emulator.tflm_model import TflmModel
 from firmware_bridge.launch import BoardProcess
 from firmware_bridge.protocol import BoardError, BoardTimeout
-
-EDGEKD = [sys.executable, "-m", "edgekd"]
 
 
 def mlp(*hidden, input_shape=(64,)):
@@ -66,25 +63,6 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def firmware(tmp_path_factory):
     return build_firmware(str(tmp_path_factory.mktemp("fw-build")))
-
-
-def cli(port, *args, timeout=60):
-    return subprocess.run(EDGEKD + ["board", *args, "--port", port, "--json"],
-                          check=False, capture_output=True, text=True, timeout=timeout)
-
-
-def ok(port, *args):
-    r = cli(port, *args)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def one_line_error(r, *needles):
-    assert r.returncode != 0 and r.stdout == ""
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgekd: error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def reference_kd_loss(model_path, ds, teacher_path):

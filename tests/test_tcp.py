@@ -203,7 +203,6 @@ def test_hostile_clients_get_an_error_frame_and_a_closed_socket(server, case):
 
 def test_slow_sender_and_silent_client_are_dropped(server):
     slow = raw(server.address)
-    start = time.time()
     try:
         for b in hello()[:8]:
             slow.sendall(bytes([b]))
@@ -214,8 +213,7 @@ def test_slow_sender_and_silent_client_are_dropped(server):
     silent.sendall(hello())
     read_one(silent)
     silent.sendall(m.frame(m.T.EPOCH, m.pack_epoch(0, 0, 64)))  # then never ACK nor read
-    lines = server.wait_log(2, timeout=10)
-    assert time.time() - start < 10
+    lines = server.wait_log(2, timeout=10)  # both dropped by the server's own deadlines
     assert any("took longer" in line for line in lines)
     assert any("link lost" in line for line in lines)
     slow.close()

@@ -3,6 +3,7 @@
 from dataclasses import asdict, dataclass, field
 
 from ..errors import EdgekdError
+from ..link.codecs import SOFT_CODECS, X_CODECS
 from .halting import HaltingConfig
 from .optim import LR_SCHEDULES, OPTIMIZERS, scheduled_lr
 
@@ -45,7 +46,7 @@ class TrainConfig:
             raise EdgekdError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_metric not in VAL_METRICS:
             raise EdgekdError(f"val_metric must be one of {', '.join(VAL_METRICS)}")
-        if self.codec not in ("f32", "f16", "topk") or self.x_codec not in ("f32", "f16", "u8"):
+        if self.codec not in SOFT_CODECS or self.x_codec not in X_CODECS:
             raise EdgekdError(f"unknown codec {self.codec}/{self.x_codec}")
         if not 1 <= self.topk <= 255:
             raise EdgekdError(f"topk must be in 1..255, got {self.topk}")

@@ -17,8 +17,7 @@ class RehearsalCache:
     def put(self, ids, batch):
         if not self.enabled or not len(ids):
             return
-        rows = np.searchsorted(batch.ids, ids, sorter=np.argsort(batch.ids))
-        rows = np.argsort(batch.ids)[rows]
+        rows = np.isin(batch.ids, ids)  # `ids` are a subset of the batch, in batch order
         self.x[ids], self.soft[ids], self.y[ids] = batch.x[rows], batch.soft[rows], batch.y[rows]
         self.has[ids] = True
 
