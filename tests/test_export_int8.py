@@ -43,17 +43,33 @@ def student(request):
     return m, ds
 
 
+NEAR_TIE_STEPS = 4   # float logit margin, in steps of the int8 output scale
+
+
 def test_float_and_int8_exports_keep_the_accuracy(student):
+    """float32 export: the same predictions. int8: only near-ties may flip.
+
+    How many test samples flip under int8 is a matter of chance (README: over 10 seeds of
+    sensor students the loss ranged from +0.2 to -1.8 points), because the samples that flip
+    are those whose float logits are nearly tied. So the bar is on the mechanism, which holds
+    for every training run: a sample whose float margin is several output steps wide keeps its
+    class (the widest flip over seeds 0-3 was 2.8 steps), and few samples flip at all."""
     m, ds = student
-    ref = accuracy(m.predict(ds.x_test), ds.y_test)
+    float_logits = m.predict(ds.x_test)
+    ref = accuracy(float_logits, ds.y_test)
+    assert ref > 0.8      # a real student, not a degenerate one that any export would match
     f32, _ = build_tflite(m)
     assert abs(accuracy(run_tflm(f32, ds.x_test), ds.y_test) - ref) <= 0.003
     i8, info = build_tflite(m, int8=True, calib_x=ds.x_train)
     q = Int8Model.from_tflite(i8)
     y = run_tflm(i8, q.quantize_input(ds.x_test))
     assert y.dtype == np.int8 and info["int8"]
-    assert abs(accuracy(y, ds.y_test) - ref) <= 0.01
-    assert ref > 0.8      # a real student, not a degenerate one that any export would match
+    top2 = np.sort(float_logits, axis=1)[:, -2:]
+    near_tie = (top2[:, 1] - top2[:, 0]) < NEAR_TIE_STEPS * q.output_quant[0]
+    flipped = np.argmax(y, axis=1) != np.argmax(float_logits, axis=1)
+    assert (flipped & ~near_tie).sum() <= max(1, 0.002 * len(y)), "a wide-margin sample flipped"
+    assert flipped.mean() <= 0.04      # seeds 0-3: sensor 2.0-2.6%, digits 0-0.3%
+    assert abs(accuracy(y, ds.y_test) - ref) <= 0.03   # the worst seen over 10 seeds: 0.018
 
 
 def test_int8_reference_matches_tflm_bit_for_bit_on_the_students(student):
