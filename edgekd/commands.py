@@ -14,13 +14,18 @@ import numpy as np
 from .errors import EdgekdError
 
 
-def check_matches(spec_shape, classes, data, where):
-    if tuple(spec_shape) != tuple(data.input_shape):
-        raise EdgekdError(f"{where}: input_shape {list(spec_shape)} does not match the data "
-                          f"set {data.name}, whose samples have shape {list(data.input_shape)}")
-    if data.num_classes > classes:
-        raise EdgekdError(f"{where}: num_classes is {classes} but the data set {data.name} "
-                          f"has labels up to {data.num_classes - 1}")
+def check_student(spec, data=None, teacher=None, where="student spec"):
+    """Up-front checks of a student against the data it will read and the teacher it will
+    imitate (the KD loss needs logits of the same width), before anything is built."""
+    if data is not None:
+        data.check_model(spec["input_shape"], spec["num_classes"], where)
+    if teacher is not None:
+        if tuple(teacher.input_shape) != tuple(spec["input_shape"]):
+            raise EdgekdError(f"{where}: takes inputs of shape {list(spec['input_shape'])}, "
+                              f"the teacher {teacher.path} {list(teacher.input_shape)}")
+        if teacher.num_classes != spec["num_classes"]:
+            raise EdgekdError(f"{where}: has {spec['num_classes']} classes, the teacher "
+                              f"{teacher.path} {teacher.num_classes}; distillation needs the same")
 
 
 def train_teacher(spec, data, out, epochs=30, batch=64, lr=3e-3, optimizer="adam", seed=0,
@@ -29,7 +34,7 @@ def train_teacher(spec, data, out, epochs=30, batch=64, lr=3e-3, optimizer="adam
     from .nn.io import save_model
     from .nn.model import Sequential
     model = Sequential(spec, seed=seed)
-    check_matches(model.input_shape, model.num_classes, data, "teacher spec")
+    data.check_model(model.input_shape, model.num_classes, "teacher spec")
     t0 = time.perf_counter()
     history = fit(model, data, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer,
                   seed=seed, on_epoch=on_epoch)
@@ -71,7 +76,7 @@ def evaluate(model_path, data, latency_samples=200):
     from .distill.steps import accuracy
     from .nn.io import load_model
     model, _, _ = load_model(model_path)
-    check_matches(model.input_shape, model.num_classes, data, os.fspath(model_path))
+    data.check_model(model.input_shape, model.num_classes, os.fspath(model_path))
     acc = accuracy(model, data.x_test, data.y_test)
     xs = data.x_test[:max(1, min(latency_samples, len(data.x_test)))]
     times = []

@@ -10,6 +10,13 @@ import click
 from .. import __version__
 from ..errors import EdgekdError
 
+# Optional packages: import name -> (PyPI name, the extra that installs it).
+EXTRAS = {"serial": ("pyserial", "serial"), "cobs": ("cobs", "serial"),
+          "tflite_micro": ("tflite-micro", "mcu"), "matplotlib": ("matplotlib", "plot"),
+          "onnxruntime": ("onnxruntime", "host"), "ai_edge_litert": ("ai-edge-litert", "host"),
+          "numba": ("numba", "fast")}
+COMMAND_EXTRAS = {"board": "serial,mcu"}   # a command whose every use needs several extras
+
 
 class Group(click.Group):
     """Turns every failure into one line on stderr and a non-zero exit."""
@@ -19,6 +26,15 @@ class Group(click.Group):
             return super().invoke(ctx)
         except EdgekdError as e:
             fail(str(e))
+        except ModuleNotFoundError as e:
+            top = (e.name or "").partition(".")[0]
+            if top not in EXTRAS:
+                raise
+            package, extra = EXTRAS[top]
+            extra = COMMAND_EXTRAS.get(ctx.invoked_subcommand, extra)
+            command = f"`edgekd {ctx.invoked_subcommand}`" if ctx.invoked_subcommand else "edgekd"
+            fail(f"{command} needs {package}, which is not installed; install it with: "
+                 f"pip install 'edgekd[{extra}]'")
         except KeyboardInterrupt:
             click.echo("edgekd: interrupted", err=True)
             sys.exit(130)

@@ -175,24 +175,28 @@ def parse_hostport(text):
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def make_source(link, teacher_path, data):
+def make_source(link, teacher_path, data, spec):
     """What the trainer reads from: a host over TCP (host-data, or device-data when the device
-    has --data), or, without --connect, a host in this process; --fetch-once wraps it."""
-    make = _make_source(link, teacher_path, data)
+    has --data), or, without --connect, a host in this process; --fetch-once wraps it. The
+    student `spec` is checked against the local data and teacher first."""
+    make = _make_source(link, teacher_path, data, spec)
     if not link["fetch_once"]:
         return make
     from ..link.fetch_once import FetchOnceSource
     return lambda cfg: FetchOnceSource(make(cfg))
 
 
-def _make_source(link, teacher_path, data):
+def _make_source(link, teacher_path, data, spec):
+    from ..commands import check_student
     if link["connect"] is None:
         if not teacher_path or not data:
             raise EdgekdError("give --teacher and --data (in-process), or --connect HOST:PORT")
         from ..link.local import LocalSource
         from ..teachers import load_teacher
         ds = load_data(data)
+        check_student(spec, ds)
         t = load_teacher(teacher_path, ds)
+        check_student(spec, teacher=t)
         return lambda cfg: LocalSource(t, ds, cfg.codec, cfg.x_codec, cfg.topk, link["window"])
     if teacher_path:
         raise EdgekdError("--teacher belongs to the host (`edgekd serve`), not to --connect")
@@ -208,6 +212,7 @@ def _make_source(link, teacher_path, data):
         from ..design.units import parse_bytes
         from ..link.device_data import DeviceDataSource
         ds, budget = load_data(data), parse_bytes(link["cache_budget"])
+        check_student(spec, ds)
         return lambda cfg: DeviceDataSource(dial, ds, budget, codec=cfg.codec, x_codec=cfg.x_codec,
                                             k=cfg.topk, **opts)
     from ..link.client import LinkSource
@@ -244,7 +249,7 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
                                    "cache_budget", "fetch_once")}
     cfg = make_config(kw)
     spec = load_spec_file(student_path)
-    source = make_source(link, teacher_path, data)
+    source = make_source(link, teacher_path, data, spec)
     with EpochBar(cfg.epochs, "train", ["loss", "test_accuracy", "settled_fraction"]) as bar:
         res = train_student(spec, source, cfg, out, resume, bar.update)
     emit(res, as_json, summary_text)

@@ -44,6 +44,16 @@ class Dataset:
         """Shape of one sample, the student spec's `input_shape`."""
         return tuple(self.x_train.shape[1:])
 
+    def check_model(self, input_shape, num_classes, what):
+        """Refuse a model (student, teacher) that cannot read these samples or name their
+        classes, before any work: one line naming both shapes."""
+        if tuple(input_shape) != self.input_shape:
+            _fail(what, f"takes inputs of shape {list(input_shape)}, but the samples of the "
+                        f"data set {self.name} have shape {list(self.input_shape)}")
+        if self.num_classes > num_classes:
+            _fail(what, f"has {num_classes} classes, but the data set {self.name} has labels "
+                        f"up to {self.num_classes - 1}")
+
     def __repr__(self):
         return (f"Dataset({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
                 f"input_shape={self.input_shape}, num_classes={self.num_classes})")

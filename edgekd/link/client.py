@@ -21,9 +21,14 @@ from .transport import LinkDown
 class HostRefused(EdgekdError):
     """The host answered with an ERROR that reconnecting will not cure."""
 
+    def __init__(self, reason, peer="host"):
+        super().__init__(f"{peer} refused: {reason}" if peer else reason)
+        self.reason = reason
+
 
 class LinkSource(SoftLabelSource):
     resumable = True   # the host keeps the halted set and the epoch order
+    peer = "host"      # who refusals are attributed to (None: the host is this process)
 
     def __init__(self, dial, codec="f32", x_codec="f32", k=4, token=None, window=4,
                  retries=8, backoff_s=0.1, log=None):
@@ -90,9 +95,9 @@ class LinkSource(SoftLabelSource):
         for key in ("num_train", "num_val", "num_test"):
             m.json_int(info, key, 0, 2 ** 32 - 1, "WELCOME")
         if features != int(np.prod(self.hello.input_shape)) or classes != self.hello.num_classes:
-            raise HostRefused(f"host refused: its data has {features} features and {classes} "
-                              f"classes, the student {int(np.prod(self.hello.input_shape))} and "
-                              f"{self.hello.num_classes}")
+            raise HostRefused(f"its data has {features} features and {classes} classes, the "
+                              f"student {int(np.prod(self.hello.input_shape))} and "
+                              f"{self.hello.num_classes}", self.peer)
         self.info = info
         self.xc = self.input_codec(features, tail)
         self.sc = soft_codec(self.codec, classes, self.k)
@@ -111,7 +116,7 @@ class LinkSource(SoftLabelSource):
             code, text = m.unpack_error(payload)
             if code == m.ERR_LINK:
                 raise LinkDown(f"host reported link damage: {text}")
-            raise HostRefused(f"host refused: {text}")
+            raise HostRefused(text, self.peer)
         if ftype != want:
             raise ProtocolError(f"expected {want.name}, got frame type {ftype}")
 

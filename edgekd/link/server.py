@@ -101,7 +101,7 @@ class Server:
             self._refuse(t, proto, e)
             outcome = f"error: {e}"
         except Exception as e:  # noqa: BLE001 - one session's bug must not stop the server
-            outcome = f"internal error: {type(e).__name__}: {e}"
+            outcome = f"internal error: {type(e).__name__}: {' '.join(str(e).split())}"
             self._refuse(t, proto, EdgekdError(outcome))
         finally:
             self.slots.release()

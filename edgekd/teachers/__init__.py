@@ -18,9 +18,16 @@ FORMATS = {".npz": "an edgekd teacher", ".onnx": "ONNX", ".tflite": "TensorFlow 
 
 
 def load_teacher(path, data=None):
-    """Load a teacher by its file extension. `data` (an edgekd Dataset) is needed only for
-    precomputed logits (.npy), which are rows of its training split."""
-    path = os.fspath(path)
+    """Load a teacher by its file extension. With `data` (an edgekd Dataset), also check that
+    the teacher reads its samples and covers its classes; precomputed logits (.npy), rows of
+    its training split, need it."""
+    teacher = _load(os.fspath(path), data)
+    if data is not None:
+        data.check_model(teacher.input_shape, teacher.num_classes, f"teacher {teacher.path}")
+    return teacher
+
+
+def _load(path, data):
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npz":
         return NativeTeacher(path)
