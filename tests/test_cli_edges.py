@@ -82,3 +82,126 @@ def test_a_missing_extra_names_the_install_command(files, tmp_path, missing, arg
     p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                        env=ENV, cwd=tmp_path, timeout=60, check=False)
     one_line_error(p, "pip install 'edgekd[")
+
+
+# -- 10: hostile and oversized inputs ---------------------------------------------------------
+def peak_kib(p):
+    return int(p.stderr.strip().splitlines()[-1])
+
+
+def edgekd_measured(*args, cwd=None):
+    """edgekd in a child whose peak RSS (KiB, from wait4) is printed as stderr's last line."""
+    code = ("import os, sys, subprocess\n"
+            "p = subprocess.Popen([sys.executable, '-m', 'edgekd', *sys.argv[1:]])\n"
+            "_, status, ru = os.wait4(p.pid, 0)\n"
+            "print(ru.ru_maxrss, file=sys.stderr)\n"
+            "sys.exit(os.waitstatus_to_exitcode(status))")
+    p = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                       text=True, env=ENV, cwd=cwd, timeout=120, check=False)
+    err = "\n".join(p.stderr.strip().splitlines()[:-1])
+    return subprocess.CompletedProcess(p.args, p.returncode, p.stdout, err), peak_kib(p)
+
+
+BOUNDED_KIB = 400 * 1024   # python + numpy + numba imported, and nothing else
+
+
+@pytest.mark.parametrize("name,spec,words", [
+    ("wide", {"input_shape": [64], "num_classes": 10, "layers": [
+        {"type": "dense", "units": 10_000_000}, {"type": "dense", "units": 10}]}, ["weights"]),
+    ("deep", {"input_shape": [64], "num_classes": 10, "layers": [
+        {"type": "dropout", "rate": 0.1}] * 20_000 + [{"type": "dense", "units": 10}]},
+     ["20,001 layers"]),
+    ("huge-input", {"input_shape": [100_000, 100_000, 3], "num_classes": 10, "layers": [
+        {"type": "flatten"}, {"type": "dense", "units": 10}]}, ["elements per sample"]),
+])
+def test_oversized_specs_are_refused_before_memory_is_spent(files, tmp_path, name, spec, words):
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    p, kib = edgekd_measured("train", "--student", tmp_path / "s.json", "--teacher",
+                             files / "teacher.npz", "--data", "digits", "--out", tmp_path / "run")
+    one_line_error(p, *words)
+    assert kib < BOUNDED_KIB
+    p, kib = edgekd_measured("design", "--teacher", tmp_path / "s.json", "--storage", "8KiB")
+    assert p.returncode != 0 and kib < BOUNDED_KIB
+
+
+def test_the_weight_limit_is_a_flag(files, tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps(STUDENT))
+    p = edgekd("--max-params", 1000, "train", "--student", tmp_path / "s.json", "--teacher",
+               files / "teacher.npz", "--data", "digits", "--out", tmp_path / "run", check=False)
+    one_line_error(p, "1,000 weights", "--max-params")
+
+
+def test_deeply_nested_json_is_one_line(tmp_path):
+    (tmp_path / "s.json").write_text("[" * 100_000 + "]" * 100_000)
+    p = edgekd("design", "--family", "mlp", "--input-shape", "64", "--classes", "10",
+               "--storage", "8KiB", "--teacher", tmp_path / "s.json", check=False)
+    assert p.returncode != 0 and "RecursionError" not in p.stderr
+    p = edgekd("train", "--student", tmp_path / "s.json", "--teacher", tmp_path / "s.json",
+               "--data", "digits", "--out", tmp_path / "run", check=False)
+    one_line_error(p, "nested too deeply")
+
+
+def _npz_with_header(path, key_shapes, payload=b"\0" * 100, deflate=False, big=None):
+    """An .npz whose members' .npy headers claim `key_shapes`; `big` (key, bytes) streams that
+    many zero bytes into one member (a zip bomb when deflated)."""
+    import io
+    import zipfile
+    mode = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", mode) as z:
+        for key, (shape, descr) in key_shapes.items():
+            head = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                head, {"descr": descr, "fortran_order": False, "shape": shape})
+            with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                f.write(head.getvalue())
+                if big and big[0] == key:
+                    chunk = b"\0" * (1 << 22)
+                    for _ in range(big[1] // len(chunk)):
+                        f.write(chunk)
+                    f.write(chunk[:big[1] % len(chunk)])
+                else:
+                    f.write(payload[:int(np.prod(shape)) * np.dtype(descr).itemsize])
+    return path
+
+
+def _labels(n=3):
+    return ((n,), "<i8")
+
+
+@pytest.mark.parametrize("kind", ["lying-header", "zip-bomb", "object-array"])
+def test_hostile_data_npz_is_refused_in_bounded_memory(tmp_path, kind):
+    if kind == "lying-header":      # 400 GiB claimed, 100 bytes present
+        members = {"x_train": ((100 << 30, 1), "<f4"), "y_train": _labels(), "x_test":
+                   ((3, 1), "<f4"), "y_test": _labels()}
+        path, words = _npz_with_header(tmp_path / "d.npz", members), ["claims shape"]
+    elif kind == "zip-bomb":        # 330 MB of zeros in about 320 kB
+        rows = 20_000
+        members = {"x_train": ((rows, 4096), "<f4"), "y_train": _labels(), "x_test":
+                   ((3, 4096), "<f4"), "y_test": _labels()}
+        path = _npz_with_header(tmp_path / "d.npz", members, deflate=True,
+                                big=("x_train", rows * 4096 * 4))
+        words = ["zip bomb"]
+    else:
+        members = {"x_train": ((3, 1), "|O"), "y_train": _labels(), "x_test": ((3, 1), "<f4"),
+                   "y_test": _labels()}
+        path, words = _npz_with_header(tmp_path / "d.npz", members), ["pickle"]
+    p, kib = edgekd_measured("data", path)
+    one_line_error(p, *words)
+    assert kib < BOUNDED_KIB
+    p, kib = edgekd_measured("--max-data", "8GiB", "data", path)   # past the limit, still safe
+    one_line_error(p, *words)
+    assert kib < BOUNDED_KIB
+
+
+def test_teacher_npz_with_a_foreign_member_or_complex_weights_is_refused(files, tmp_path):
+    arrays = dict(np.load(files / "teacher.npz"))
+    np.savez(tmp_path / "extra.npz", **arrays, payload=np.zeros(10))
+    p = edgekd("eval", tmp_path / "extra.npz", "--data", "digits", check=False)
+    one_line_error(p, "unexpected member 'payload'")
+    key = next(k for k in arrays if k.endswith(".kernel"))
+    np.savez(tmp_path / "complex.npz", **{**arrays, key: arrays[key].astype(np.complex64)})
+    p = edgekd("eval", tmp_path / "complex.npz", "--data", "digits", check=False)
+    one_line_error(p, "complex64", "real")
+    np.savez(tmp_path / "future.npz", **{**arrays, "edgekd_format": np.array(99, np.int32)})
+    p = edgekd("eval", tmp_path / "future.npz", "--data", "digits", check=False)
+    one_line_error(p, "format 99")

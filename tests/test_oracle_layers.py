@@ -36,6 +36,7 @@ def build(cfg, in_shape, seed):
     """A layer through the registry, initialised from a seeded generator; biases randomised
     (init leaves them at zero) so the bias path and activation masks are exercised."""
     layer = REGISTRY[cfg["type"]](dict(cfg), tuple(in_shape), "test")
+    layer.allocate()
     rng = np.random.default_rng(seed)
     layer.init(rng)
     if "bias" in layer.params:

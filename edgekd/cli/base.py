@@ -38,6 +38,8 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("edgekd: interrupted", err=True)
             sys.exit(130)
+        except MemoryError:
+            fail("out of memory (a smaller --batch, model or data set may fit)")
         except OSError as e:
             fail(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}")
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
@@ -113,10 +115,33 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object on stdout (progress stays on stderr).")
 
 
+class ByteSize(click.ParamType):
+    """A size in bytes with units: 64KiB, 1.5MB, 512."""
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        from ..design.units import parse_bytes
+        try:
+            return parse_bytes(value)
+        except EdgekdError as e:
+            self.fail(str(e), param, ctx)
+
+
+BYTES = ByteSize()
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
                                           "max_content_width": 100})
 @click.version_option(__version__, prog_name="edgekd")
-def main():
+@click.option("--max-params", type=click.IntRange(1), default=None, metavar="N",
+              help="Refuse specs and model files with more weights than this [50,000,000; "
+                   "or EDGEKD_MAX_PARAMS].")
+@click.option("--max-data", default=None, type=BYTES,
+              help="Refuse .npz files whose arrays hold more than this uncompressed [2GiB; or "
+                   "EDGEKD_MAX_DATA].")
+def main(max_params, max_data):
     """edgekd: train small students on small boards by knowledge distillation, with early
     halting that stops streaming what the student has already learned.
 
@@ -128,6 +153,8 @@ def main():
       edgekd eval    run/student.npz --data digits
     or simply `edgekd demo` for all of it on this machine.
     """
+    from .. import limits
+    limits.set_limits(max_params, max_data)
 
 
 def load_data(name):

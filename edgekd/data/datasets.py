@@ -8,8 +8,6 @@ never a NumPy traceback. Files are .npz read with allow_pickle=False: no pickle,
 """
 
 import os
-import zipfile
-import zlib
 
 import numpy as np
 
@@ -17,7 +15,6 @@ from edgekd.errors import EdgekdError
 from edgekd.fileio import atomic_path
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -145,56 +142,14 @@ def _as_count(value, where):
 
 
 def load_npz(path):
-    """Load and validate a dataset .npz; every failure is one EdgekdError line."""
+    """Load and validate a dataset .npz; every failure is one EdgekdError line. Only the
+    dataset's own members are read, and their sizes are checked before they are."""
+    from edgekd.npzfile import read_npz
     path = os.fspath(path)
-    if os.path.isdir(path):
-        _fail(path, "is a directory, not a dataset .npz file")
-    if not os.path.isfile(path):
-        _fail(path, "no such file")
-    _check_zip_header(path)
-    arrays = _read_arrays(path)
+    arrays = read_npz(path, REQUIRED_KEYS, optional=["num_classes"],
+                      what=f"a dataset .npz with {', '.join(REQUIRED_KEYS)} (optional num_classes)")
     return Dataset(path, arrays["x_train"], arrays["y_train"], arrays["x_test"],
                    arrays["y_test"], num_classes=arrays.get("num_classes"))
-
-
-def _check_zip_header(path):
-    """np.load would otherwise accept a bare .npy or try pickle; demand a zip archive."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as e:
-        _fail(path, f"cannot read file: {e.strerror or e}")
-    if head not in _ZIP_MAGIC:
-        _fail(path, "not an .npz archive (no zip header); save with numpy.savez or "
-                    "edgekd's save_dataset")
-
-
-def _read_arrays(path):
-    """Read every needed array into memory, turning archive damage into EdgekdError."""
-    damaged = (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error, KeyError)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = set(z.files)
-            missing = [k for k in REQUIRED_KEYS if k not in files]
-            if missing:
-                _fail(path, f"missing array '{missing[0]}'; a dataset .npz needs "
-                            f"{', '.join(REQUIRED_KEYS)} (optional num_classes)")
-            wanted = [*REQUIRED_KEYS, *(["num_classes"] if "num_classes" in files else [])]
-            arrays = {}
-            for key in wanted:
-                try:
-                    arrays[key] = z[key]
-                except damaged as e:
-                    _fail(path, f"array '{key}' cannot be read (damaged, or an object "
-                                f"array, which needs pickle): {_one_line(e)}")
-            return arrays
-    except damaged as e:
-        _fail(path, f"damaged .npz archive (truncated or corrupt): {_one_line(e)}")
-
-
-def _one_line(e):
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
 
 
 def save_dataset(path, ds):

@@ -1,8 +1,8 @@
 """Analytic cost model of a student spec: params, FLOPs, storage, training and inference RAM.
 
 Everything is computed from shapes; no weight array is allocated (the spec is validated
-with `build_layers` once, unless the caller already knows it is valid, as the designer does
-for the candidates it derives from a validated teacher).
+with `build_layers(allocate=False)` once, unless the caller already knows it is valid, as the
+designer does for the candidates it derives from a validated teacher).
 
 FLOP conventions (one sample, inference):
   * a multiply-add is 2 FLOPs: dense 2*in*units, convolution 2*kh*kw*cin*filters per
@@ -182,12 +182,12 @@ def layer_costs(spec):
 def model_cost(spec, batch=32, optimizer="adam", validate=True):
     """The cost of `spec` trained at `batch` with `optimizer` (sgd, nesterov, adam, adamw).
 
-    validate=False skips `build_layers` (which allocates the weights) for specs already
+    validate=False skips validating (`build_layers` without allocation) for specs already
     known to be valid."""
     check_batch(batch)
     check_optimizer(optimizer)
     if validate:
-        build_layers(spec)
+        build_layers(spec, allocate=False)
     layers = layer_costs(spec)
     params = sum(lc.params for lc in layers)
     buffers = sum(lc.buffers for lc in layers)

@@ -203,7 +203,7 @@ def _costed(teacher_spec, batch=32, optimizer="adam"):
     """(structure, teacher params, [(candidate, cost)]) for every distinct student on the grid
     with no more params than the teacher (dropping a strided conv can grow a flatten head),
     the teacher-size one first."""
-    build_layers(teacher_spec, where="teacher spec")
+    build_layers(teacher_spec, where="teacher spec", allocate=False)
     teacher_params = sum(lc.params for lc in layer_costs(teacher_spec))
     s = _structure(teacher_spec)
     costed = [(cand, model_cost(cand.spec, batch, optimizer, validate=False))
@@ -335,7 +335,7 @@ def design(teacher_spec, constraints=None):
         _nothing_fits(uses, c)
     i, cand, cost = min(fitting, key=lambda t: (-t[2].params, t[2].flops,
                                                 t[2].train_ram_bytes, t[0]))
-    build_layers(cand.spec, where="designed student")   # belt and braces: it must be valid
+    build_layers(cand.spec, where="designed student", allocate=False)   # it must be valid
     used = uses[i]
     tflm = tflm_cost(cand.spec, int8=c.storage_format == "int8")
     usage = {n: (_ratio(*used[n]) if n in used else None) for n in CONSTRAINT_NAMES}
@@ -390,5 +390,5 @@ def template_spec(family, input_shape, num_classes):
         raise EdgekdError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     spec = {"input_shape": shape, "num_classes": num_classes,
             "layers": layers + [{"type": "dense", "units": num_classes}]}
-    build_layers(spec, where=f"{family} template")
+    build_layers(spec, where=f"{family} template", allocate=False)
     return spec

@@ -48,7 +48,7 @@ def saved_config(out):
     if not os.path.exists(ck):
         raise EdgekdError(f"{out}: nothing to resume (no {CHECKPOINT})")
     try:
-        meta = json.loads(str(read_npz(ck)["meta"]))
+        meta = json.loads(str(read_npz(ck, ["meta"])["meta"]))
         return TrainConfig.from_dict(meta["trainer"]["config"]).check()
     except (KeyError, TypeError, ValueError) as e:
         raise EdgekdError(f"{ck}: not an edgekd checkpoint ({e})") from None
@@ -82,7 +82,7 @@ class Trainer:
         ck = self.path(CHECKPOINT)
         if not os.path.exists(ck):
             raise EdgekdError(f"{self.out}: nothing to resume (no {CHECKPOINT})")
-        saved, meta, arrays = load_model(ck)
+        saved, meta, arrays = load_model(ck, extra=True)
         if saved.spec != self.model.spec:
             raise EdgekdError(f"{ck}: the checkpoint was trained with a different student spec")
         self.model.load_state(arrays, where=ck)

@@ -1,7 +1,6 @@
 """Models on disk: one .npz holding the spec (JSON text), metadata and every array; no pickle."""
 
 import json
-import zipfile
 
 import numpy as np
 
@@ -23,37 +22,45 @@ def save_model(path, model, meta=None, extra=None):
         np.savez(f, **arrays)
 
 
-def read_npz(path):
-    """All arrays of an .npz as a dict, with one-line errors for missing, truncated or foreign
-    files. Object arrays are refused (allow_pickle=False)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise EdgekdError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise EdgekdError(f"{path}: is a directory, expected an .npz file") from None
-    except ValueError as e:
-        if "pickle" in str(e):
-            raise EdgekdError(f"{path}: holds pickled objects, which edgekd never loads") from None
-        raise EdgekdError(f"{path}: not a readable .npz file ({e})") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
-        raise EdgekdError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+HEADER = ("edgekd_format", "spec", "meta")
+WHAT = "an edgekd model .npz (from `edgekd teacher`, `edgekd train` or `edgekd board weights`)"
 
 
-def load_model(path, seed=0):
-    """Returns (model, meta, arrays); arrays lets a checkpoint read its extra state."""
-    arrays = read_npz(path)
-    if "spec" not in arrays or "edgekd_format" not in arrays:
-        raise EdgekdError(f"{path}: not an edgekd model (no spec inside)")
-    version = int(arrays["edgekd_format"])
-    if version != FORMAT:
-        raise EdgekdError(f"{path}: model format {version} is not supported (this edgekd reads {FORMAT})")
-    try:
-        spec = json.loads(str(arrays["spec"]))
-        meta = json.loads(str(arrays.get("meta", "{}")))
-    except json.JSONDecodeError as e:
-        raise EdgekdError(f"{path}: its spec is not valid JSON: {e}") from None
+def read_npz(path, keys=None):
+    """Arrays of an edgekd .npz (all, or `keys`), read with every size checked first."""
+    from ..npzfile import read_npz as read
+    return read(path, keys, what=WHAT)
+
+
+def load_model(path, seed=0, extra=False):
+    """Returns (model, meta, arrays); arrays lets a checkpoint read its extra state. Only the
+    members the spec names are read (and no others may be present) unless `extra`, so a
+    model file costs the memory its spec says, whatever its archive claims."""
+    from .. import limits
+    from ..npzfile import read_npz as read
+    from .spec import parse_json
+    head = read(path, ["edgekd_format", "spec"], optional=["meta"], what=WHAT,
+                max_bytes=3 * limits.MAX_SPEC_BYTES)
+    fmt = head["edgekd_format"]
+    if fmt.shape != () or fmt.dtype.kind not in "iu":
+        raise EdgekdError(f"{path}: not an edgekd model (its format number is not an integer)")
+    if int(fmt) != FORMAT:
+        raise EdgekdError(f"{path}: model format {int(fmt)} is not supported (this edgekd reads {FORMAT})")
+    spec = parse_json(_text(head["spec"], path, "spec"), f"{path}: spec")
+    meta = parse_json(_text(head.get("meta", np.array("{}")), path, "meta"), f"{path}: meta")
     model = Sequential(spec, seed=seed, where=str(path))
+    names = list(model.state())
+    if extra:
+        arrays = read(path, what=WHAT)
+    else:
+        weights = sum(v.nbytes for v in model.state().values())
+        arrays = read(path, names, optional=HEADER, only=True, what=WHAT,
+                      max_bytes=8 * weights + 3 * limits.MAX_SPEC_BYTES)
     model.load_state(arrays, where=str(path))
     return model, meta, arrays
+
+
+def _text(a, path, key):
+    if a.shape != () or a.dtype.kind not in "US":
+        raise EdgekdError(f"{path}: '{key}' is not a JSON text member")
+    return str(a)

@@ -88,6 +88,8 @@ class Sequential:
             if key not in arrays:
                 raise EdgekdError(f"{where}: missing array {key!r}")
             src = arrays[key]
+            if src.dtype.kind not in "fiu":
+                raise EdgekdError(f"{where}: {key} has dtype {src.dtype}; weights are real numbers")
             if src.shape != dst.shape:
                 raise EdgekdError(f"{where}: {key} has shape {list(src.shape)}, "
                                   f"spec wants {list(dst.shape)}")

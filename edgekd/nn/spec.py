@@ -2,23 +2,38 @@
 
 import json
 
+from .. import limits
 from ..errors import EdgekdError
 from .layers import REGISTRY
 
 
 def load_spec(path):
-    """Read a spec JSON file; one-line errors for missing, unreadable or invalid files."""
+    """Read a spec JSON file; one-line errors for missing, unreadable, oversized or invalid
+    files."""
     try:
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
+        with open(path, "rb") as f:
+            text = f.read(limits.MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise EdgekdError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise EdgekdError(f"{path}: cannot read: {e}") from None
-    except json.JSONDecodeError as e:
-        raise EdgekdError(f"{path}: not valid JSON: {e}") from None
+    except OSError as e:
+        raise EdgekdError(f"{path}: cannot read: {e.strerror or e}") from None
+    spec = parse_json(text, str(path))
     check_spec(spec, where=str(path))
     return spec
+
+
+def parse_json(text, where):
+    """JSON text (str or bytes) -> object, refusing oversized or absurdly nested input."""
+    if len(text) > limits.MAX_SPEC_BYTES:
+        raise EdgekdError(f"{where}: a spec is at most {limits.MAX_SPEC_BYTES:,} bytes of JSON")
+    try:
+        return json.loads(text)
+    except UnicodeDecodeError as e:
+        raise EdgekdError(f"{where}: not UTF-8 text: {e}") from None
+    except json.JSONDecodeError as e:
+        raise EdgekdError(f"{where}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise EdgekdError(f"{where}: JSON nested too deeply to be a spec") from None
 
 
 def check_spec(spec, where="spec"):
@@ -35,9 +50,15 @@ def check_spec(spec, where="spec"):
     n = spec["num_classes"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise EdgekdError(f"{where}: num_classes must be an integer >= 2, got {n!r}")
+    if _prod(shape) > limits.MAX_ACTIVATIONS:
+        raise EdgekdError(f"{where}: input_shape {shape} has {_prod(shape):,} elements per "
+                          f"sample, more than the limit of {limits.MAX_ACTIVATIONS:,}")
     layers = spec["layers"]
     if not isinstance(layers, list) or not layers:
         raise EdgekdError(f"{where}: layers must be a non-empty list")
+    if len(layers) > limits.MAX_LAYERS:
+        raise EdgekdError(f"{where}: {len(layers):,} layers, more than the limit of "
+                          f"{limits.MAX_LAYERS:,}")
     for i, layer in enumerate(layers):
         if not isinstance(layer, dict) or "type" not in layer:
             raise EdgekdError(f"{where}: layer {i} must be an object with a 'type'")
@@ -46,16 +67,36 @@ def check_spec(spec, where="spec"):
                               f"known: {', '.join(sorted(REGISTRY))}")
 
 
-def build_layers(spec, where="spec"):
-    """Instantiate the layers, threading shapes through; checks the logits width at the end."""
+def build_layers(spec, where="spec", allocate=True):
+    """Instantiate the layers, threading shapes through; checks the logits width and the
+    size limits, then (unless `allocate=False`) allocates the weights."""
     check_spec(spec, where)
     shape = tuple(spec["input_shape"])
     layers = []
+    weights = activations = 0
     for i, cfg in enumerate(spec["layers"]):
         layer = REGISTRY[cfg["type"]](cfg, shape, f"{where}: layer {i}")
         layers.append(layer)
         shape = layer.out_shape
+        weights += layer.num_weights()
+        activations += _prod(shape)
+        if weights > limits.MAX_PARAMS:
+            raise EdgekdError(f"{where}: more than {limits.MAX_PARAMS:,} weights by layer {i}; "
+                              f"raise the limit with `edgekd --max-params N` if that is meant")
+        if activations > limits.MAX_ACTIVATIONS:
+            raise EdgekdError(f"{where}: more than {limits.MAX_ACTIVATIONS:,} activation "
+                              f"elements per sample by layer {i}")
     if shape != (spec["num_classes"],):
         raise EdgekdError(f"{where}: the last layer must emit [num_classes] = "
                           f"[{spec['num_classes']}] logits, but it emits {list(shape)}")
+    if allocate:
+        for layer in layers:
+            layer.allocate()
     return layers
+
+
+def _prod(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n

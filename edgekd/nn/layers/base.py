@@ -37,6 +37,7 @@ class Layer:
         self.cfg = {k: cfg.get(k, d) for k, d in self.options.items()}
         self.in_shape = tuple(in_shape)
         self.params, self.grads, self.buffers = {}, {}, {}
+        self.param_shapes, self.buffer_fills = {}, {}   # declared by build, allocated later
         self.work = {}
         self.need_dx = True   # the model turns this off for its first layer
         self.out_shape = tuple(self.build())
@@ -70,7 +71,8 @@ class Layer:
 
     # the contract ---------------------------------------------------------------------------
     def build(self):
-        """Validate cfg, create zeroed params/buffers, return the output shape."""
+        """Validate cfg, declare params/buffers (add_param, add_buffer), return the output
+        shape. Nothing is allocated here, so a spec's size is known before it costs memory."""
         return self.in_shape
 
     def init(self, rng):
@@ -97,8 +99,24 @@ class Layer:
         return a
 
     def add_param(self, name, shape):
-        self.params[name] = np.zeros(shape, np.float32)
-        self.grads[name] = np.zeros(shape, np.float32)
+        self.param_shapes[name] = tuple(shape)
+
+    def add_buffer(self, name, shape, fill):
+        self.param_shapes[name] = tuple(shape)
+        self.buffer_fills[name] = fill
+
+    def num_weights(self):
+        """Elements of every declared param and buffer."""
+        return sum(int(np.prod(s, dtype=np.int64)) for s in self.param_shapes.values())
+
+    def allocate(self):
+        """Create the declared arrays: zeroed params and grads, filled buffers."""
+        for name, shape in self.param_shapes.items():
+            if name in self.buffer_fills:
+                self.buffers[name] = np.full(shape, self.buffer_fills[name], np.float32)
+            else:
+                self.params[name] = np.zeros(shape, np.float32)
+                self.grads[name] = np.zeros(shape, np.float32)
 
     def state(self):
         """Params and buffers by name, in canonical order."""

@@ -25,8 +25,8 @@ class BatchNorm(Layer):
         c = self.in_shape[-1]
         self.add_param("gamma", (c,))
         self.add_param("beta", (c,))
-        self.buffers["running_mean"] = np.zeros(c, np.float32)
-        self.buffers["running_var"] = np.ones(c, np.float32)
+        self.add_buffer("running_mean", (c,), 0)
+        self.add_buffer("running_var", (c,), 1)
         return self.in_shape
 
     def init(self, rng):
