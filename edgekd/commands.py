@@ -72,21 +72,51 @@ def train_student(spec, source, cfg, out, resume=False, on_epoch=None):
 
 
 def evaluate(model_path, data, latency_samples=200):
-    """Test accuracy (same batched inference as training's) and single-sample latency."""
+    """Test accuracy (same batched inference as training's) and single-sample latency of an
+    edgekd .npz, or of a .tflite run in the TFLM interpreter."""
+    ext = os.path.splitext(os.fspath(model_path))[1].lower()
+    if ext == ".tflite":
+        return _evaluate_tflite(model_path, data, latency_samples)
+    if ext != ".npz":
+        raise EdgekdError(f"{model_path}: expected an edgekd model .npz or a .tflite model "
+                          f"(from `edgekd export`), not a {ext or 'file without extension'}")
     from .distill.steps import accuracy
     from .nn.io import load_model
     model, _, _ = load_model(model_path)
     data.check_model(model.input_shape, model.num_classes, os.fspath(model_path))
     acc = accuracy(model, data.x_test, data.y_test)
-    xs = data.x_test[:max(1, min(latency_samples, len(data.x_test)))]
+    latency = _median_latency(lambda x: model.forward(x), data.x_test, latency_samples)
+    return {"test_accuracy": acc, "latency_s": latency,
+            "params": model.num_params(), "samples": len(data.y_test),
+            "weights_sha256": model.weights_sha256()}
+
+
+def _median_latency(run_one, x, samples):
+    xs = x[:max(1, min(samples, len(x)))]
     times = []
     for i in range(len(xs)):
         t0 = time.perf_counter()
-        model.forward(xs[i:i + 1])
+        run_one(xs[i:i + 1])
         times.append(time.perf_counter() - t0)
-    return {"test_accuracy": acc, "latency_s": float(np.median(times)),
-            "params": model.num_params(), "samples": len(data.y_test),
-            "weights_sha256": model.weights_sha256()}
+    return float(np.median(times))
+
+
+def _evaluate_tflite(model_path, data, latency_samples):
+    """Inputs quantized as the model's input tensor says (int8 models), outputs compared by
+    argmax (which quantization keeps), in the real TFLM interpreter."""
+    from .export.tflm import Runner
+    try:
+        with open(model_path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise EdgekdError(f"{model_path}: cannot read: {e.strerror or e}") from None
+    run = Runner(blob, where=os.fspath(model_path))
+    data.check_model(run.input_shape, run.num_classes, os.fspath(model_path))
+    y = run(data.x_test)
+    acc = float((np.argmax(y, axis=1) == data.y_test).mean())
+    return {"test_accuracy": acc, "latency_s": _median_latency(run, data.x_test, latency_samples),
+            "samples": len(data.y_test), "model_bytes": len(blob), "int8": run.int8,
+            "outputs_sha256": hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()}
 
 
 def cache_dir():

@@ -205,3 +205,34 @@ def test_teacher_npz_with_a_foreign_member_or_complex_weights_is_refused(files, 
     np.savez(tmp_path / "future.npz", **{**arrays, "edgekd_format": np.array(99, np.int32)})
     p = edgekd("eval", tmp_path / "future.npz", "--data", "digits", check=False)
     one_line_error(p, "format 99")
+
+
+# -- 5: eval reads .tflite ------------------------------------------------------------------
+def test_eval_runs_exported_tflite_models_in_tflm(files, tmp_path):
+    pytest.importorskip("tflite_micro")
+    from edgekd.data import load_dataset
+    from edgekd.export.int8_ref import Int8Model
+    ds = load_dataset("digits")
+    npz = as_json(edgekd("eval", files / "teacher.npz", "--data", "digits", "--json"))
+    edgekd("export", files / "teacher.npz", "-o", tmp_path / "f.tflite")
+    f32 = as_json(edgekd("eval", tmp_path / "f.tflite", "--data", "digits", "--json"))
+    assert f32["int8"] is False and abs(f32["test_accuracy"] - npz["test_accuracy"]) <= 0.003
+    edgekd("export", files / "teacher.npz", "--int8", "--calib", "digits", "-o", tmp_path / "q.tflite")
+    q8 = as_json(edgekd("eval", tmp_path / "q.tflite", "--data", "digits", "--json"))
+    ref = Int8Model.from_tflite((tmp_path / "q.tflite").read_bytes())   # the bit-exact reference
+    want = float((ref.run(ref.quantize_input(ds.x_test)).argmax(1) == ds.y_test).mean())
+    assert q8["int8"] is True and q8["test_accuracy"] == want and q8["samples"] == len(ds.y_test)
+    p = edgekd("eval", tmp_path / "q.tflite", "--data", "sensor", check=False)
+    one_line_error(p, "[64, 3]")
+
+
+@pytest.mark.parametrize("name,content,words", [
+    ("spec.json", b"{}", ["expected an edgekd model .npz or a .tflite"]),
+    ("junk.npz", b"junk", ["not an .npz archive", "edgekd model"]),
+    ("junk.tflite", b"junk" * 10, ["not a TFLite flatbuffer"]),
+    ("torn.tflite", b"\x1c\x00\x00\x00TFL3", ["TFLM"]),
+])
+def test_eval_of_a_file_it_cannot_read_names_what_it_expected(tmp_path, name, content, words):
+    pytest.importorskip("tflite_micro")
+    (tmp_path / name).write_bytes(content)
+    one_line_error(edgekd("eval", tmp_path / name, "--data", "digits", check=False), *words)

@@ -9,6 +9,12 @@ from . import deps
 from .graph import CONV_2D, FULLY_CONNECTED, MEAN, OPS, POOLS, SOFTMAX, Graph, Op
 
 
+def require_tflite(model_bytes, where="model"):
+    """A one-line refusal of bytes that are not a TFLite flatbuffer at all."""
+    if len(model_bytes) < 8 or bytes(model_bytes[4:8]) != b"TFL3":
+        raise EdgekdError(f"{where}: not a TFLite flatbuffer (no TFL3 identifier)")
+
+
 def read_graph(model_bytes):
     """The Graph held in .tflite bytes; one-line EdgekdError for anything else."""
     fb = deps.schema()

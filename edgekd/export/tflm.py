@@ -8,6 +8,7 @@ cannot even hold its allocator, so each probe must be able to die alone.
 
 import faulthandler
 import os
+import struct
 
 import numpy as np
 
@@ -24,14 +25,17 @@ def interpreter(model_bytes, arena=None):
     arena = arena or max(RUN_ARENA_MIN, 16 * len(model_bytes))
     try:
         return rt.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, struct.error) as e:
         raise EdgekdError(f"the TFLM interpreter refused the model: {e}") from None
 
 
 def run_tflm(model_bytes, x):
     """Outputs of the model for a batch `x` [N, *input shape], one invoke per sample. x must
     have the model's input dtype (int8 models take quantized input)."""
-    it = interpreter(model_bytes)
+    return _invoke_rows(interpreter(model_bytes), x)
+
+
+def _invoke_rows(it, x):
     d = it.get_input_details(0)
     shape, dtype = tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"])
     x = np.asarray(x)
@@ -49,6 +53,39 @@ def run_tflm(model_bytes, x):
         o = it.get_output_details(0)
         return np.zeros((0, *(int(s) for s in o["shape"][1:])), o["dtype"])
     return np.stack(out)
+
+
+class Runner:
+    """A .tflite model in TFLM that takes float inputs: int8 models get them quantized as their
+    input tensor says (as TFLM's QUANTIZE would), float ones as they are."""
+
+    def __init__(self, model_bytes, where="model"):
+        from .tflite_read import require_tflite
+        require_tflite(model_bytes, where)
+        try:
+            self.it = it = interpreter(model_bytes)
+        except EdgekdError as e:
+            raise EdgekdError(f"{where}: not a model TFLM runs ({e})") from None
+        d, o = it.get_input_details(0), it.get_output_details(0)
+        self.model_bytes = bytes(model_bytes)
+        self.input_shape = tuple(int(s) for s in d["shape"][1:])
+        out_shape = tuple(int(s) for s in o["shape"][1:])
+        if len(out_shape) != 1:
+            raise EdgekdError(f"{where}: the model outputs shape {list(out_shape)}; a "
+                              f"classifier outputs [classes]")
+        self.num_classes = out_shape[0]
+        self.dtype = np.dtype(d["dtype"])
+        self.int8 = self.dtype == np.int8
+        q = d.get("quantization_parameters") or {}
+        scales, zps = q.get("scales", []), q.get("zero_points", [])
+        if self.int8 and (len(scales) != 1 or len(zps) != 1):
+            raise EdgekdError(f"{where}: the int8 input has no per-tensor quantization")
+        self.quant = (float(scales[0]), int(zps[0])) if self.int8 else None
+
+    def __call__(self, x):
+        from .qmath import quantize
+        x = np.asarray(x, np.float32)
+        return _invoke_rows(self.it, quantize(x, *self.quant) if self.int8 else x)
 
 
 def _accepts(model_bytes, size):
