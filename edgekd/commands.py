@@ -50,6 +50,7 @@ def train_student(spec, source, cfg, out, resume=False, on_epoch=None):
     """KD training of `spec`; writes student, metrics, checkpoint. `source` is a soft-label
     source, or a function of the run's config that makes one (so a resumed run talks to the
     host with the codecs it started with)."""
+    from .distill.config import CHECKPOINT, METRICS, STUDENT
     from .distill.source import SoftLabelSource
     from .distill.trainer import Trainer, saved_config
     from .nn.model import Sequential
@@ -58,16 +59,16 @@ def train_student(spec, source, cfg, out, resume=False, on_epoch=None):
     if not isinstance(source, SoftLabelSource):
         source = source(cfg)
     model = Sequential(spec, seed=cfg.seed, where="student spec")
-    if not resume and os.path.exists(os.path.join(out, "checkpoint.npz")):
+    if not resume and os.path.exists(os.path.join(out, CHECKPOINT)):
         raise EdgekdError(f"{out}: holds a run already; pass --resume to continue it "
                           f"or choose another --out")
     trainer = Trainer(model, source, cfg, out, on_epoch=on_epoch)
     if resume:
         trainer.resume()
-    elif os.path.exists(os.path.join(out, "metrics.jsonl")):
-        os.unlink(os.path.join(out, "metrics.jsonl"))
+    elif os.path.exists(os.path.join(out, METRICS)):
+        os.unlink(os.path.join(out, METRICS))
     summary = trainer.run()
-    summary["output"] = os.path.join(out, "student.npz")
+    summary["output"] = os.path.join(out, STUDENT)
     return summary
 
 

@@ -50,3 +50,16 @@ def append_line(path, obj):
         f.write(json.dumps(obj) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def drop_torn_tail(lines):
+    """Without a last line that is not JSON: a power cut mid-append leaves one, and the epochs
+    before it are intact (each line was fsynced)."""
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    if lines:
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            return lines[:-1]
+    return lines

@@ -2,21 +2,23 @@
 
 `edgekd train --out DIR` appends one JSON object per finished epoch to DIR/metrics.jsonl. The
 link figures there are cumulative: `bytes_down + bytes_up` is what the link has carried so far,
-`bytes_naive` what streaming every sample as float32 for the same number of epochs would have
-cost. matplotlib (the `plot` extra) is needed only for the plot and imported only there.
+`bytes_naive_run` what streaming every sample as float32 for the epochs run so far would have
+cost, and `bytes_naive_planned` the same for every epoch the run planned (a halted run saves
+against both; the summary names each). matplotlib (the `plot` extra) is needed only for the plot and imported only there.
 """
 
 import json
 import math
 import os
 
+from .distill.config import METRICS
 from .errors import EdgekdError
-from .fileio import atomic_path
+from .fileio import atomic_path, drop_torn_tail
 
-METRICS = "metrics.jsonl"
 # keys the table and the plot read; a line without one of them is not from `edgekd train`
 REQUIRED = ("epoch", "loss", "test_accuracy", "visited", "settled_fraction", "bytes_down",
-            "bytes_up", "bytes_naive")
+            "bytes_up", "bytes_naive_run")
+LEGACY = {"bytes_naive": "bytes_naive_run"}   # names in metrics written by older versions
 
 
 def load_metrics(run_dir):
@@ -34,6 +36,7 @@ def load_metrics(run_dir):
     except UnicodeDecodeError:
         raise EdgekdError(f"{path}: not a text file") from None
     rows = []
+    lines = drop_torn_tail(lines)
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -44,6 +47,9 @@ def load_metrics(run_dir):
             raise EdgekdError(f"{where} is not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(row, dict):
             raise EdgekdError(f"{where} is not a JSON object")
+        for old, new in LEGACY.items():
+            if old in row and new not in row:
+                row[new] = row.pop(old)
         for key in REQUIRED:
             v = row.get(key)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -67,19 +73,34 @@ def summary(rows):
     """The run in one object: the last epoch's cumulative figures and the best test accuracy."""
     last = rows[-1]
     best = max(rows, key=lambda r: _finite_or(r["test_accuracy"], -1.0))
-    link, naive = link_bytes(last), last["bytes_naive"]
-    ratio = _ratio(link, naive)
+    link, naive = link_bytes(last), last["bytes_naive_run"]
+    planned = last.get("bytes_naive_planned")
+    ratio, ratio_planned = _ratio(link, naive), _ratio(link, planned or 0)
     return {
         "epochs": len(rows), "last_epoch": last["epoch"], "stop": last.get("stop"),
         "link_bytes": link, "bytes_down": last["bytes_down"], "bytes_up": last["bytes_up"],
-        "bytes_naive": naive, "link_ratio": ratio,
-        "bytes_saved_fraction": None if ratio is None else 1 - ratio,
+        "bytes_naive_run": naive, "bytes_naive_planned": planned, "link_ratio": ratio,
+        "bytes_saved_fraction_run": None if ratio is None else 1 - ratio,
+        "bytes_saved_fraction_planned": None if ratio_planned is None else 1 - ratio_planned,
         "settled_fraction": last["settled_fraction"],
         "visited": sum(r["visited"] for r in rows),
         "train_loss": last["loss"], "test_accuracy": last["test_accuracy"],
         "best_test_accuracy": best["test_accuracy"], "best_test_epoch": best["epoch"],
         "wall_s": sum(r.get("epoch_s") or 0 for r in rows),
     }
+
+
+def _percent_decimals(fractions):
+    """Enough decimals that ticks over this range read differently (94.1% 94.2%, not 94% 94%)."""
+    vals = [100 * v for v in fractions if math.isfinite(v)]
+    span = max(vals) - min(vals) if vals else 0
+    return 0 if span >= 5 else 1 if span >= 0.5 else 2
+
+
+def _rises_while_settling(rows):
+    loss = [r["loss"] for r in rows if _finite_or(r["loss"], None) is not None]
+    return (len(loss) >= 2 and loss[-1] > min(loss)
+            and rows[-1]["settled_fraction"] > rows[0]["settled_fraction"])
 
 
 def _finite_or(v, default):
@@ -98,9 +119,9 @@ def text_table(rows):
     """An aligned plain-text table, one line per epoch: link bytes are cumulative."""
     body = []
     for r in rows:
-        ratio = _ratio(link_bytes(r), r["bytes_naive"])
+        ratio = _ratio(link_bytes(r), r["bytes_naive_run"])
         body.append((str(r["epoch"]), f"{r['visited']:,}", f"{100 * r['settled_fraction']:.1f}%",
-                     f"{link_bytes(r):,}", f"{r['bytes_naive']:,}",
+                     f"{link_bytes(r):,}", f"{r['bytes_naive_run']:,}",
                      "-" if ratio is None else f"{100 * ratio:.1f}%",
                      _num(r["loss"], ".4f"), _num(r["test_accuracy"], ".4f")))
     widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(COLUMNS)]
@@ -111,9 +132,12 @@ def text_table(rows):
 
 
 def summary_text(s):
-    ratio = s["link_ratio"]
-    link = (f"link {s['link_bytes']:,} bytes vs {s['bytes_naive']:,} naive"
-            + ("" if ratio is None else f" ({100 * ratio:.1f}%, {100 * (1 - ratio):.1f}% saved)"))
+    ratio, saved_planned = s["link_ratio"], s["bytes_saved_fraction_planned"]
+    link = (f"link {s['link_bytes']:,} bytes vs {s['bytes_naive_run']:,} naive for the "
+            f"{s['epochs']} epochs run"
+            + ("" if ratio is None else f" ({100 * ratio:.1f}%, {100 * (1 - ratio):.1f}% saved)")
+            + ("" if saved_planned is None or s["bytes_naive_planned"] == s["bytes_naive_run"]
+               else f", {100 * saved_planned:.1f}% saved vs all epochs planned"))
     stop = f", stopped: {s['stop']}" if s["stop"] else ""
     return (f"{s['epochs']} epochs{stop}\n{link}; settled {100 * s['settled_fraction']:.1f}%\n"
             f"test accuracy {_num(s['test_accuracy'], '.4f')} at the last epoch, best "
@@ -150,7 +174,7 @@ def plot(rows, path, title=None):
     mb = FuncFormatter(lambda v, _: f"{v / 1e6:g}")
 
     link = [link_bytes(r) for r in rows]
-    naive = [r["bytes_naive"] for r in rows]
+    naive = [r["bytes_naive_run"] for r in rows]
     ax_bytes.plot(epochs, naive, "--", color="0.45", marker=".", label="naive streaming (float32)")
     ax_bytes.plot(epochs, link, color="C0", marker="o", ms=4, label="link (down + up)")
     ax_bytes.fill_between(epochs, link, naive, where=[a <= b for a, b in zip(link, naive)],
@@ -185,6 +209,10 @@ def plot(rows, path, title=None):
     ax_loss.plot(epochs, [_finite_or(r["loss"], math.nan) for r in rows], color="C3", marker="o",
                  ms=4, label="train loss")
     ax_loss.set_title("Train loss and test accuracy")
+    if _rises_while_settling(rows):
+        ax_loss.annotate("train loss is over the samples still streamed:\nit rises as only "
+                         "hard ones remain", (0.02, 0.04), xycoords="axes fraction",
+                         fontsize="x-small", color="C3")
     ax_loss.set_ylabel("train loss (KD)", color="C3")
     ax_loss.set_xlabel("epoch")
     ax_acc = ax_loss.twinx()
@@ -192,7 +220,7 @@ def plot(rows, path, title=None):
     ax_acc.plot(epochs, [100 * a for a in acc], color="C0", marker="s", ms=4,
                 label="test accuracy")
     ax_acc.set_ylabel("test accuracy", color="C0")
-    ax_acc.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(decimals=_percent_decimals(acc)))
     handles = ax_loss.get_legend_handles_labels()[0] + ax_acc.get_legend_handles_labels()[0]
     ax_loss.legend(handles, [h.get_label() for h in handles], loc="center right",
                    fontsize="small")

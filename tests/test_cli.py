@@ -58,8 +58,8 @@ def test_design_train_eval_round_trip(files, tmp_path):
         assert d[key] > 0
     t = as_json(edgekd("train", "--student", tmp_path / "s.json", "--teacher", files / "teacher.npz",
                        "--data", "digits", "--epochs", 5, "--out", tmp_path / "run", "--json"))
-    for key in ("test_accuracy", "epochs_run", "bytes_down", "bytes_up", "bytes_naive",
-                "settled_fraction", "train_samples_per_s", "peak_rss_mib", "weights_sha256", "wall_s"):
+    for key in ("test_accuracy", "epochs_run", "epochs_planned", "bytes_down", "bytes_up",
+                "bytes_naive_run", "bytes_naive_planned", "settled_fraction", "train_samples_per_s", "peak_rss_mib", "weights_sha256", "wall_s"):
         assert key in t
     e = as_json(edgekd("eval", tmp_path / "run" / "student.npz", "--data", "digits", "--json"))
     assert e["test_accuracy"] == t["test_accuracy"] and e["latency_s"] > 0

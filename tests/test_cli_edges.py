@@ -236,3 +236,70 @@ def test_eval_of_a_file_it_cannot_read_names_what_it_expected(tmp_path, name, co
     pytest.importorskip("tflite_micro")
     (tmp_path / name).write_bytes(content)
     one_line_error(edgekd("eval", tmp_path / name, "--data", "digits", check=False), *words)
+
+
+# -- 6, 7, 11: saved bytes, resume, interrupt, torn metrics ----------------------------------
+def test_saved_is_reported_against_the_epochs_run_and_the_epochs_planned(files, tmp_path):
+    r = as_json(edgekd("train", "--student", files / "student.json", "--teacher",
+                       files / "teacher.npz", "--data", "digits", "--epochs", 40, "--rho", 0.5,
+                       "--out", tmp_path / "run", "--json"))
+    assert r["epochs_run"] < r["epochs_planned"] == 40          # halted early by rho
+    per_epoch = r["bytes_naive_planned"] / 40
+    assert r["bytes_naive_run"] == pytest.approx(per_epoch * r["epochs_run"])
+    rep = as_json(edgekd("report", tmp_path / "run", "--json"))["summary"]
+    assert rep["bytes_naive_run"] == r["bytes_naive_run"]
+    assert rep["bytes_naive_planned"] == r["bytes_naive_planned"]
+    link = r["bytes_down"] + r["bytes_up"]
+    # the report reads the last epoch's line, before STOP and its answer crossed the link
+    assert rep["bytes_saved_fraction_run"] == pytest.approx(1 - link / r["bytes_naive_run"], abs=1e-3)
+    assert rep["bytes_saved_fraction_planned"] > rep["bytes_saved_fraction_run"]
+    text = edgekd("train", "--student", files / "student.json", "--teacher",
+                  files / "teacher.npz", "--data", "digits", "--epochs", 40, "--rho", 0.5,
+                  "--out", tmp_path / "run2").stdout
+    assert f"for the {r['epochs_run']} epochs run" in text and "vs the 40 planned" in text
+
+
+def test_resume_names_the_flags_its_checkpoint_overrides(files, tmp_path):
+    base = ["train", "--student", files / "student.json", "--teacher", files / "teacher.npz",
+            "--data", "digits", "--out", tmp_path / "run"]
+    edgekd(*base, "--epochs", 2)
+    p = edgekd(*base, "--epochs", 50, "--lr", 0.1, "--policy", "rehearse", "--resume", "--json")
+    assert "--epochs 50 (the run has 2)" in p.stderr and "--lr 0.1 (the run has 0.01)" in p.stderr
+    assert "--policy rehearse (the run has skip)" in p.stderr
+    assert as_json(p)["epochs_run"] == 2
+
+
+def test_ctrl_c_says_how_to_resume_and_leaves_a_usable_student(files, tmp_path):
+    import os
+    import signal
+    import time
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "edgekd", "train", "--student",
+                          str(files / "student.json"), "--teacher", str(files / "teacher.npz"),
+                          "--data", "digits", "--epochs", "500", "--no-halting", "--out", str(out),
+                          "--backend", "numpy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=ENV)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "--resume" in err and "Traceback" not in err, err
+    e = as_json(edgekd("eval", out / "student.npz", "--data", "digits", "--json"))
+    assert e["test_accuracy"] > 0.5
+    edgekd("export", out / "student.npz", "-o", tmp_path / "s.tflite")
+    assert os.path.getsize(tmp_path / "s.tflite") > 0
+
+
+def test_a_torn_last_metrics_line_does_not_block_resume_or_report(files, tmp_path):
+    base = ["train", "--student", files / "student.json", "--teacher", files / "teacher.npz",
+            "--data", "digits", "--out", tmp_path / "run", "--no-halting"]
+    edgekd(*base, "--epochs", 3)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(lines) + "\n" + lines[-1][:25])     # power cut mid-append
+    rep = as_json(edgekd("report", tmp_path / "run", "--json"))
+    assert len(rep["epochs"]) == rep["summary"]["epochs"] == 3
+    r = as_json(edgekd(*base, "--epochs", 3, "--resume", "--json"))
+    assert r["epochs_run"] == 3
+    assert len(metrics.read_text().splitlines()) == 3

@@ -69,8 +69,8 @@ def test_text_table_is_aligned_and_carries_the_figures(run):
     assert cells[0] == "3"
     assert cells[1] == f"{last['visited']:,}"
     assert cells[2] == f"{100 * last['settled_fraction']:.1f}%"
-    assert cells[3] == f"{link:,}" and cells[4] == f"{last['bytes_naive']:,}"
-    assert cells[5] == f"{100 * link / last['bytes_naive']:.1f}%"
+    assert cells[3] == f"{link:,}" and cells[4] == f"{last['bytes_naive_run']:,}"
+    assert cells[5] == f"{100 * link / last['bytes_naive_run']:.1f}%"
     assert cells[6] == f"{last['loss']:.4f}" and cells[7] == f"{last['test_accuracy']:.4f}"
 
 
@@ -94,8 +94,8 @@ def test_cli_json(run):
     assert s == json.loads(json.dumps(summary(rows)))
     assert s["epochs"] == EPOCHS and s["last_epoch"] == EPOCHS
     assert s["link_bytes"] == rows[-1]["bytes_down"] + rows[-1]["bytes_up"]
-    assert s["bytes_naive"] == rows[-1]["bytes_naive"]
-    assert s["link_ratio"] == pytest.approx(s["link_bytes"] / s["bytes_naive"])
+    assert s["bytes_naive_run"] == rows[-1]["bytes_naive_run"]
+    assert s["link_ratio"] == pytest.approx(s["link_bytes"] / s["bytes_naive_run"])
     assert s["test_accuracy"] == rows[-1]["test_accuracy"]
     assert s["best_test_accuracy"] == max(r["test_accuracy"] for r in rows)
     assert s["visited"] == sum(r["visited"] for r in rows)

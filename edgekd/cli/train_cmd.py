@@ -1,8 +1,13 @@
 """`edgekd teacher`, `edgekd train`, `edgekd eval`."""
 
-import click
+import os
+import shlex
+import sys
 
-from ..distill.config import VAL_METRICS, TrainConfig
+import click
+from click.core import ParameterSource
+
+from ..distill.config import CHECKPOINT, STUDENT, VAL_METRICS, TrainConfig
 from ..distill.halting import POLICIES, HaltingConfig
 from ..distill.optim import LR_SCHEDULES, OPTIMIZERS
 from ..errors import EdgekdError
@@ -129,12 +134,23 @@ def training_options(f):
     return halting_options(f)
 
 
+def saved_text(link, run, planned, epochs_run, epochs_planned):
+    """'x% saved' against naive streaming of the epochs run, and of the epochs planned when a
+    halt ended the run early: two figures, each named."""
+    def saved(naive):
+        return f"{1 - link / naive:.1%}" if naive else "-"
+    text = f"{link:,} bytes vs {run:,} naive for the {epochs_run} epochs run ({saved(run)} saved)"
+    if planned != run:
+        text += f", {saved(planned)} saved vs the {epochs_planned} planned"
+    return text
+
+
 def summary_text(r):
-    saved = 1 - (r["bytes_down"] + r["bytes_up"]) / r["bytes_naive"] if r["bytes_naive"] else 0
+    link = r["bytes_down"] + r["bytes_up"]
     return (f"test accuracy {r['test_accuracy']:.4f} after {r['epochs_run']} epochs "
             f"({r['stop_reason']})\n"
-            f"link: {r['bytes_down'] + r['bytes_up']:,} bytes vs {r['bytes_naive']:,} naive "
-            f"({saved:.1%} saved); settled {r['settled_fraction']:.1%}\n"
+            f"link: {saved_text(link, r['bytes_naive_run'], r['bytes_naive_planned'], r['epochs_run'], r['epochs_planned'])}; "
+            f"settled {r['settled_fraction']:.1%}\n"
             f"{r['train_samples_per_s']:,.0f} samples/s, peak RSS {r['peak_rss_mib']} MiB, "
             f"{r['wall_s']:.1f} s -> {r['output']}")
 
@@ -249,10 +265,66 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
                                    "cache_budget", "fetch_once")}
     cfg = make_config(kw)
     spec = load_spec_file(student_path)
+    if resume:
+        warn_overridden(click.get_current_context(), cfg, out)
     source = make_source(link, teacher_path, data, spec)
-    with EpochBar(cfg.epochs, "train", ["loss", "test_accuracy", "settled_fraction"]) as bar:
-        res = train_student(spec, source, cfg, out, resume, bar.update)
+    try:
+        with EpochBar(cfg.epochs, "train", ["loss", "test_accuracy", "settled_fraction"]) as bar:
+            res = train_student(spec, source, cfg, out, resume, bar.update)
+    except KeyboardInterrupt:
+        how_to_resume(out)
     emit(res, as_json, summary_text)
+
+
+# flags whose config field is not named like the flag
+FLAG_FIELDS = {"halting": "halting.enabled", "time_budget": "halting.time_budget_s",
+               "no_kd": "kd"}
+HALTING_FLAGS = ("eps", "patience", "policy", "rehearse_prob", "eps_wake", "rho", "delta",
+                 "patience_epochs", "byte_budget")
+
+
+def warn_overridden(ctx, cfg, out):
+    """--resume continues a run with the settings it started with: name every flag given
+    now that they override, so nothing is ignored silently."""
+    from ..distill.trainer import saved_config
+    if not os.path.exists(os.path.join(out, CHECKPOINT)):
+        return   # train_student says there is nothing to resume
+    saved, given = _flat(saved_config(out).to_dict()), _flat(cfg.to_dict())
+    ignored = []
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if source not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            continue
+        key = FLAG_FIELDS.get(name) or (f"halting.{name}" if name in HALTING_FLAGS else name)
+        if key in saved and saved[key] != given.get(key):
+            flag = "--" + name.replace("_", "-")
+            ignored.append(f"{flag} {given.get(key)} (the run has {saved[key]})")
+    if ignored:
+        click.echo(f"edgekd: --resume keeps the run's own settings; ignored: "
+                   f"{', '.join(ignored)}", err=True)
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def how_to_resume(out):
+    """Ctrl-C: say what is on disk and how to go on, then exit 130 as shells expect."""
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    again = shlex.join(["edgekd", *args, "--resume"])
+    if os.path.exists(os.path.join(out, CHECKPOINT)):
+        click.echo(f"edgekd: interrupted; {os.path.join(out, STUDENT)} holds the best "
+                   f"weights so far. Continue with: {again}", err=True)
+    else:
+        click.echo("edgekd: interrupted before the first epoch finished; nothing to resume",
+                   err=True)
+    sys.exit(130)
 
 
 @main.command("eval")

@@ -22,6 +22,10 @@ class BestWeights:
         model.load_state(self.state, where="best weights")
         return self.epoch
 
+    def weights(self, model):
+        """The best weights so far, or the model's own when there is no best yet."""
+        return model.state() if self.state is None else self.state
+
     def arrays(self):
         return {} if self.state is None else {f"best.{k}": v for k, v in self.state.items()}
 

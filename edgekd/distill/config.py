@@ -9,6 +9,11 @@ from .optim import LR_SCHEDULES, OPTIMIZERS, scheduled_lr
 
 VAL_METRICS = ("accuracy", "agreement", "kl")
 
+# what a run directory (`edgekd train --out`) holds
+CHECKPOINT = "checkpoint.npz"   # every epoch, atomically: weights, optimizer, halting state
+STUDENT = "student.npz"         # the best weights so far; the final student at the end
+METRICS = "metrics.jsonl"       # one JSON line per finished epoch
+
 
 @dataclass
 class TrainConfig:

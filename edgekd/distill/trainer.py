@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from ..errors import EdgekdError
-from ..fileio import append_line, atomic_path
+from ..fileio import append_line, atomic_path, drop_torn_tail
 from ..nn.io import load_model, save_model
 from .best import BestWeights
 from .halting import EpochHalter, SettleTracker
@@ -22,9 +22,7 @@ from .rehearsal import RehearsalCache
 from .source import Hello
 from .steps import accuracy, kd_step, slice_metrics
 
-CHECKPOINT = "checkpoint.npz"
-STUDENT = "student.npz"
-METRICS = "metrics.jsonl"
+from .config import CHECKPOINT, METRICS, STUDENT  # noqa: F401 - the run directory's files
 
 
 def peak_rss_mib():
@@ -106,7 +104,9 @@ class Trainer:
         if not os.path.exists(path):
             return
         with open(path, encoding="utf-8") as f:
-            keep = [line for line in f if line.strip() and json.loads(line)["epoch"] <= self.epoch]
+            lines = drop_torn_tail(f.read().splitlines())
+        keep = [line + "\n" for line in lines
+                if line.strip() and json.loads(line)["epoch"] <= self.epoch]
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.writelines(keep)
 
@@ -204,8 +204,13 @@ class Trainer:
                 "visited": visited, "rehearsed": rehearsed, "woken": woken,
                 "newly_settled": new_settled, "settled": int(self.tracker.settled.sum()),
                 "settled_fraction": settled_frac, **link,
-                "bytes_naive": self.source.naive_bytes(self.epoch + 1, self.num_train_only, cfg.batch),
+                "bytes_naive_run": self.naive(self.epoch + 1),
+                "bytes_naive_planned": self.naive(cfg.epochs),
                 "epoch_s": time.perf_counter() - t_epoch, "stop": stop}
+
+    def naive(self, epochs):
+        """What streaming every training sample as float32 for `epochs` epochs would cost."""
+        return self.source.naive_bytes(epochs, self.num_train_only, self.cfg.batch)
 
     def settled_fraction(self):
         return float(self.tracker.settled.sum()) / max(self.num_train_only, 1)
@@ -229,6 +234,11 @@ class Trainer:
         save_model(self.path(CHECKPOINT), self.model, meta={"trainer": state},
                    extra={**self.opt.state(), **self.tracker.state(), **self.cache.state(),
                           **self.best.arrays()})
+        # an interrupted run still leaves a student that eval and export read
+        save_model(self.path(STUDENT), self.model, state=self.best.weights(self.model),
+                   meta={"partial": True, "epochs_run": self.epoch,
+                         "weights_from_epoch": self.best.epoch or self.epoch,
+                         "config": self.cfg.to_dict()})
 
     def finish(self, start, reason):
         totals = {"train_s": self.base["train_s"] + self.train_s,
@@ -237,12 +247,13 @@ class Trainer:
         best_epoch = self.best.restore(self.model)
         test_acc = accuracy(self.model, self.testset.x, self.testset.y)
         summary = {
-            "test_accuracy": test_acc, "epochs_run": self.epoch, "stop_reason": reason,
+            "test_accuracy": test_acc, "epochs_run": self.epoch,
+            "epochs_planned": self.cfg.epochs, "stop_reason": reason,
             "weights_from_epoch": best_epoch or self.epoch,
             "bytes_down": totals["bytes_down"], "bytes_up": totals["bytes_up"],
             "bytes_eval": totals["bytes_eval"],
-            "bytes_naive": self.source.naive_bytes(self.cfg.epochs, self.num_train_only,
-                                                   self.cfg.batch),
+            "bytes_naive_run": self.naive(self.epoch),
+            "bytes_naive_planned": self.naive(self.cfg.epochs),
             "settled_fraction": self.settled_fraction(),
             "train_samples_per_s": totals["samples"] / totals["train_s"] if totals["train_s"] else 0.0,
             "peak_rss_mib": round(peak_rss_mib(), 1),

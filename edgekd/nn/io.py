@@ -11,12 +11,13 @@ from .model import Sequential
 FORMAT = 1
 
 
-def save_model(path, model, meta=None, extra=None):
-    """Write atomically. `extra` adds arrays (e.g. optimizer state in a checkpoint)."""
+def save_model(path, model, meta=None, extra=None, state=None):
+    """Write atomically. `extra` adds arrays (e.g. optimizer state in a checkpoint); `state`
+    stores other weights for the model's spec (e.g. the best epoch's) instead of its own."""
     arrays = {"edgekd_format": np.array(FORMAT, np.int32),
               "spec": np.array(json.dumps(model.spec)),
               "meta": np.array(json.dumps(meta or {}))}
-    arrays.update(model.state())
+    arrays.update(model.state() if state is None else state)
     arrays.update(extra or {})
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
