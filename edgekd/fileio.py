@@ -5,14 +5,25 @@ import os
 import tempfile
 from contextlib import contextmanager
 
+from .errors import EdgekdError
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temp path beside `path`; on success fsync it and rename over `path`."""
+    """Yield a temp path beside `path`; on success fsync it and rename over `path`. The file
+    gets the user's umask like any other they write; a missing folder is an error, not made."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
+    if not os.path.isdir(d):
+        raise EdgekdError(f"{path}: no such directory {os.path.dirname(path) or '.'}")
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600
     os.close(fd)
     try:
         yield tmp

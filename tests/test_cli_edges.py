@@ -303,3 +303,116 @@ def test_a_torn_last_metrics_line_does_not_block_resume_or_report(files, tmp_pat
     r = as_json(edgekd(*base, "--epochs", 3, "--resume", "--json"))
     assert r["epochs_run"] == 3
     assert len(metrics.read_text().splitlines()) == 3
+
+
+# -- 8: files and units ----------------------------------------------------------------------
+def test_outputs_get_the_users_umask_and_no_folder_is_made(files, tmp_path):
+    import os
+    import stat
+    code = ("import os, sys; os.umask(0o027); from edgekd.cli import main; "
+            "sys.argv[0] = 'edgekd'; main()")
+
+    def run(*args):
+        p = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                           text=True, env=ENV, timeout=300, check=False)
+        assert p.returncode == 0, p.stderr
+    run("train", "--student", files / "student.json", "--teacher", files / "teacher.npz",
+        "--data", "digits", "--epochs", 1, "--out", tmp_path / "run")
+    run("export", tmp_path / "run" / "student.npz", "--format", "c", "-o", tmp_path / "m.h")
+    run("export", tmp_path / "run" / "student.npz", "-o", tmp_path / "m.tflite")
+    for f in ("run/student.npz", "run/checkpoint.npz", "run/metrics.jsonl", "m.h", "m.cc",
+              "m.tflite"):
+        assert stat.S_IMODE(os.stat(tmp_path / f).st_mode) == 0o640, f
+    p = edgekd("export", tmp_path / "run" / "student.npz", "-o", tmp_path / "no" / "dir" / "x.tflite",
+               check=False)
+    one_line_error(p, "no such directory")
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["board", "emulate", "--ram", "64KiB", "--flash", "1MiB", "--arena", "8KiB"],
+    ["train", "--byte-budget", "2MB", "--time-budget", "600s", "--cache-budget", "64KiB"],
+])
+def test_size_options_take_units(args):
+    """Parsed before anything runs: a wrong unit is a usage error naming the option."""
+    p = edgekd(*args, "--help", check=False)
+    assert p.returncode == 0
+    bad = [a if not a[0].isdigit() else "12XB" for a in args]
+    p = edgekd(*bad, check=False)
+    assert p.returncode == 2 and "unknown unit 'XB'" in p.stderr and "Traceback" not in p.stderr
+
+
+def emulator(*args):
+    from boardutil import EDGEKD
+
+    from firmware_bridge.launch import BoardProcess
+    return BoardProcess(EDGEKD + ["board", "emulate", "--json", *args])
+
+
+def test_board_emulate_takes_ram_in_kib():
+    pytest.importorskip("serial")
+    pytest.importorskip("tflite_micro")
+    with emulator("--profile", "nrf52840", "--ram", "96KiB") as board:
+        info = as_json(edgekd("board", "info", "--port", board.port, "--json"))
+    assert info["ram_bytes"] == 96 * 1024
+
+
+def test_export_that_does_not_fit_the_board_fails_unless_allowed(tmp_path):
+    pytest.importorskip("tflite_micro")
+    wide = {"input_shape": [64], "num_classes": 10, "layers": [
+        {"type": "dense", "units": 2048, "activation": "relu"}, {"type": "dense", "units": 10}]}
+    (tmp_path / "w.json").write_text(json.dumps(wide))
+    edgekd("teacher", "--spec", tmp_path / "w.json", "--data", "digits", "--epochs", 1,
+           "-o", tmp_path / "w.npz")
+    p = edgekd("export", tmp_path / "w.npz", "--profile", "nrf52840", "-o", tmp_path / "w.tflite",
+               check=False)
+    one_line_error(p, "does not fit nrf52840", "--allow-misfit")
+    assert not (tmp_path / "w.tflite").exists()
+    r = as_json(edgekd("export", tmp_path / "w.npz", "--profile", "nrf52840", "--allow-misfit",
+                       "-o", tmp_path / "w.tflite", "--json"))
+    assert r["board"]["fits"] is False and (tmp_path / "w.tflite").exists()
+
+
+# -- 9: designer, export and boards agree on what fits ----------------------------------------
+BIG_TEACHER = {"input_shape": [64], "num_classes": 10, "layers": [
+    {"type": "dense", "units": 1024, "activation": "relu"},
+    {"type": "dense", "units": 512, "activation": "relu"}, {"type": "dense", "units": 10}]}
+
+
+@pytest.fixture(scope="module")
+def big_teacher(tmp_path_factory):
+    d = tmp_path_factory.mktemp("big")
+    (d / "t.json").write_text(json.dumps(BIG_TEACHER))
+    edgekd("teacher", "--spec", d / "t.json", "--data", "digits", "--epochs", 1, "-o", d / "t.npz")
+    return d / "t.npz"
+
+
+@pytest.mark.parametrize("profile", ["nrf52840", "esp32-s3", "stm32f746"])
+def test_what_the_designer_sizes_for_a_board_deploys_to_it(big_teacher, tmp_path, profile):
+    pytest.importorskip("serial")
+    pytest.importorskip("tflite_micro")
+    d = as_json(edgekd("design", "--teacher", big_teacher, "--profile", profile,
+                       "--max-fraction", 1, "-o", tmp_path / "s.json", "--json"))
+    edgekd("train", "--student", tmp_path / "s.json", "--teacher", big_teacher, "--data",
+           "digits", "--epochs", 1, "--out", tmp_path / "run", "--no-halting")
+    e = as_json(edgekd("export", tmp_path / "run" / "student.npz", "--int8", "--calib", "digits",
+                       "--profile", profile, "-o", tmp_path / "s.tflite", "--json"))
+    assert e["board"]["fits"], e["board"]
+    assert e["model_bytes"] <= d["constraints"]["storage_bytes"] == e["board"]["model_flash_bytes"]
+    with emulator("--profile", profile) as board:
+        dep = edgekd("board", "deploy", tmp_path / "s.tflite", "--port", board.port, "--json",
+                     check=False)
+    assert dep.returncode == 0, dep.stderr
+
+
+def test_a_profile_alone_sizes_a_student_not_the_teacher(big_teacher):
+    d = as_json(edgekd("design", "--teacher", big_teacher, "--profile", "esp32-s3", "--json"))
+    assert d["binding"] == "size" and d["params"] <= 0.25 * d["teacher_params"]
+    whole = as_json(edgekd("design", "--teacher", big_teacher, "--profile", "esp32-s3",
+                           "--max-fraction", 1, "--json"))
+    assert whole["params"] == whole["teacher_params"] and whole["binding"] == "none"
+
+
+def test_a_family_design_does_not_speak_of_a_teacher():
+    p = edgekd("design", "--family", "mlp", "--data", "digits", "--storage", "8KiB")
+    assert "teacher" not in p.stdout and "template" in p.stdout

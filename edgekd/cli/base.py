@@ -115,21 +115,26 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object on stdout (progress stays on stderr).")
 
 
-class ByteSize(click.ParamType):
-    """A size in bytes with units: 64KiB, 1.5MB, 512."""
-    name = "SIZE"
+class Unit(click.ParamType):
+    """A quantity with units, parsed by edgekd.design.units (imported only when used)."""
+
+    def __init__(self, name, parser, minimum=None, maximum=None):
+        self.name, self.parser, self.minimum, self.maximum = name, parser, minimum, maximum
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        from ..design.units import parse_bytes
+        from ..design import units
         try:
-            return parse_bytes(value)
+            v = value if isinstance(value, (int, float)) else getattr(units, self.parser)(value)
         except EdgekdError as e:
             self.fail(str(e), param, ctx)
+        if (self.minimum is not None and v < self.minimum) or (
+                self.maximum is not None and v > self.maximum):
+            self.fail(f"{value} is outside {self.minimum:,}..{self.maximum:,}", param, ctx)
+        return v
 
 
-BYTES = ByteSize()
+BYTES = Unit("SIZE", "parse_bytes")          # 64KiB, 1.5MB, 512
+SECONDS = Unit("DURATION", "parse_seconds")  # 90s, 250ms, 2.5
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],

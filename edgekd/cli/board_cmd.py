@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..errors import EdgekdError
-from .base import emit, json_option, load_data, main
+from .base import BYTES, Unit, emit, json_option, load_data, main
 from .train_cmd import DATA_HELP
 
 
@@ -227,10 +227,10 @@ def reset_(erase, port, baud, timeout, retries, verbose, as_json):
 @board.command()
 @click.option("--profile", default="esp32-s3", show_default=True,
               help="Board profile (esp32-s3, stm32f746, nrf52840): RAM, flash, clock.")
-@click.option("--arena", type=int, help="Tensor arena bytes [half the RAM left by the firmware].")
-@click.option("--ram", type=int, help="Override the profile's RAM (bytes).")
-@click.option("--flash", type=int, help="Override the profile's flash (bytes).")
-@click.option("--max-payload", default=4096, show_default=True, type=click.IntRange(64, 1 << 20),
+@click.option("--arena", type=BYTES, help="Tensor arena, e.g. 32KiB [half the RAM left by the firmware].")
+@click.option("--ram", type=BYTES, help="Override the profile's RAM, e.g. 64KiB.")
+@click.option("--flash", type=BYTES, help="Override the profile's flash, e.g. 1MiB.")
+@click.option("--max-payload", default="4KiB", show_default=True, type=Unit("SIZE", "parse_bytes", 64, 1 << 20),
               help="The board's frame buffer: largest payload it sends or accepts.")
 @click.option("--drop-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Fault injection: probability of losing each frame, either way.")

@@ -118,6 +118,7 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
     prof = get_profile(profile_name)
     d = design(TEACHER_SPEC, Constraints.from_profile(prof, storage_bytes=parse_bytes(storage)))
 
+    os.makedirs(cache, exist_ok=True)
     out = out or os.path.join(cache, "demo-run")
     if os.path.exists(os.path.join(out, CHECKPOINT)):
         shutil.rmtree(out)  # the demo always starts over

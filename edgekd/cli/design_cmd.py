@@ -4,6 +4,7 @@ import dataclasses
 
 import click
 
+from ..design.designer import MAX_TEACHER_FRACTION
 from ..errors import EdgekdError
 from .base import backend_option, emit, json_option, load_data, main
 
@@ -20,8 +21,9 @@ def design_text(r):
     from ..design.units import format_bytes, format_flops, format_seconds
     widths = "-".join(str(w) for w in r["widths"])
     lat = format_seconds(r["latency_s"]) if r["latency_s"] is not None else "n/a (no speed)"
-    return (f"{r['family']} student {widths}: {r['params']:,} params "
-            f"({r['params'] / r['teacher_params']:.1%} of the teacher)\n"
+    share = (f" ({r['params'] / r['teacher_params']:.1%} of the teacher)" if r.get("teacher")
+             else f" (from the {r['family']} template)")
+    return (f"{r['family']} student {widths}: {r['params']:,} params{share}\n"
             f"  storage {format_bytes(r['storage_bytes'])} (int8 {format_bytes(r['int8_storage_bytes'])}), "
             f"training RAM {format_bytes(r['train_ram_bytes'])}, "
             f"{format_flops(r['flops'])} per inference, latency {lat}\n"
@@ -58,10 +60,14 @@ def design_text(r):
               help="Weights format the storage budget is for [float32; int8 on MCU profiles].")
 @click.option("--ram-for", type=click.Choice(["train", "infer"]),
               help="What the RAM budget must hold [train; infer on MCU profiles].")
+@click.option("--max-fraction", default=MAX_TEACHER_FRACTION, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True),
+              help="At most this share of the teacher's params, even where the device could "
+                   "hold more (1 lifts the cap).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the student spec JSON here.")
 @json_option
 def design(teacher_path, family, data, profile_name, storage, ram, speed, max_latency, batch,
-           optimizer, storage_format, ram_for, output, as_json):
+           optimizer, storage_format, ram_for, max_fraction, output, as_json):
     """Design the largest student that fits a device's storage, RAM and latency budget.
 
     Searches depth and a width multiplier within the teacher's family and prints the
@@ -73,22 +79,21 @@ def design(teacher_path, family, data, profile_name, storage, ram, speed, max_la
     from ..fileio import write_json
     spec = _teacher_spec(teacher_path, family, data, template_spec)
     given = {k: v for k, v in (("storage_bytes", storage), ("ram_bytes", ram),
-                               ("flops_per_s", speed), ("max_latency_s", max_latency)) if v is not None}
-    mcu = False
+                               ("flops_per_s", speed), ("max_latency_s", max_latency),
+                               ("storage_format", storage_format), ("ram_for", ram_for))
+             if v is not None}
     if profile_name:
-        prof = get_profile(profile_name)
-        mcu = prof.kind == "mcu"
-        base = Constraints.from_profile(prof, **given)
-    elif given:
+        base = Constraints.from_profile(get_profile(profile_name), **given)
+    elif set(given) - {"storage_format", "ram_for"}:
         base = Constraints(**given)
     else:
         raise EdgekdError("give a --profile or at least one of --storage, --ram, --speed, --max-latency")
     if base.max_latency_s is not None and base.flops_per_s is None:
         raise EdgekdError("--max-latency needs a device speed: give --speed or a --profile")
     base = dataclasses.replace(base, batch=batch, optimizer=optimizer,
-                               storage_format=storage_format or ("int8" if mcu else "float32"),
-                               ram_for=ram_for or ("infer" if mcu else "train"))
+                               max_teacher_fraction=None if max_fraction >= 1 else max_fraction)
     result = run_design(spec, base).to_dict()
+    result["teacher"] = teacher_path   # None: designed from a family template
     if output:
         write_json(output, result["spec"])
         result["output"] = output

@@ -18,10 +18,12 @@ def export_text(r):
                          f"zero point {t['zero_point']}")
     b = r.get("board")
     if b:
-        flash = format_bytes(b["flash_bytes"]) if b["flash_bytes"] is not None else "unbounded"
+        flash = (format_bytes(b["model_flash_bytes"]) if b["model_flash_bytes"] is not None
+                 else "unbounded")
         lines.append(f"  {b['profile']}: {'fits' if b['fits'] else 'does NOT fit'}: model "
-                     f"{format_bytes(r['model_bytes'])} of {flash} flash, arena "
-                     f"{format_bytes(r['arena_bytes'])} of {format_bytes(b['ram_bytes'])} RAM "
+                     f"{format_bytes(r['model_bytes'])} of the {flash} of flash a model gets, "
+                     f"arena {format_bytes(r['arena_bytes'])} of "
+                     f"{format_bytes(b['model_arena_bytes'])} "
                      f"(the designer predicted {format_bytes(b['predicted_model_bytes'])} and "
                      f"{format_bytes(b['predicted_arena_bytes'])})")
     return "\n".join(lines)
@@ -41,10 +43,13 @@ def export_text(r):
 @click.option("--profile", "profile_name",
               help="A board (esp32-s3, stm32f746, nrf52840, ...): does the model fit its "
                    "flash and RAM?")
+@click.option("--allow-misfit", is_flag=True,
+              help="With --profile: write the model even if it does not fit the board.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The .tflite file, or with --format c the header (the .cc goes beside it).")
 @json_option
-def export(model_path, fmt, int8, calib, calib_samples, softmax, profile_name, output, as_json):
+def export(model_path, fmt, int8, calib, calib_samples, softmax, profile_name, allow_misfit,
+           output, as_json):
     """Export a trained model for TensorFlow Lite for Microcontrollers.
 
     Batchnorm folds into the layer before it, dropout vanishes, relu/relu6 are fused. The
@@ -52,5 +57,6 @@ def export(model_path, fmt, int8, calib, calib_samples, softmax, profile_name, o
     written when anything fails.
     """
     from ..export.command import run_export
-    res = run_export(model_path, output, fmt, int8, calib, calib_samples, softmax, profile_name)
+    res = run_export(model_path, output, fmt, int8, calib, calib_samples, softmax, profile_name,
+                     allow_misfit)
     emit(res, as_json, export_text)

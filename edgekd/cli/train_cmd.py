@@ -13,6 +13,8 @@ from ..distill.optim import LR_SCHEDULES, OPTIMIZERS
 from ..errors import EdgekdError
 from ..link.codecs import SOFT_CODECS, X_CODECS
 from .base import (
+    BYTES,
+    SECONDS,
     EpochBar,
     backend_option,
     emit,
@@ -74,9 +76,10 @@ def halting_options(f):
                      help="Minimum validation improvement that resets the plateau count."),
         click.option("--patience-epochs", default=d.patience_epochs, show_default=True,
                      type=click.IntRange(1), help="Stop after this many epochs without improvement."),
-        click.option("--byte-budget", default=None, type=int,
-                     help="Stop when the link has carried this many bytes."),
-        click.option("--time-budget", default=None, type=float, help="Stop after this many seconds."),
+        click.option("--byte-budget", default=None, type=BYTES,
+                     help="Stop when the link has carried this many bytes (e.g. 2MB)."),
+        click.option("--time-budget", default=None, type=SECONDS,
+                     help="Stop after this long (e.g. 600s)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -173,7 +176,7 @@ def link_options(f):
                      help="Reconnect attempts (exponential backoff) after the link drops."),
         click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
                      help="Seconds without a byte from the host before the link counts as lost."),
-        click.option("--cache-budget", default="1MiB", show_default=True,
+        click.option("--cache-budget", default="1MiB", show_default=True, type=BYTES,
                      help="Device-data mode: bytes of soft labels the device may keep."),
         click.option("--fetch-once", is_flag=True,
                      help="Keep the first epoch's samples in memory and train later epochs "
@@ -225,9 +228,8 @@ def _make_source(link, teacher_path, data, spec):
         return dial_tcp(host, port, link["timeout"])
 
     if data:
-        from ..design.units import parse_bytes
         from ..link.device_data import DeviceDataSource
-        ds, budget = load_data(data), parse_bytes(link["cache_budget"])
+        ds, budget = load_data(data), link["cache_budget"]
         check_student(spec, ds)
         return lambda cfg: DeviceDataSource(dial, ds, budget, codec=cfg.codec, x_codec=cfg.x_codec,
                                             k=cfg.topk, **opts)

@@ -18,7 +18,10 @@ the teacher's width exactly). So a student is never larger than its teacher, and
 family, input shape and number of classes.
 
 Choice: among the candidates that meet every given constraint, the one with the most
-params; ties go to fewer FLOPs, then less training RAM. Costs are analytic (`cost.py`):
+params; ties go to fewer FLOPs, then less training RAM. With `max_teacher_fraction` (the
+CLI's default: a quarter) the student has at most that share of the teacher's params, so a
+device roomy enough for the teacher still gets a student (binding "size"); where no
+candidate is that small, the smallest that fits. Costs are analytic (`cost.py`):
 no weight array is allocated during the search.
 """
 
@@ -37,6 +40,7 @@ STRUCTURAL = {"maxpool1d", "maxpool2d", "avgpool1d", "global_avgpool", "flatten"
 MULTIPLIERS = tuple(2.0 ** (-k / 8) for k in range(49))   # 1 .. 1/64
 MIN_WIDTH = 2
 CONSTRAINT_NAMES = ("storage", "ram", "latency")
+MAX_TEACHER_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -57,14 +61,23 @@ class Constraints:
     optimizer: str = "adam"
     storage_format: str = "float32"
     ram_for: str = "train"                # "infer": ram_bytes bounds one inference instead
+    max_teacher_fraction: float | None = None   # cap on the student's share of the teacher
+    storage_is_tflite: bool = False       # storage must hold the .tflite (a board's flash)
 
     @classmethod
     def from_profile(cls, profile, **overrides):
-        """A profile's flash as storage, RAM as training RAM, speed and latency budget;
-        keyword arguments override any of them (pass None to lift a limit)."""
-        base = {"storage_bytes": profile.flash_bytes, "ram_bytes": profile.ram_bytes,
-                "flops_per_s": profile.flops_per_s, "max_latency_s": profile.max_latency_s}
-        base.update(overrides)
+        """What a profile's board gives a model: its flash (less the firmware's), its RAM for
+        training, or on a microcontroller the tensor arena it gives a model (ram_for "infer",
+        the default there) or the RAM the firmware leaves (ram_for "train"); its speed and
+        latency budget. Keyword arguments override any of them (None lifts a limit)."""
+        mcu = profile.kind == "mcu"
+        ram_for = overrides.get("ram_for") or ("infer" if mcu else "train")
+        base = {"storage_bytes": profile.model_flash_bytes,
+                "ram_bytes": profile.arena_bytes if ram_for == "infer" else profile.model_ram_bytes,
+                "flops_per_s": profile.flops_per_s, "max_latency_s": profile.max_latency_s,
+                "storage_format": "int8" if mcu else "float32", "ram_for": ram_for,
+                "storage_is_tflite": mcu}
+        base.update({k: v for k, v in overrides.items() if k != "ram_for" or v is not None})
         return cls(**base)
 
 
@@ -249,6 +262,8 @@ def _check(c):
             raise EdgekdError(f"constraint {name} must be a non-negative number, got {v!r}")
     if c.flops_per_s is not None and c.flops_per_s <= 0:
         raise EdgekdError(f"speed must be positive, got {c.flops_per_s!r} FLOP/s")
+    if c.max_teacher_fraction is not None and not 0 < c.max_teacher_fraction <= 1:
+        raise EdgekdError(f"max_teacher_fraction must be in (0, 1], got {c.max_teacher_fraction!r}")
     if c.max_latency_s is not None and c.flops_per_s is None:
         raise EdgekdError("a latency limit needs a device speed (FLOP/s): give a profile, "
                           "a speed, or measure one with `edgekd profile`")
@@ -258,12 +273,16 @@ def _used(cost, c, spec):
     """constraint name -> (used, limit) for the constraints that are set. RAM for inference
     is the TFLM tensor arena predicted for the export format (boards run students in TFLM)."""
     out = {}
+    int8 = c.storage_format == "int8"
     if c.storage_bytes is not None:
-        stored = cost.int8_storage_bytes if c.storage_format == "int8" else cost.storage_bytes
+        if c.storage_is_tflite:
+            stored = tflm_cost(spec, int8=int8).model_bytes
+        else:
+            stored = cost.int8_storage_bytes if int8 else cost.storage_bytes
         out["storage"] = (stored, c.storage_bytes)
     if c.ram_bytes is not None:
         if c.ram_for == "infer":
-            ram = tflm_cost(spec, int8=c.storage_format == "int8").arena_bytes
+            ram = tflm_cost(spec, int8=int8).arena_bytes
         else:
             ram = cost.train_ram_bytes
         out["ram"] = (ram, c.ram_bytes)
@@ -281,6 +300,7 @@ def _ratio(used, limit):
 def _describe(name, used, limit, c):
     if name == "storage":
         what = "int8 storage" if c.storage_format == "int8" else "storage"
+        what = f"{c.storage_format} .tflite in flash" if c.storage_is_tflite else what
         return f"{format_bytes(used)} of {what}, the budget is {format_bytes(limit)}"
     if name == "ram" and c.ram_for == "infer":
         return (f"{format_bytes(used)} of TFLM arena ({c.storage_format}), the budget is "
@@ -333,13 +353,20 @@ def design(teacher_spec, constraints=None):
                if all(_ratio(u, lim) <= 1 for u, lim in uses[i].values())]
     if not fitting:
         _nothing_fits(uses, c)
-    i, cand, cost = min(fitting, key=lambda t: (-t[2].params, t[2].flops,
-                                                t[2].train_ram_bytes, t[0]))
+    def largest(options):
+        return min(options, key=lambda t: (-t[2].params, t[2].flops, t[2].train_ram_bytes, t[0]))
+    i, cand, cost = largest(fitting)
+    capped = c.max_teacher_fraction is not None and cost.params > c.max_teacher_fraction * teacher_params
+    if capped:
+        small = [t for t in fitting if t[2].params <= c.max_teacher_fraction * teacher_params]
+        i, cand, cost = largest(small) if small else min(fitting, key=lambda t: t[2].params)
     build_layers(cand.spec, where="designed student", allocate=False)   # it must be valid
     used = uses[i]
     tflm = tflm_cost(cand.spec, int8=c.storage_format == "int8")
     usage = {n: (_ratio(*used[n]) if n in used else None) for n in CONSTRAINT_NAMES}
-    if i == 0 or not used:
+    if capped:
+        binding = "size"   # the device would take a larger student; the cap decided
+    elif i == 0 or not used:
         binding = "none"   # the teacher-size student fits: no limit decided the size
     else:
         binding = max(used, key=lambda n: _ratio(*used[n]))

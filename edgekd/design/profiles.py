@@ -17,6 +17,13 @@ whenever you can; the designer only needs the order of magnitude right.
 `max_latency_s` is a default budget for one inference (a 10 Hz sensor loop), not a
 property of the hardware. `flash_bytes` is None for boards that boot from an SD card or
 eMMC, where storing a student's weights is effectively unbounded.
+
+A microcontroller's firmware takes its share first (FIRMWARE_FLASH for the image with TFLM
+and the protocol, FIRMWARE_RAM for stacks, frame buffers and TFLM's state). What is left is
+the one figure the designer, `export --profile` and the boards all use: `model_flash_bytes`
+for the deployed model, `model_ram_bytes` for training on the board, and `arena_bytes`, half
+of that, the tensor arena a board gives a model by default (the other half holds the layer
+trained on the board).
 """
 
 from dataclasses import dataclass
@@ -24,6 +31,8 @@ from dataclasses import dataclass
 from ..errors import EdgekdError
 
 KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
+FIRMWARE_FLASH = 512 * KiB   # the board firmware's image: TFLM, the protocol
+FIRMWARE_RAM = 48 * KiB      # its stacks, frame buffers and TFLM state
 
 
 @dataclass(frozen=True)
@@ -41,8 +50,26 @@ class Profile:
 
     @property
     def storage_bytes(self):
-        """The storage budget the designer uses by default: flash, or None (unbounded)."""
-        return self.flash_bytes
+        """The storage budget the designer uses by default: the model's flash, or None."""
+        return self.model_flash_bytes
+
+    @property
+    def model_flash_bytes(self):
+        """Flash left for a model: all of it on Linux boards (None: unbounded), flash minus
+        the firmware on a microcontroller."""
+        if self.flash_bytes is None or self.kind != "mcu":
+            return self.flash_bytes
+        return max(self.flash_bytes - FIRMWARE_FLASH, 0)
+
+    @property
+    def model_ram_bytes(self):
+        """RAM left for a model and its training: RAM minus the firmware's on a MCU."""
+        return max(self.ram_bytes - FIRMWARE_RAM, 0) if self.kind == "mcu" else self.ram_bytes
+
+    @property
+    def arena_bytes(self):
+        """The tensor arena a board gives a model by default: half of model_ram_bytes."""
+        return self.model_ram_bytes // 2
 
 
 def _profile(name, description, kind, ram, flash, clock_hz, cores, flop_per_cycle,

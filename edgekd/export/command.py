@@ -19,8 +19,20 @@ def calibration_x(name, samples, seed=0):
     return x
 
 
+def misfit_text(info, fit):
+    from ..design.units import format_bytes
+    parts = []
+    if not fit["model_fits_flash"]:
+        parts.append(f"the model is {format_bytes(info['model_bytes'])}, the board gives a "
+                     f"model {format_bytes(fit['model_flash_bytes'])} of flash")
+    if not fit["arena_fits_ram"]:
+        parts.append(f"its arena is {format_bytes(info['arena_bytes'])}, the board gives "
+                     f"{format_bytes(fit['model_arena_bytes'])}")
+    return f"does not fit {fit['profile']}: " + " and ".join(parts)
+
+
 def run_export(model_path, output, fmt="tflite", int8=False, calib=None, calib_samples=2000,
-               softmax=False, profile=None):
+               softmax=False, profile=None, allow_misfit=False):
     from ..design.profiles import get_profile
     from ..nn.io import load_model
     if fmt not in FORMATS:
@@ -36,7 +48,10 @@ def run_export(model_path, output, fmt="tflite", int8=False, calib=None, calib_s
     data, info = build_tflite(model, int8=int8, calib_x=calib_x, softmax=softmax)
     result = {**info, "format": fmt}
     if profile:
-        result["board"] = board_fit(info, model.spec, profile)
+        fit = result["board"] = board_fit(info, model.spec, profile)
+        if not fit["fits"] and not allow_misfit:
+            raise EdgekdError(misfit_text(info, fit) + "; nothing written (--allow-misfit "
+                                                       "writes it anyway)")
     if fmt == "c":
         result.update(write_c_array(data, output, info))
     else:

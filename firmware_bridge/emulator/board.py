@@ -8,16 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgekd.design.profiles import get_profile
+from edgekd.design.profiles import FIRMWARE_FLASH, FIRMWARE_RAM, get_profile
 from edgekd.errors import EdgekdError
 from edgekd.export.qmath import quantize as quantize_input
 
 from .. import messages as m
 from .tflm_model import ArenaTooSmall, TflmModel
-
-KiB = 1024
-FIRMWARE_RAM = 48 * KiB     # what the firmware itself takes: stacks, frame buffers, TFLM state
-FIRMWARE_FLASH = 512 * KiB  # the firmware image (TFLM, the protocol)
 
 
 class Refusal(Exception):
