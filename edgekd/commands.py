@@ -62,7 +62,6 @@ def train_student(spec, source, cfg, out, resume=False, on_epoch=None):
     if not resume and os.path.exists(os.path.join(out, CHECKPOINT)):
         raise EdgekdError(f"{out}: holds a run already; pass --resume to continue it "
                           f"or choose another --out")
-    os.makedirs(out, exist_ok=True)   # --out is the run's own folder, made on demand
     trainer = Trainer(model, source, cfg, out, on_epoch=on_epoch)
     if resume:
         trainer.resume()

@@ -50,7 +50,7 @@ def test_help_explains_every_command(cmd):
 
 
 def test_design_train_eval_round_trip(files, tmp_path):
-    d = as_json(edgekd("design", "--teacher", files / "teacher.npz", "--storage", "8KiB",
+    d = as_json(edgekd("design", "--teacher", files / "teacher.npz", "--storage", "8KiB", "--max-fraction", 1,
                        "--ram", "256KiB", "--speed", "50MFLOPS", "--max-latency", "1ms",
                        "-o", tmp_path / "s.json", "--json"))
     assert d["storage_bytes"] <= 8192 and d["binding"] in ("storage", "ram", "latency")

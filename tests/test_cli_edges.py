@@ -120,8 +120,6 @@ def test_oversized_specs_are_refused_before_memory_is_spent(files, tmp_path, nam
                              files / "teacher.npz", "--data", "digits", "--out", tmp_path / "run")
     one_line_error(p, *words)
     assert kib < BOUNDED_KIB
-    p, kib = edgekd_measured("design", "--teacher", tmp_path / "s.json", "--storage", "8KiB")
-    assert p.returncode != 0 and kib < BOUNDED_KIB
 
 
 def test_the_weight_limit_is_a_flag(files, tmp_path):
@@ -133,9 +131,6 @@ def test_the_weight_limit_is_a_flag(files, tmp_path):
 
 def test_deeply_nested_json_is_one_line(tmp_path):
     (tmp_path / "s.json").write_text("[" * 100_000 + "]" * 100_000)
-    p = edgekd("design", "--family", "mlp", "--input-shape", "64", "--classes", "10",
-               "--storage", "8KiB", "--teacher", tmp_path / "s.json", check=False)
-    assert p.returncode != 0 and "RecursionError" not in p.stderr
     p = edgekd("train", "--student", tmp_path / "s.json", "--teacher", tmp_path / "s.json",
                "--data", "digits", "--out", tmp_path / "run", check=False)
     one_line_error(p, "nested too deeply")
@@ -416,3 +411,16 @@ def test_a_profile_alone_sizes_a_student_not_the_teacher(big_teacher):
 def test_a_family_design_does_not_speak_of_a_teacher():
     p = edgekd("design", "--family", "mlp", "--data", "digits", "--storage", "8KiB")
     assert "teacher" not in p.stdout and "template" in p.stdout
+
+
+# -- 12: the report's plot on a short run -----------------------------------------------------
+def test_accuracy_ticks_read_differently_on_a_narrow_range():
+    from matplotlib.ticker import PercentFormatter
+
+    from edgekd.report import _percent_decimals
+    acc = [0.9412, 0.9427, 0.9431]
+    fmt = PercentFormatter(decimals=_percent_decimals(acc))
+    ticks = [94.1, 94.2, 94.3]
+    labels = [fmt.format_pct(t, 100) for t in ticks]
+    assert len(set(labels)) == len(labels), labels
+    assert _percent_decimals([0.5, 0.9]) == 0

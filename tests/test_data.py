@@ -126,6 +126,9 @@ def test_sensor_classes_differ():
 def test_round_trip(tmp_path):
     ds = load_dataset("digits")
     path = tmp_path / "sub" / "digits.npz"
+    with pytest.raises(EdgekdError, match="no such directory"):   # folders are not made
+        save_dataset(path, ds)
+    path.parent.mkdir()
     save_dataset(path, ds)
     back = load_dataset(str(path))
     assert back.name == str(path)

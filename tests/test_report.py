@@ -103,7 +103,7 @@ def test_cli_json(run):
 
 def test_cli_writes_the_png(run, tmp_path):
     pytest.importorskip("matplotlib")
-    png = tmp_path / "out" / "report.png"
+    png = tmp_path / "report.png"
     r = cli("report", run, "-o", png, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["plot"] == str(png)

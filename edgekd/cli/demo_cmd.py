@@ -39,14 +39,14 @@ def demo_text(r):
 class HostProcess:
     """`edgekd serve` in a child process on a free loopback port, stopped with SIGINT."""
 
-    def __init__(self, teacher_path, log_path):
-        self.teacher_path, self.log_path = teacher_path, log_path
+    def __init__(self, teacher_path, log_path, backend):
+        self.teacher_path, self.log_path, self.backend = teacher_path, log_path, backend
 
     def __enter__(self):
         self.log = open(self.log_path, "w", encoding="utf-8")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgekd", "serve", "--teacher", self.teacher_path,
-             "--data", "digits", "--bind", "127.0.0.1:0", "--json"],
+             "--data", "digits", "--bind", "127.0.0.1:0", "--json", "--backend", self.backend],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         try:
@@ -104,11 +104,14 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
     from ..design.units import parse_bytes
     from ..distill.config import TrainConfig
     from ..link.client import LinkSource
+    from ..kernels.backend import active
     from ..link.transport import dial_tcp
 
     data = load_dataset("digits")
     cache = cache_dir()
-    tpath = os.path.join(cache, f"teacher-digits-{spec_digest(TEACHER_SPEC, epochs=TEACHER_EPOCHS, seed=seed)}.npz")
+    # per backend: numpy and numba teachers differ in round-off, and so would the run after
+    digest = spec_digest(TEACHER_SPEC, epochs=TEACHER_EPOCHS, seed=seed, backend=active().name)
+    tpath = os.path.join(cache, f"teacher-digits-{digest}.npz")
     cached = os.path.exists(tpath)
     if not cached:
         with EpochBar(TEACHER_EPOCHS, "teacher", ["loss", "test_accuracy"]) as bar:
@@ -124,7 +127,7 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
         shutil.rmtree(out)  # the demo always starts over
     os.makedirs(out, exist_ok=True)
     cfg = TrainConfig(epochs=epochs, seed=seed)
-    with HostProcess(tpath, os.path.join(out, "host.log")) as host:
+    with HostProcess(tpath, os.path.join(out, "host.log"), active().name) as host:
         def dial():
             return dial_tcp(*host.address)
         source = LinkSource(dial, codec=cfg.codec, x_codec=cfg.x_codec, k=cfg.topk)

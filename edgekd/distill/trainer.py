@@ -139,6 +139,7 @@ class Trainer:
     def run(self):
         start = time.perf_counter()
         self.connect()
+        os.makedirs(self.out, exist_ok=True)   # the run's own folder, once the host answered
         self.train_s = 0.0
         self.samples = 0
         while self.stop_reason is None and self.epoch < self.cfg.epochs:
