@@ -415,6 +415,7 @@ def test_a_family_design_does_not_speak_of_a_teacher():
 
 # -- 12: the report's plot on a short run -----------------------------------------------------
 def test_accuracy_ticks_read_differently_on_a_narrow_range():
+    pytest.importorskip("matplotlib")
     from matplotlib.ticker import PercentFormatter
 
     from edgekd.report import _percent_decimals
