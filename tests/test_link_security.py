@@ -252,3 +252,290 @@ def test_cli_tls_init_serve_on_all_interfaces_and_a_pinned_device(cli_files, tmp
     finally:
         code, log = host.stop()
     assert code == 0 and "Traceback" not in log and "socket with TLS" in log
+
+
+# -- 2. tokens and brute force -----------------------------------------------------------------
+def test_weak_tokens_are_refused_unless_asked_for(teacher, digits):
+    from edgekd.link.tokens import token_bits
+    for weak in ("1234", "s3cret", "a" * 64, "password-password-password"):
+        with pytest.raises(EdgekdError, match="--weak-token"):
+            Server(teacher, digits, token=weak)
+    Server(teacher, digits, token="1234", weak_token=True).shutdown()
+    assert token_bits(TOKEN) >= 128 and token_bits("0123456789abcdef" * 2) >= 128
+
+
+def guess(address, auth):
+    """One brute-force try: 'refused' (the guess was checked), 'busy' (throttled), or None."""
+    sock = socket.create_connection(address, timeout=5)
+    try:
+        ftype, _, payload = read_one(sock)
+        if ftype == m.T.ERROR:
+            return "busy" if m.unpack_error(payload)[0] == m.ERR_BUSY else None
+        sock.sendall(hello(auth=auth))
+        ftype, _, payload = read_one(sock)
+        code, text = m.unpack_error(payload)
+        return "refused" if "authentication failed" in text else None
+    finally:
+        sock.close()
+
+
+def test_token_brute_force_is_throttled_per_address_and_the_device_still_gets_in(
+        teacher, digits, tmp_path):
+    base = 0.25
+    s = Running(teacher, digits, token=TOKEN, auth_backoff_s=base)
+    try:
+        seen = {"refused": 0, "busy": 0, None: 0}
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < 2.0:   # guess 4-digit tokens as fast as we can
+            seen[guess(s.address, m.hello_mac(f"{i:04d}", bytes(16)))] += 1
+            i += 1
+        elapsed = time.monotonic() - start
+        # k checked guesses cost base·(2^(k-1) - 1) s of waiting: a handful, not thousands
+        import math
+        assert 1 <= seen["refused"] <= math.log2(elapsed / base + 1) + 1
+        assert seen["busy"] >= 10 and seen[None] == 0
+        assert any("throttled for" in line for line in s.lines)
+        # the real device, same address, backs off through "busy" and gets in
+        cfg = cfg_for(epochs=1)
+        src = tcp_source(s.address, cfg, token=TOKEN, retries=12)
+        assert train_student(STUDENT, src, cfg, str(tmp_path / "ok"))["epochs_run"] == 1
+    finally:
+        s.close()
+
+
+# -- 3. admission ------------------------------------------------------------------------------
+class Hogs:
+    """`n` connections kept open by a thread: idle pre-auth sockets, re-opened when dropped,
+    or (wake=True) sessions that sent a valid HELLO and then only WAKE with no ids."""
+
+    def __init__(self, address, n, wake=False, period=0.3, reopen=True):
+        self.address, self.wake, self.period, self.reopen = address, wake, period, reopen
+        self.stopping = threading.Event()
+        self.opened = self.dropped = 0
+        self.socks = [self._open() for _ in range(n)]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _open(self):
+        sock = socket.create_connection(self.address, timeout=5)
+        self.opened += 1
+        if self.wake:
+            read_one(sock)
+            sock.sendall(hello())
+            read_one(sock)
+        sock.setblocking(False)
+        return sock
+
+    def _run(self):
+        while not self.stopping.is_set():
+            for j, sock in enumerate(self.socks):
+                if sock is None:
+                    continue
+                try:
+                    if self.wake:
+                        sock.sendall(m.frame(m.T.WAKE, m.pack_ids([])))
+                    if sock.recv(65536) == b"":
+                        raise ConnectionError
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self.dropped += 1
+                    sock.close()
+                    self.socks[j] = None
+                    if self.reopen and not self.stopping.is_set():
+                        try:
+                            self.socks[j] = self._open()
+                        except OSError:
+                            pass
+            time.sleep(self.period)
+
+    def close(self):
+        self.stopping.set()
+        for sock in self.socks:
+            if sock is not None:
+                sock.close()
+
+
+def run_devices(address, n, tmp_path, **kw):
+    """n devices training at once; their results (or exceptions)."""
+    cfg = cfg_for(epochs=2)
+    out = [None] * n
+
+    def one(j):
+        try:
+            out[j] = train_student(STUDENT, tcp_source(address, cfg, **kw), cfg, str(tmp_path / f"d{j}"))
+        except Exception as e:  # noqa: BLE001
+            out[j] = e
+    threads = [threading.Thread(target=one, args=(j,)) for j in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return out
+
+
+def test_idle_unauthenticated_sockets_cannot_lock_out_real_devices(teacher, digits, tmp_path):
+    s = Running(teacher, digits, token=TOKEN, max_devices=2, max_pending=16,
+                handshake_timeout_s=1.0)
+    hogs = Hogs(s.address, 8)
+    try:
+        results = run_devices(s.address, 3, tmp_path, token=TOKEN, retries=12)
+        assert all(isinstance(r, dict) and r["epochs_run"] == 2 for r in results), results
+        end = time.time() + 10   # and the handshake deadline closes them (they come back)
+        while hogs.dropped < 8 and time.time() < end:
+            time.sleep(0.1)
+        assert hogs.dropped >= 8
+    finally:
+        hogs.close()
+        s.close()
+
+
+def test_keepalives_without_progress_do_not_hold_slots(teacher, digits, tmp_path):
+    s = Running(teacher, digits, max_devices=4, idle_timeout_s=1.5)
+    hogs = Hogs(s.address, 4, wake=True, reopen=False)
+    try:
+        # every slot is held: the device is told "busy", backs off, and gets in once the
+        # no-progress rule has closed the hogs
+        results = run_devices(s.address, 1, tmp_path, retries=12)
+        assert isinstance(results[0], dict) and results[0]["epochs_run"] == 2, results
+        assert hogs.dropped == 4
+        assert len(s.wait_log(4, match="no training progress")) == 4
+        assert s.wait_log(1, match="busy:")
+    finally:
+        hogs.close()
+        s.close()
+
+
+# -- 4. bounded, identity-aware reconnect ------------------------------------------------------
+class OversizeHost:
+    """A hostile host: a proper CHALLENGE and WELCOME, then a frame header announcing 2 MiB,
+    on every connection (a device used to reconnect forever: the handshake reset its count)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = self.sock.getsockname()[:2]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                conn.sendall(m.frame(m.T.CHALLENGE, bytes(16)))
+                read_one(conn)
+                info = {"num_train": 1438, "num_val": 0, "num_test": 359, "features": 64,
+                        "classes": 10, "codec": "f32", "x_codec": "f32", "k": 4,
+                        "mode": "host-data", "test_split": True, "session": "ab" * 16,
+                        "max_frame": 1 << 20}
+                conn.sendall(m.frame(m.T.WELCOME, m.pack_json(info)))
+                conn.sendall(b"EK\x01\x05\x00\x00" + (2 << 20).to_bytes(4, "little"))
+                conn.recv(1 << 16)
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_reconnects_without_progress_are_bounded_even_when_handshakes_succeed(tmp_path):
+    host = OversizeHost()
+    try:
+        cfg = cfg_for(val_fraction=0.0, codec="f32", x_codec="f32")
+        with pytest.raises(EdgekdError, match="gave up after 3 connection attempts"):
+            train_student(STUDENT, tcp_source(host.address, cfg, retries=3), cfg, str(tmp_path / "r"))
+        assert host.connections == 4
+    finally:
+        host.close()
+
+
+class SilentDropProxy:
+    """Forwards, then after `cut` bytes towards the device closes only the device's side: the
+    host's socket stays open and quiet, so its session looks alive (a dead radio link)."""
+
+    def __init__(self, upstream, cut):
+        self.upstream, self.cut = upstream, cut
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = self.sock.getsockname()[:2]
+        self.kept, self.drops = [], 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        first = True
+        while True:
+            try:
+                down, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(up, down, self.cut if first else None),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(down, up, None), daemon=True).start()
+            first = False
+
+    def _pump(self, src, dst, cut):
+        sent = 0
+        try:
+            while True:
+                data = src.recv(4096)
+                if not data:
+                    break
+                if cut is not None and sent + len(data) >= cut:
+                    self.drops += 1
+                    self.kept.append(src)      # the host's end: open, never read again
+                    dst.shutdown(socket.SHUT_RDWR)
+                    return
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            if s not in self.kept:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+        for s in self.kept:
+            s.close()
+
+
+def test_reconnect_replaces_its_own_stale_session_when_the_host_is_full(teacher, digits, tmp_path):
+    s = Running(teacher, digits, max_devices=1, idle_timeout_s=60.0)
+    proxy = SilentDropProxy(s.address, cut=40_000)
+    try:
+        cfg = cfg_for(epochs=4)
+        clean = train_student(STUDENT, tcp_source(s.address, cfg), cfg, str(tmp_path / "clean"))
+        src = tcp_source(proxy.address, cfg, timeout=1.0, retries=4)
+        dropped = train_student(STUDENT, src, cfg, str(tmp_path / "dropped"))
+        assert proxy.drops == 1 and src.reconnects >= 1
+        assert dropped["weights_sha256"] == clean["weights_sha256"]
+        assert s.wait_log(1, match="replaces its own stale session")
+    finally:
+        proxy.close()
+        s.close()
+
+
+def test_the_first_connection_is_retried_until_the_host_is_up(teacher, digits, tmp_path):
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    cfg = cfg_for(epochs=1)
+    src = tcp_source(("127.0.0.1", port), cfg, retries=10)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=train_student(STUDENT, src, cfg, str(tmp_path / "r"))))
+    t.start()
+    time.sleep(0.5)   # the device is already knocking
+    srv = Server(teacher, digits, "127.0.0.1", port)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        t.join(60)
+        assert out["r"]["epochs_run"] == 1 and src.reconnects == 0
+    finally:
+        srv.shutdown()

@@ -139,6 +139,7 @@ class Server:
         peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
         ip = addr[0]
         pending, slot, t, channel = True, None, None, conn
+        replaced = threading.Event()
         started, outcome = time.monotonic(), None
         proto = None
         try:
@@ -162,6 +163,7 @@ class Server:
                 return
 
             def evict():  # from another thread: wake the stale session, let it close itself
+                replaced.set()
                 try:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
@@ -187,7 +189,7 @@ class Server:
                     raise EdgekdError(f"no training progress for {self.idle_timeout_s:g} s")
             outcome = f"stop: {proto.stats['stop']}"
         except LinkDown as e:
-            outcome = f"link lost: {e}"
+            outcome = "replaced by a reconnect of the same run" if replaced.is_set() else f"link lost: {e}"
         except AuthFailed as e:
             self.admission.failed(ip)
             self._refuse(t, e)
