@@ -252,6 +252,7 @@ def test_cli_tls_init_serve_on_all_interfaces_and_a_pinned_device(cli_files, tmp
     finally:
         code, log = host.stop()
     assert code == 0 and "Traceback" not in log and "socket with TLS" in log
+    assert "any local user" not in log   # a token host does not warn
 
 
 # -- 2. tokens and brute force -----------------------------------------------------------------
@@ -539,3 +540,200 @@ def test_the_first_connection_is_retried_until_the_host_is_up(teacher, digits, t
         assert out["r"]["epochs_run"] == 1 and src.reconnects == 0
     finally:
         srv.shutdown()
+
+
+# -- 5. negotiated frame caps ------------------------------------------------------------------
+def test_hellos_whose_batches_cannot_fit_the_device_are_refused_with_a_reason(server):
+    socks = []
+    for _ in range(8):   # 784-feature-sized asks used to make the host build 63 MB frames
+        sock = raw(server.address)
+        sock.sendall(hello(batch=65535))
+        code, text = error_then_closed(sock)
+        assert code == m.ERR_REFUSED and "frame cap of 1,048,576" in text and "--batch 3472" in text
+        socks.append(sock)
+    sock = raw(server.address)
+    sock.sendall(hello(batch=32, max_frame=4096))
+    code, text = error_then_closed(sock)
+    assert "--batch 13 or less" in text
+    for s_ in socks + [sock]:
+        s_.close()
+
+
+def test_a_small_device_cap_is_honoured_by_the_host(server, tmp_path):
+    cfg = cfg_for(epochs=2, batch=13, codec="f32", x_codec="f32")   # 13 x 302 + 16 <= 4096
+    src = tcp_source(server.address, cfg, max_payload=4096)
+    res = train_student(STUDENT, src, cfg, str(tmp_path / "r"))
+    assert res["epochs_run"] == 2 and src.reconnects == 0
+    big = tcp_source(server.address, cfg_for(batch=14, codec="f32", x_codec="f32"), max_payload=4096)
+    with pytest.raises(HostRefused, match="--batch 13 or less"):
+        train_student(STUDENT, big, cfg_for(batch=14, codec="f32", x_codec="f32"), str(tmp_path / "b"))
+
+
+def test_device_data_queries_must_fit_the_hosts_cap(teacher, digits, tmp_path):
+    s = Running(teacher, digits, max_payload=8192)
+    try:
+        cfg = cfg_for(epochs=1, batch=64, codec="f32", x_codec="f32")
+        src = tcp_source(s.address, cfg, DeviceDataSource, data=digits)
+        with pytest.raises(HostRefused, match="over the host's frame cap of 8,192"):
+            train_student(STUDENT, src, cfg, str(tmp_path / "r"))
+        cfg = cfg_for(epochs=1, batch=31, codec="f32", x_codec="f32")   # 4 + 31·260 <= 8192
+        src = tcp_source(s.address, cfg, DeviceDataSource, data=digits)
+        assert train_student(STUDENT, src, cfg, str(tmp_path / "ok"))["epochs_run"] == 1
+    finally:
+        s.close()
+
+
+# -- 6. the fd limit ---------------------------------------------------------------------------
+FD_SERVER = """
+import json, resource, sys
+from edgekd.data import load_dataset
+from edgekd.link.limits import open_fds
+from edgekd.link.server import Server
+from linkutil import StubTeacher
+srv = Server(StubTeacher(), load_dataset("digits"), max_devices=4, max_pending=64,
+             log=lambda line: print(line, file=sys.stderr, flush=True))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 6, hard))
+print(json.dumps({"port": srv.address[1]}), flush=True)
+srv.serve_forever()
+"""
+
+
+def test_accept_at_the_fd_limit_backs_off_and_keeps_serving(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from test_cli import ENV
+    here = os.path.dirname(__file__)
+    proc = subprocess.Popen([sys.executable, "-c", FD_SERVER], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**ENV, "PYTHONPATH": here + os.pathsep + ENV.get("PYTHONPATH", "")})
+    try:
+        port = json.loads(proc.stdout.readline())["port"]
+        err = []
+        threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+        flood = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
+        end = time.time() + 15
+        while not any("backing off" in line for line in err) and time.time() < end:
+            time.sleep(0.05)
+        assert any("Too many open files" in line and "backing off" in line for line in err)
+        for sock in flood:
+            sock.close()
+        assert proc.poll() is None   # still serving
+        cfg = cfg_for(epochs=1)
+        res = train_student(STUDENT, tcp_source(("127.0.0.1", port), cfg, retries=12), cfg,
+                            str(tmp_path / "r"))
+        assert res["epochs_run"] == 1
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_serve_raises_its_soft_fd_limit_or_clamps_max_devices(cli_files):
+    import resource
+
+    def limit(soft, hard):
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    common = ("--teacher", cli_files / "teacher.npz", "--data", "digits", "--max-devices", 2000)
+    raised = ServeProc(*common, preexec=limit(256, max(hard, 4096)) if hard >= 4096 else limit(256, hard))
+    clamped = ServeProc(*common, preexec=limit(128, 128))
+    try:
+        assert clamped.wait_err("cannot hold 2000 devices; serving at most")
+        with open(f"/proc/{raised.proc.pid}/limits") as f:
+            soft = int(next(line for line in f if line.startswith("Max open files")).split()[3])
+        assert soft >= 2000 or raised.wait_err("cannot hold 2000 devices")
+    finally:
+        raised.stop()
+        clamped.stop()
+
+
+# -- 7. what a local user can read -------------------------------------------------------------
+def test_no_test_split_keeps_it_on_the_host(teacher, digits, tmp_path):
+    s = Running(teacher, digits, test_split=False)
+    try:
+        sock = raw(s.address)
+        sock.sendall(hello())
+        assert read_one(sock)[0] == m.T.WELCOME
+        sock.sendall(m.frame(m.T.FETCH, m.pack_fetch(m.SPLIT_TEST, 0)))
+        code, text = error_then_closed(sock)
+        assert code == m.ERR_REFUSED and "--no-test-split" in text
+        sock.close()
+        cfg = cfg_for(epochs=2)
+        src = tcp_source(s.address, cfg)
+        res = train_student(STUDENT, src, cfg, str(tmp_path / "r"))
+        assert res["test_accuracy"] is None and res["bytes_eval"] == 0 and res["epochs_run"] == 2
+    finally:
+        s.close()
+
+
+def test_ipv6_loopback_is_loopback(teacher, digits, tmp_path):
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    srv = Server(teacher, digits, "::1", 0)   # refused as "not loopback" before
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        cfg = cfg_for(epochs=1)
+        res = train_student(STUDENT, tcp_source(srv.address, cfg), cfg, str(tmp_path / "r"))
+        assert res["epochs_run"] == 1 and srv.address[0] == "::1"
+    finally:
+        srv.shutdown()
+
+
+def test_serve_says_who_can_read_the_data(cli_files, tmp_path):
+    from test_cli import as_json, edgekd
+    host = ServeProc("--teacher", cli_files / "teacher.npz", "--data", "digits", "--no-test-split",
+                     bind="[::1]:0" if socket.has_ipv6 else "127.0.0.1:0")
+    try:
+        assert host.wait_err("any local user can connect and read the training data")
+        if socket.has_ipv6:
+            host.connect = f"[::1]:{host.port}"
+        r = as_json(edgekd("train", "--student", cli_files / "student.json", "--epochs", 1,
+                           "--json", "--connect", host.connect, "--out", tmp_path / "r"))
+        assert r["test_accuracy"] is None
+        human = edgekd("train", "--student", cli_files / "student.json", "--epochs", 1,
+                       "--connect", host.connect, "--out", tmp_path / "h").stdout
+        assert "test accuracy n/a" in human
+    finally:
+        host.stop()
+
+
+# -- 8. terminal hygiene -----------------------------------------------------------------------
+ANSI = "\x1b[2J\x1b[31mpwned\x07\u202e"
+
+
+def test_network_text_reaches_the_operator_escaped(cli_files, tmp_path):
+    from test_cli import edgekd
+    host = ServeProc("--teacher", cli_files / "teacher.npz", "--data", "digits")
+    try:
+        addr = ("127.0.0.1", host.port)
+        sock = raw(addr)
+        sock.sendall(hello(codec=ANSI))
+        error_then_closed(sock)
+        sock = raw(addr)
+        sock.sendall(hello())
+        read_one(sock)
+        sock.sendall(m.frame(m.T.STOP, ANSI.encode()))
+        assert read_one(sock)[0] == m.T.BYE
+        assert host.wait_err("pwned", timeout=10)
+        time.sleep(0.3)
+    finally:
+        _, log = host.stop()
+    assert "\x1b" not in log and "\x07" not in log and "\u202e" not in log
+    assert log.count("\\x1b[31mpwned\\x07\\u202e") == 2
+    # and a hostile host's ERROR text on the device's terminal
+    fake = socket.create_server(("127.0.0.1", 0))
+
+    def answer():
+        conn, _ = fake.accept()
+        conn.sendall(m.frame(m.T.ERROR, m.pack_error(m.ERR_REFUSED, ANSI)))
+        time.sleep(0.5)
+        conn.close()
+    threading.Thread(target=answer, daemon=True).start()
+    p = edgekd("train", "--student", cli_files / "student.json", "--connect",
+               f"127.0.0.1:{fake.getsockname()[1]}", "--out", tmp_path / "r", check=False)
+    fake.close()
+    assert p.returncode == 1 and "pwned" in p.stderr and "\x1b" not in p.stderr
