@@ -737,3 +737,83 @@ def test_network_text_reaches_the_operator_escaped(cli_files, tmp_path):
                f"127.0.0.1:{fake.getsockname()[1]}", "--out", tmp_path / "r", check=False)
     fake.close()
     assert p.returncode == 1 and "pwned" in p.stderr and "\x1b" not in p.stderr
+
+
+class CountingTeacher:
+    """The stub teacher, counting the samples it was asked about."""
+    num_classes, input_shape = 10, (64,)
+
+    def __init__(self):
+        from linkutil import StubTeacher
+        self.inner, self.asked = StubTeacher(), 0
+
+    def logits(self, x):
+        self.asked += len(x)
+        return self.inner.logits(x)
+
+
+def test_the_host_builds_one_frame_at_a_time(digits):
+    from edgekd.link.host_protocol import HostProtocol
+    teacher = CountingTeacher()
+    proto = HostProtocol(teacher, digits, None)
+    list(proto.handle(m.T.HELLO, 0, m.pack_json(
+        {"proto": 2, "input_shape": [64], "num_classes": 10, "seed": 0, "batch": 8,
+         "val_fraction": 0.0, "codec": "f32", "x_codec": "f32", "max_frame": 1 << 20})))
+    frames = iter(proto.handle(m.T.EPOCH, 0, m.pack_epoch(0, 0, 64)))
+    next(frames)
+    assert teacher.asked == 8          # one batch built, not the window's 64
+    frames = iter(proto.handle(m.T.FETCH, 0, m.pack_fetch(m.SPLIT_TEST, 0)))
+    next(frames)
+    assert teacher.asked == 8          # the test split costs no teacher call, one frame built
+
+
+def _rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def _cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_sessions_that_never_read_hold_one_frame_each_not_a_window(tmp_path):
+    """8 sessions ask for 1 MiB frames, 64 in flight, and never read: the host used to build
+    every frame of the window up front (hundreds of MB); now each session waits with one."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    n, f = 12_000, 784
+    x = (rng.integers(0, 256, (n, f)) / 255).astype(np.float32)
+    np.savez(tmp_path / "big.npz", x_train=x, y_train=rng.integers(0, 10, n),
+             x_test=x[:100], y_test=rng.integers(0, 10, 100))
+    np.save(tmp_path / "logits.npy", rng.standard_normal((n, 10)).astype(np.float32))
+    host = ServeProc("--teacher", tmp_path / "logits.npy", "--data", tmp_path / "big.npz",
+                     "--idle-timeout", 60)
+    socks = []
+    try:
+        pid = host.proc.pid
+        before = _rss_mib(pid)
+        batch = ((1 << 20) - 16) // (6 + 4 * f + 40)   # the largest batch a 1 MiB frame holds
+        for _ in range(8):
+            sock = raw(("127.0.0.1", host.port))
+            sock.sendall(hello(input_shape=[f], batch=batch, val_fraction=0.0))
+            assert read_one(sock)[0] == m.T.WELCOME
+            sock.sendall(m.frame(m.T.EPOCH, m.pack_epoch(0, 0, 64)))
+            socks.append(sock)
+        # wait until the host has done all it will do (its CPU time stops moving)
+        last, end = -1, time.time() + 60
+        while time.time() < end:
+            ticks = _cpu_ticks(pid)
+            if ticks == last:
+                break
+            last = ticks
+            time.sleep(0.5)
+        grown = _rss_mib(pid) - before
+        print(f"RSS {before:.0f} MiB -> {before + grown:.0f} MiB")
+        assert grown < 120, f"RSS grew {grown:.0f} MiB for 8 stalled sessions"
+        assert host.proc.poll() is None
+    finally:
+        for sock in socks:
+            sock.close()
+        host.stop()
