@@ -817,3 +817,26 @@ def test_sessions_that_never_read_hold_one_frame_each_not_a_window(tmp_path):
         for sock in socks:
             sock.close()
         host.stop()
+
+
+def test_a_welcome_too_big_for_the_device_is_refused_not_sent():
+    import numpy as np
+
+    from edgekd.data.datasets import Dataset
+    from edgekd.link.codecs import affine8_params
+    from edgekd.link.frames import ProtocolError
+    from edgekd.link.host_protocol import HostProtocol
+    rng = np.random.default_rng(1)
+    x = rng.random((40, 784)).astype(np.float32)
+    data = Dataset("wide", x, rng.integers(0, 10, 40), x[:4], rng.integers(0, 10, 4), 10)
+
+    class Wide:
+        num_classes, input_shape = 10, (784,)
+
+        def logits(self, xs):
+            return np.zeros((len(xs), 10), np.float32)
+    body = {"proto": 2, "input_shape": [784], "num_classes": 10, "seed": 0, "batch": 1,
+            "val_fraction": 0.0, "codec": "f32", "x_codec": "u8", "max_frame": 4096}
+    proto = HostProtocol(Wide(), data, affine8_params(x))
+    with pytest.raises(ProtocolError, match="WELCOME would be 6,.* bytes, over the device's frame cap of 4,096"):
+        list(proto.handle(m.T.HELLO, 0, m.pack_json(body)))

@@ -136,9 +136,14 @@ class HostProtocol:
 
     def _welcome(self, info, extra=b""):
         """Admission happens here, after every check: WELCOME carries the session token."""
+        info["session"] = "0" * (2 * m.SESSION_BYTES)
+        info["max_frame"] = self.max_payload
+        size = len(m.pack_json(info, extra))
+        if size > self.device_cap:
+            raise ProtocolError(f"HELLO: the WELCOME would be {size:,} bytes, over the device's "
+                                f"frame cap of {self.device_cap:,} (use another --x-codec)")
         slot = self.admit(self.hello.get("replaces")) if self.admit else None
         info["session"] = slot.token if slot else os.urandom(m.SESSION_BYTES).hex()
-        info["max_frame"] = self.max_payload
         self.slot = slot
         self._progress()
         return m.frame(m.T.WELCOME, m.pack_json(info, extra))
