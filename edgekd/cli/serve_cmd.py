@@ -33,7 +33,8 @@ from .train_cmd import DATA_HELP, parse_hostport
 @click.option("--no-test-split", "no_test_split", is_flag=True,
               help="Keep the test split (with its labels) on the host: devices report no test accuracy.")
 @click.option("--max-devices", default=8, show_default=True, type=click.IntRange(1),
-              help="Devices served at once; more are refused with an error.")
+              help="Authenticated devices served at once; more are told the host is busy "
+                   "(they back off and retry).")
 @click.option("--idle-timeout", default=60.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds a device may stay silent, stop reading, or make no training "
                    "progress (whatever else it sends) before it is dropped.")

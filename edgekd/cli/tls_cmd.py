@@ -52,7 +52,9 @@ def tls_fingerprint(cert_path, as_json):
 @tls.command("token")
 @json_option
 def tls_token(as_json):
-    """Print a fresh random token (256 bits) for --token / EDGEKD_TOKEN."""
-    from ..link.tokens import new_token, token_bits
+    """Print a fresh random token (256 random bits) for --token / EDGEKD_TOKEN. --json also
+    gives the host's entropy estimate for it (what the 128-bit check uses)."""
+    from ..link.tokens import TOKEN_BYTES, new_token, token_bits
     t = new_token()
-    emit({"token": t, "bits": round(token_bits(t))}, as_json, lambda r: r["token"])
+    emit({"token": t, "random_bits": 8 * TOKEN_BYTES, "estimated_bits": round(token_bits(t))},
+         as_json, lambda r: r["token"])

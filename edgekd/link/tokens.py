@@ -13,6 +13,7 @@ import secrets
 from ..errors import EdgekdError
 
 MIN_TOKEN_BITS = 128
+TOKEN_BYTES = 32
 
 
 def token_bits(token):
@@ -45,4 +46,4 @@ def check_token(token, weak_ok=False):
 
 def new_token():
     """256 random bits, URL-safe text (43 characters)."""
-    return secrets.token_urlsafe(32)
+    return secrets.token_urlsafe(TOKEN_BYTES)
