@@ -33,3 +33,7 @@ class StubTeacher:
 
     def logits(self, x):
         return np.asarray(x, np.float32).reshape(len(x), -1) @ self.w
+
+
+# a strong shared token (the host refuses tokens under 128 bits unless --weak-token)
+TOKEN = "k7Rw2pQz9XvB4mNc8LsT1hYd6FgJ3aUe5WqZ0rVbKx"

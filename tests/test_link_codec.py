@@ -3,6 +3,7 @@ claims, and the byte layouts that docs/protocol.md documents (checked byte for b
 
 import json
 import struct
+import unicodedata
 import zlib
 
 import numpy as np
@@ -139,9 +140,14 @@ def test_bitmap_round_trip_lsb_first(mask):
 
 
 @FAST
-@given(st.sampled_from([m.ERR_LINK, m.ERR_REFUSED]), st.text(max_size=300))
+@given(st.sampled_from([m.ERR_LINK, m.ERR_REFUSED, m.ERR_BUSY]), st.text(max_size=300))
 def test_error_round_trip(code, text):
-    assert m.unpack_error(m.pack_error(code, text)) == (code, " ".join(text.split())[:1000])
+    got_code, got = m.unpack_error(m.pack_error(code, text))
+    assert got_code == code and got == m.escape_text(text)[:1000]
+    # what reaches a terminal has no control or format characters left
+    assert not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in got)
+    if all(" " <= c < "\x7f" for c in text):
+        assert got == " ".join(text.split())[:1000]
 
 
 def test_error_without_a_code_reads_as_refusal_and_text_is_bounded():
@@ -406,7 +412,7 @@ def test_protocol_doc_layouts():
     assert [t.name for t in m.T] == ["CHALLENGE", "HELLO", "WELCOME", "EPOCH", "BATCH", "EPOCH_END",
                                      "ACK", "HALT", "WAKE", "FETCH", "QUERY", "SOFT", "STOP",
                                      "ERROR", "BYE"]
-    assert m.NONCE_BYTES == 16 and m.FETCH_EPOCH == 0xFFFFFFFF and m.PROTO == 1
+    assert m.NONCE_BYTES == 16 and m.FETCH_EPOCH == 0xFFFFFFFF and m.PROTO == 2
     assert (m.SPLIT_TRAIN, m.SPLIT_VAL, m.SPLIT_TEST, m.ERR_LINK, m.ERR_REFUSED) == (0, 1, 2, 1, 2)
     # JSON messages: u32 length, compact JSON, tail
     body = json.dumps({"a": [1, 2]}, separators=(",", ":")).encode()
@@ -503,10 +509,13 @@ def test_conversation_matches_the_doc_and_bytes_count_every_frame():
     # HELLO / WELCOME keys as documented
     hello, tail = m.unpack_json(decode_frame(log[1][2])[2], "HELLO")
     assert set(hello) == {"proto", "input_shape", "num_classes", "seed", "batch", "val_fraction",
-                          "codec", "x_codec", "k", "mode", "auth"} and tail == b""
+                          "codec", "x_codec", "k", "mode", "auth", "max_frame", "replaces"} \
+        and tail == b""
+    assert hello["proto"] == 2 and hello["max_frame"] == 1 << 20 and hello["replaces"] is None
     welcome, tail = m.unpack_json(decode_frame(log[2][2])[2], "WELCOME")
     assert set(welcome) == {"num_train", "num_val", "num_test", "features", "classes", "codec",
-                            "x_codec", "k", "mode"}
+                            "x_codec", "k", "mode", "test_split", "session", "max_frame"}
+    assert len(bytes.fromhex(welcome["session"])) == m.SESSION_BYTES and welcome["test_split"]
     lo, step = affine8_params(DIGITS.x_train)
     assert tail == lo.astype("<f4").tobytes() + step.astype("<f4").tobytes()
     # every byte the link carried is counted once: training + eval

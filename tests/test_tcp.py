@@ -21,6 +21,7 @@ from edgekd.link.frames import HEADER, decode_frame, encode_frame
 from edgekd.link.local import LocalSource
 from edgekd.link.server import Server
 from edgekd.link.transport import dial_tcp
+from linkutil import TOKEN
 
 STUDENT = {"input_shape": [64], "num_classes": 10,
            "layers": [{"type": "dense", "units": 16, "activation": "relu"},
@@ -37,11 +38,15 @@ class Running:
         self.thread.start()
         self.address = self.srv.address
 
-    def wait_log(self, n, timeout=10):
+    def wait_log(self, n, timeout=10, match=" B down"):
+        """The first n log lines containing `match` (session summaries by default)."""
         end = time.time() + timeout
-        while len(self.lines) < n and time.time() < end:
+        while time.time() < end:
+            got = [line for line in self.lines if match in line]
+            if len(got) >= n:
+                return got
             time.sleep(0.02)
-        return self.lines
+        return [line for line in self.lines if match in line]
 
     def close(self):
         self.srv.shutdown()
@@ -114,23 +119,25 @@ def test_device_data_mode_uploads_once_and_halting_stops_queries(server, teacher
 
 
 def test_wrong_token_is_refused_and_the_server_carries_on(teacher, digits, tmp_path):
-    s = Running(teacher, digits, token="s3cret")
+    s = Running(teacher, digits, token=TOKEN, auth_backoff_s=0.05)
     try:
         cfg = cfg_for(epochs=1)
         for token in ("wrong", None):
             with pytest.raises(HostRefused, match="authentication failed"):
                 train_student(STUDENT, tcp_source(s.address, cfg, token=token), cfg,
                               str(tmp_path / f"r{token}"))
-        ok = train_student(STUDENT, tcp_source(s.address, cfg, token="s3cret"), cfg,
+        ok = train_student(STUDENT, tcp_source(s.address, cfg, token=TOKEN), cfg,
                            str(tmp_path / "ok"))
         assert ok["epochs_run"] == 1
     finally:
         s.close()
 
 
-def test_non_loopback_bind_needs_a_token(teacher, digits):
-    with pytest.raises(EdgekdError, match="--token"):
+def test_non_loopback_bind_needs_tls_and_a_token(teacher, digits):
+    with pytest.raises(EdgekdError, match="without TLS and a token"):
         Server(teacher, digits, "0.0.0.0", 0)
+    with pytest.raises(EdgekdError, match="without TLS and a token"):
+        Server(teacher, digits, "0.0.0.0", 0, token=TOKEN)
 
 
 def raw(address):
@@ -165,7 +172,7 @@ def error_then_closed(sock):
 
 
 def hello(**over):
-    body = {"proto": 1, "input_shape": [64], "num_classes": 10, "seed": 0, "batch": 32,
+    body = {"proto": 2, "input_shape": [64], "num_classes": 10, "seed": 0, "batch": 32, "max_frame": 1 << 20,
             "val_fraction": 0.1, "codec": "f32", "x_codec": "f32", "k": 4}
     body.update(over)
     return m.frame(m.T.HELLO, m.pack_json(body))
@@ -238,15 +245,18 @@ def test_teacher_nan_ends_the_session_with_one_line_on_both_sides(digits, tmp_pa
         s.close()
 
 
-def test_max_devices_refuses_the_extra_one(teacher, digits):
+def test_max_devices_counts_only_authenticated_sessions_and_says_busy(teacher, digits):
     s = Running(teacher, digits, max_devices=1)
     try:
+        idle = [raw(s.address) for _ in range(3)]     # unauthenticated: they take no slot
         first = raw(s.address)
-        time.sleep(0.1)
-        second = socket.create_connection(s.address, timeout=5)
-        ftype, _, payload = read_one(second)
-        assert ftype == m.T.ERROR and "maximum of 1" in m.unpack_error(payload)[1]
-        first.close()
-        second.close()
+        first.sendall(hello())
+        assert read_one(first)[0] == m.T.WELCOME
+        second = raw(s.address)
+        second.sendall(hello())
+        code, text = error_then_closed(second)
+        assert code == m.ERR_BUSY and "maximum of 1" in text
+        for sock in idle + [first, second]:
+            sock.close()
     finally:
         s.close()

@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     export_cmd,
     report_cmd,
     serve_cmd,
+    tls_cmd,
     train_cmd,
 )
 from .base import main

@@ -150,7 +150,8 @@ def saved_text(link, run, planned, epochs_run, epochs_planned):
 
 def summary_text(r):
     link = r["bytes_down"] + r["bytes_up"]
-    return (f"test accuracy {r['test_accuracy']:.4f} after {r['epochs_run']} epochs "
+    acc = "n/a (the host keeps its test split)" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
+    return (f"test accuracy {acc} after {r['epochs_run']} epochs "
             f"({r['stop_reason']})\n"
             f"link: {saved_text(link, r['bytes_naive_run'], r['bytes_naive_planned'], r['epochs_run'], r['epochs_planned'])}; "
             f"settled {r['settled_fraction']:.1%}\n"
@@ -170,10 +171,16 @@ def link_options(f):
         click.option("--connect", metavar="HOST:PORT",
                      help="Stream from an `edgekd serve` host (this process is the device)."),
         click.option("--token", envvar="EDGEKD_TOKEN", help="Shared secret (or EDGEKD_TOKEN)."),
+        click.option("--tls-fingerprint", metavar="SHA256",
+                     help="Talk TLS and accept only the host certificate with this SHA-256 "
+                          "fingerprint (`edgekd tls init` prints it)."),
+        click.option("--tls-ca", type=click.Path(dir_okay=False),
+                     help="Talk TLS and verify the host against this CA file (and its name)."),
         click.option("--window", default=4, show_default=True, type=click.IntRange(1, 64),
                      help="Batches the host may send ahead of the device's acknowledgements."),
         click.option("--retries", default=8, show_default=True, type=click.IntRange(0),
-                     help="Reconnect attempts (exponential backoff) after the link drops."),
+                     help="Connection attempts in a row without training progress (exponential "
+                          "backoff) before giving up: a host not up yet, drops, a busy host."),
         click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
                      help="Seconds without a byte from the host before the link counts as lost."),
         click.option("--cache-budget", default="1MiB", show_default=True, type=BYTES,
@@ -223,9 +230,13 @@ def _make_source(link, teacher_path, data, spec):
     host, port = parse_hostport(link["connect"])
     opts = {"token": link["token"], "window": link["window"], "retries": link["retries"],
             "log": lambda msg: click.echo(f"edgekd: {msg}", err=True)}
+    tls = None
+    if link["tls_ca"] or link["tls_fingerprint"]:
+        from ..link.tls import ClientTls
+        tls = ClientTls(link["tls_ca"], link["tls_fingerprint"])
 
     def dial():
-        return dial_tcp(host, port, link["timeout"])
+        return dial_tcp(host, port, link["timeout"], tls)
 
     if data:
         from ..link.device_data import DeviceDataSource
@@ -264,7 +275,7 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
     """
     from ..commands import train_student
     link = {k: kw.pop(k) for k in ("connect", "token", "window", "retries", "timeout",
-                                   "cache_budget", "fetch_once")}
+                                   "cache_budget", "fetch_once", "tls_ca", "tls_fingerprint")}
     cfg = make_config(kw)
     spec = load_spec_file(student_path)
     if resume:

@@ -39,8 +39,9 @@ class Welcome:
 
 
 class SoftLabelSource:
-    """bytes_down / bytes_up count training traffic; bytes_eval counts the test split."""
-    bytes_down = bytes_up = bytes_eval = 0
+    """bytes_down / bytes_up count training traffic; bytes_eval counts the test split (frame
+    bytes, comparable across links); bytes_wire is what the socket carried, TLS included."""
+    bytes_down = bytes_up = bytes_eval = bytes_wire = 0
 
     def open(self, hello):
         """Handshake; returns a Welcome. On resume, `hello.halted` restores the halted set."""

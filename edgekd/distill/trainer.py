@@ -134,7 +134,8 @@ class Trainer:
         s = self.source
         return {"bytes_down": self.base["bytes_down"] + s.bytes_down,
                 "bytes_up": self.base["bytes_up"] + s.bytes_up,
-                "bytes_eval": self.base["bytes_eval"] + s.bytes_eval}
+                "bytes_eval": self.base["bytes_eval"] + s.bytes_eval,
+                "bytes_wire": self.base.get("bytes_wire", 0) + s.bytes_wire}
 
     def run(self):
         start = time.perf_counter()
@@ -194,7 +195,7 @@ class Trainer:
         signal = val.get(cfg.val_metric)
         self.best.offer(None if signal is None else self.halter.sign * signal, self.epoch + 1,
                         self.model)
-        test_acc = accuracy(self.model, self.testset.x, self.testset.y)
+        test_acc = self.test_accuracy()
         if stop is None:
             stop = self.halter.after_epoch(settled_frac, signal)
         link = self.totals()
@@ -212,6 +213,11 @@ class Trainer:
     def naive(self, epochs):
         """What streaming every training sample as float32 for `epochs` epochs would cost."""
         return self.source.naive_bytes(epochs, self.num_train_only, self.cfg.batch)
+
+    def test_accuracy(self):
+        """None when the host keeps its test split (serve --no-test-split)."""
+        t = self.testset
+        return accuracy(self.model, t.x, t.y) if len(t.y) else None
 
     def settled_fraction(self):
         return float(self.tracker.settled.sum()) / max(self.num_train_only, 1)
@@ -246,13 +252,13 @@ class Trainer:
                   "samples": self.base["samples"] + self.samples,
                   **self.totals()}  # bytes up to now: STOP and its answer included
         best_epoch = self.best.restore(self.model)
-        test_acc = accuracy(self.model, self.testset.x, self.testset.y)
+        test_acc = self.test_accuracy()
         summary = {
             "test_accuracy": test_acc, "epochs_run": self.epoch,
             "epochs_planned": self.cfg.epochs, "stop_reason": reason,
             "weights_from_epoch": best_epoch or self.epoch,
             "bytes_down": totals["bytes_down"], "bytes_up": totals["bytes_up"],
-            "bytes_eval": totals["bytes_eval"],
+            "bytes_eval": totals["bytes_eval"], "bytes_wire": totals["bytes_wire"],
             "bytes_naive_run": self.naive(self.epoch),
             "bytes_naive_planned": self.naive(self.cfg.epochs),
             "settled_fraction": self.settled_fraction(),

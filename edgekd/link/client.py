@@ -4,6 +4,10 @@ halting reports, and transparent reconnect-and-resume after a dropped or damaged
 The device is the authority on its own progress: on reconnect it tells the host the halted
 set (now, and as it was when the epoch began) and the cursor it has trained through, and the
 host replays the epoch from there in the same order. Weights end up as if nothing happened.
+
+Reconnecting is bounded by `retries` link failures in a row *without progress* (a trained
+batch, a fetched batch, an answered query), however often the handshake itself succeeds; the
+first connection is retried the same way, and so is a host that answers "busy".
 """
 
 import time
@@ -14,8 +18,8 @@ from ..distill.source import Batch, SoftLabelSource, Welcome
 from ..errors import EdgekdError
 from . import messages as m
 from .codecs import soft_codec, x_codec
-from .frames import ProtocolError
-from .transport import LinkDown
+from .frames import DEFAULT_MAX_PAYLOAD, ProtocolError
+from .transport import HostBusy, LinkDown
 
 
 class HostRefused(EdgekdError):
@@ -31,14 +35,20 @@ class LinkSource(SoftLabelSource):
     peer = "host"      # who refusals are attributed to (None: the host is this process)
 
     def __init__(self, dial, codec="f32", x_codec="f32", k=4, token=None, window=4,
-                 retries=8, backoff_s=0.1, log=None):
+                 retries=8, backoff_s=0.1, log=None, max_payload=DEFAULT_MAX_PAYLOAD,
+                 max_backoff_s=10.0):
         self.dial = dial
         self.codec, self.x_codec, self.k, self.token = codec, x_codec, k, token
         self.window, self.retries, self.backoff_s = window, retries, backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_payload = max_payload
         self.log = log or (lambda msg: None)
         self.t = None
         self.bytes_down = self.bytes_up = self.bytes_eval = 0
+        self.bytes_wire = 0          # what the socket carried, TLS included, all traffic
         self.reconnects = 0
+        self.strikes = 0             # link failures since the last progress
+        self.session_token = None    # from WELCOME: proves a reconnect is this run
         self.epoch_no, self.cursor = -1, 0
         self.hello = None
         self.halted = None
@@ -52,7 +62,7 @@ class LinkSource(SoftLabelSource):
             self.halted = np.zeros(hello.num_train, bool)
             self.halted[np.asarray(hello.halted, np.int64)] = True
             self.start_halted = self.halted.copy()
-        self._connect()
+        self._connect_retrying("first connection")
         if self.halted is None:
             self.halted = np.zeros(self.info["num_train"], bool)
             self.start_halted = self.halted.copy()
@@ -62,14 +72,22 @@ class LinkSource(SoftLabelSource):
     def _connect(self):
         """Dial, authenticate, handshake. On reconnect, the HELLO carries the resume state."""
         self.t = self.dial()
+        self.t.max_payload = self.max_payload
         try:
-            ftype, _, nonce = self.t.recv()
+            try:
+                ftype, _, nonce = self.t.recv()
+            except LinkDown as e:
+                if self.t.received or hasattr(self.t.sock, "obj"):
+                    raise
+                raise LinkDown(f"{e} waiting for the host's CHALLENGE (a TLS host needs "
+                               f"--tls-fingerprint or --tls-ca)") from None
             self._expect(ftype, nonce, m.T.CHALLENGE)
             h = self.hello
             body = {"proto": m.PROTO, "input_shape": list(h.input_shape), "num_classes": h.num_classes,
                     "seed": h.seed, "batch": h.batch, "val_fraction": h.val_fraction,
                     "codec": self.codec, "x_codec": self.x_codec, "k": self.k, "mode": "host-data",
-                    "auth": m.hello_mac(self.token, nonce) if self.token else None}
+                    "auth": m.hello_mac(self.token, nonce) if self.token else None,
+                    "max_frame": self.max_payload, "replaces": self.session_token}
             body, tail = self.hello_body(body)
             if self.halted is not None and self.resumable:
                 body["resume"] = {"epoch": self.epoch_no, "cursor": self.cursor,
@@ -98,6 +116,11 @@ class LinkSource(SoftLabelSource):
             raise HostRefused(f"its data has {features} features and {classes} classes, the "
                               f"student {int(np.prod(self.hello.input_shape))} and "
                               f"{self.hello.num_classes}", self.peer)
+        session = info.get("session")
+        if not (isinstance(session, str) and len(session) == 2 * m.SESSION_BYTES):
+            raise ProtocolError("WELCOME lacks a session token")
+        self.host_cap = m.json_int(info, "max_frame", m.MIN_FRAME_CAP, 2 ** 32 - 1, "WELCOME")
+        self.session_token = session
         self.info = info
         self.xc = self.input_codec(features, tail)
         self.sc = soft_codec(self.codec, classes, self.k)
@@ -116,26 +139,44 @@ class LinkSource(SoftLabelSource):
             code, text = m.unpack_error(payload)
             if code == m.ERR_LINK:
                 raise LinkDown(f"host reported link damage: {text}")
+            if code == m.ERR_BUSY:
+                raise HostBusy(f"host busy: {text}")
             raise HostRefused(text, self.peer)
         if ftype != want:
             raise ProtocolError(f"expected {want.name}, got frame type {ftype}")
 
     def _reconnect(self, why):
-        """Bounded retries with exponential backoff; the counter resets on progress."""
+        """A link failure: count it, then connect again (with back-off)."""
         self._drop()
-        for attempt in range(self.retries):
-            time.sleep(self.backoff_s * (2 ** attempt))
-            self.log(f"link lost ({why}); reconnecting, attempt {attempt + 1}/{self.retries}")
+        self._strike(why)
+        self._connect_retrying(why)
+        self.reconnects += 1
+
+    def _strike(self, why):
+        """One more failure without progress; give up past `retries` of them, else wait
+        backoff·2^(strikes−1) (at most max_backoff_s)."""
+        self.strikes += 1
+        if self.strikes > self.retries:
+            raise EdgekdError(f"gave up after {self.retries} connection attempts in a row "
+                              f"without progress: {why}")
+        delay = min(self.backoff_s * 2 ** (self.strikes - 1), self.max_backoff_s)
+        self.log(f"link lost ({why}); reconnecting in {delay:.2g} s, attempt "
+                 f"{self.strikes}/{self.retries}")
+        time.sleep(delay)
+
+    def _connect_retrying(self, why):
+        while True:
             try:
                 self._connect()
-                self.reconnects += 1
                 return
             except (LinkDown, ProtocolError) as e:
                 if isinstance(e, ProtocolError) and not e.retryable:
                     raise
-                why = str(e)
                 self._drop()
-        raise EdgekdError(f"link lost and {self.retries} reconnects failed: {why}")
+                self._strike(str(e))
+
+    def _progressed(self):
+        self.strikes = 0
 
     def _drop(self):
         if self.t is not None:
@@ -149,7 +190,11 @@ class LinkSource(SoftLabelSource):
         if t is None:
             return
         down, up = t.received, t.sent
-        t.received = t.sent = 0
+        self.bytes_wire += getattr(t, "wire_received", down) + getattr(t, "wire_sent", up)
+        if hasattr(t, "reset_counts"):
+            t.reset_counts()
+        else:
+            t.received = t.sent = 0
         if (kind or getattr(self, "_kind", "train")) == "eval":
             self.bytes_eval += down + up
         else:
@@ -195,6 +240,7 @@ class LinkSource(SoftLabelSource):
                     raise ProtocolError(f"out-of-order BATCH (epoch {e}, batch {cursor})")
                 received = cursor
                 self._check_ids(ids, y)
+                self._progressed()
             except (LinkDown, ProtocolError) as err:
                 if isinstance(err, ProtocolError) and not err.retryable:
                     raise
@@ -251,7 +297,12 @@ class LinkSource(SoftLabelSource):
                 self._reconnect(str(err))
 
     def _fetch(self, split):
-        """Fetch a split, batch by batch; after a drop, ask only for the batches still missing."""
+        """Fetch a split, batch by batch; after a drop, ask only for the batches still missing.
+        A host that keeps its test split (WELCOME test_split false) gives an empty one."""
+        if split == m.SPLIT_TEST and self.info.get("test_split") is False:
+            return Batch(np.zeros(0, np.int64),
+                         np.zeros((0,) + tuple(self.hello.input_shape), np.float32),
+                         np.zeros(0, np.int64), None)
         self._kind = "eval" if split == m.SPLIT_TEST else "train"
         parts = []
         try:
@@ -280,6 +331,7 @@ class LinkSource(SoftLabelSource):
             if e != m.FETCH_EPOCH or s != split or j != len(parts) + 1 or (soft is None) != (split == m.SPLIT_TEST):
                 raise ProtocolError("unexpected BATCH during a fetch")
             parts.append((ids, y, x, soft))
+            self._progressed()
 
     def validation(self):
         return self._fetch(m.SPLIT_VAL)

@@ -62,8 +62,11 @@ class DeviceDataSource(LinkSource):
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.hello.num_classes), np.float32)
 
     def _query(self, ids):
-        """Upload x of `ids`, get their encoded soft labels; cache what the budget allows."""
-        answer = self._retrying(lambda: self._query_once(ids))
+        """Upload x of `ids` (at most a batch per QUERY, the size the host agreed to), get
+        their encoded soft labels; cache what the budget allows."""
+        b = self.hello.batch
+        answer = b"".join(self._retrying(lambda part=ids[i:i + b]: self._query_once(part))
+                          for i in range(0, len(ids), b))
         row = self.sc.nbytes(1)
         out = {}
         for j, i in enumerate(ids):
@@ -87,6 +90,7 @@ class DeviceDataSource(LinkSource):
         if not np.all(np.isfinite(self.sc.decode(rest, len(ids)))):
             raise ProtocolError("SOFT labels hold NaN or inf")
         self._count()
+        self._progressed()
         return rest
 
     # -- the source interface ---------------------------------------------------------------

@@ -16,6 +16,7 @@ class FetchOnceSource(SoftLabelSource):
     bytes_down = property(lambda self: self.inner.bytes_down)
     bytes_up = property(lambda self: self.inner.bytes_up)
     bytes_eval = property(lambda self: self.inner.bytes_eval)
+    bytes_wire = property(lambda self: self.inner.bytes_wire)
 
     def open(self, hello):
         w = self.inner.open(hello)

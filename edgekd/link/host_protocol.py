@@ -7,13 +7,15 @@ the ERROR frame returned by `error_frame` and closes.
 
 import hmac
 import os
+import time
 
 import numpy as np
 
 from ..errors import EdgekdError
 from . import messages as m
+from .admission import Busy
 from .codecs import SOFT_CODECS, X_CODECS, soft_codec, x_codec
-from .frames import ProtocolError
+from .frames import DEFAULT_MAX_PAYLOAD, ProtocolError
 from .host_session import HostSession
 from .messages import PROTO, hello_mac
 from .order import epoch_order
@@ -21,16 +23,33 @@ from .order import epoch_order
 MAX_WINDOW = 64
 
 
+class AuthFailed(ProtocolError):
+    """The device did not prove it knows the token (the server throttles its address)."""
+
+
 class HostProtocol:
-    def __init__(self, teacher, data, affine, token=None):
+    """`admit(replaces) -> session token` is asked once the HELLO is valid and authenticated
+    (it may raise Busy); without it every session is admitted. `max_payload` is the largest
+    frame payload this host accepts, announced in WELCOME. `test_split=False` keeps the test
+    split on the host. `progress_at` (monotonic) moves only when training moves."""
+
+    def __init__(self, teacher, data, affine, token=None, admit=None,
+                 max_payload=DEFAULT_MAX_PAYLOAD, test_split=True):
         self.session = HostSession(teacher, data)
         self.teacher, self.data, self.affine, self.token = teacher, data, affine, token
+        self.admit, self.max_payload, self.test_split = admit, max_payload, test_split
         self.nonce = os.urandom(m.NONCE_BYTES)
         self.hello = None
         self.closed = False
         self.stream = None
         self.resume_start = None
+        self.last_epoch = -1
+        self.slot = None
+        self.progress_at = time.monotonic()
         self.stats = {"epochs": 0, "batches": 0, "halted": 0, "stop": None}
+
+    def _progress(self):
+        self.progress_at = time.monotonic()
 
     def greeting(self):
         return [m.frame(m.T.CHALLENGE, self.nonce)]
@@ -39,10 +58,12 @@ class HostProtocol:
     def error_frame(err):
         """ERROR with a code: link damage (the device may reconnect and resume) or refusal."""
         code = m.ERR_LINK if isinstance(err, ProtocolError) and err.retryable else m.ERR_REFUSED
+        code = m.ERR_BUSY if isinstance(err, Busy) else code
         return m.frame(m.T.ERROR, m.pack_error(code, str(err)))
 
     def handle(self, ftype, flags, payload):
-        """Frames to send in answer to one received frame."""
+        """Frames to send in answer to one received frame: an iterable, built lazily (errors
+        may surface while iterating), so a driver holds one frame at a time."""
         if self.hello is None and ftype != m.T.HELLO:
             raise ProtocolError(f"expected HELLO first, got frame type {ftype}")
         handler = {m.T.HELLO: self.on_hello, m.T.EPOCH: self.on_epoch, m.T.ACK: self.on_ack,
@@ -64,7 +85,7 @@ class HostProtocol:
             given = h.get("auth")
             want = hello_mac(self.token, self.nonce).encode()
             if not isinstance(given, str) or not hmac.compare_digest(given.encode("utf-8", "replace"), want):
-                raise ProtocolError("authentication failed: wrong or missing token")
+                raise AuthFailed("authentication failed: wrong or missing token")
         dims = h.get("input_shape")
         if not isinstance(dims, list) or not 1 <= len(dims) <= 3:
             raise ProtocolError("HELLO: input_shape must be a list of 1-3 integers")
@@ -80,6 +101,10 @@ class HostProtocol:
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
                 or not 0 <= val_fraction < 1:
             raise ProtocolError("HELLO: val_fraction must be a number in [0, 1)")
+        self.device_cap = m.json_int(h, "max_frame", m.MIN_FRAME_CAP, 2 ** 32 - 1, "HELLO")
+        replaces = h.get("replaces")
+        if replaces is not None and not (isinstance(replaces, str) and len(replaces) == 2 * m.SESSION_BYTES):
+            raise ProtocolError("HELLO: replaces must be a session token from WELCOME, or null")
         self.hello = h
         self.mode, self.batch = mode, batch
         self.sc = soft_codec(codec, self.teacher.num_classes, k)
@@ -88,16 +113,40 @@ class HostProtocol:
         from ..distill.source import Hello
         w = self.session.open(Hello(seed, batch, val_fraction, shape, classes))
         self.xc = x_codec(xcodec, w.features, self.affine)
+        self._fits("BATCH", m.batch_payload_bytes(batch, self.xc, self.sc), self.device_cap,
+                   "the device's", 6 + self.xc.nbytes(1) + self.sc.nbytes(1), 16)
         resume = h.get("resume")
         if resume is not None:
             self._resume(resume, tail, w.num_train)
         info = {"num_train": w.num_train, "num_val": w.num_val, "num_test": w.num_test,
                 "features": w.features, "classes": self.teacher.num_classes,
-                "codec": codec, "x_codec": xcodec, "k": getattr(self.sc, "k", k), "mode": mode}
+                "codec": codec, "x_codec": xcodec, "k": getattr(self.sc, "k", k), "mode": mode,
+                "test_split": self.test_split}
         extra = b""
         if xcodec == "u8":
             extra = np.asarray(self.affine[0], "<f4").tobytes() + np.asarray(self.affine[1], "<f4").tobytes()
-        return [m.frame(m.T.WELCOME, m.pack_json(info, extra))]
+        return [self._welcome(info, extra)]
+
+    def _fits(self, what, nbytes, cap, whose, per_sample, fixed):
+        """Refuse a HELLO whose full batch would not fit a frame the receiver takes."""
+        if nbytes > cap:
+            most = max(0, (cap - fixed) // per_sample)
+            raise ProtocolError(f"HELLO: a {what} of {self.batch} samples is {nbytes:,} bytes, "
+                                f"over {whose} frame cap of {cap:,}: use --batch {most} or less")
+
+    def _welcome(self, info, extra=b""):
+        """Admission happens here, after every check: WELCOME carries the session token."""
+        info["session"] = "0" * (2 * m.SESSION_BYTES)
+        info["max_frame"] = self.max_payload
+        size = len(m.pack_json(info, extra))
+        if size > self.device_cap:
+            raise ProtocolError(f"HELLO: the WELCOME would be {size:,} bytes, over the device's "
+                                f"frame cap of {self.device_cap:,} (use another --x-codec)")
+        slot = self.admit(self.hello.get("replaces")) if self.admit else None
+        info["session"] = slot.token if slot else os.urandom(m.SESSION_BYTES).hex()
+        self.slot = slot
+        self._progress()
+        return m.frame(m.T.WELCOME, m.pack_json(info, extra))
 
     def _resume(self, resume, tail, n):
         if not isinstance(resume, dict) or resume.get("num_train") != n:
@@ -126,10 +175,14 @@ class HostProtocol:
             affine = (lo, step)
         self.xc = x_codec(xcodec, features, affine)
         self.shape = tuple(shape)
+        self._fits("SOFT answer", m.ids_payload_bytes(self.batch, self.sc), self.device_cap,
+                   "the device's", 4 + self.sc.nbytes(1), 4)
+        self._fits("QUERY", m.ids_payload_bytes(self.batch, self.xc), self.max_payload,
+                   "the host's", 4 + self.xc.nbytes(1), 4)
         info = {"num_train": 0, "num_val": 0, "num_test": 0, "features": features,
                 "classes": self.teacher.num_classes, "codec": self.hello["codec"],
                 "x_codec": xcodec, "k": getattr(self.sc, "k", 0), "mode": "device-data"}
-        return [m.frame(m.T.WELCOME, m.pack_json(info))]
+        return [self._welcome(info)]
 
     # -- host-data training -------------------------------------------------------------------
     def _need_host_data(self, what):
@@ -150,29 +203,34 @@ class HostProtocol:
         self.stream = {"epoch": epoch, "order": order, "batches": batches, "next": cursor,
                        "acked": cursor, "window": max(1, min(window, MAX_WINDOW)), "end_sent": False}
         self.stats["epochs"] += 1
+        if epoch > self.last_epoch:   # a new epoch is progress; asking again for one is not
+            self.last_epoch = epoch
+            self._progress()
         return self._pump()
 
     def _pump(self):
-        """Send batches while fewer than `window` are unacknowledged; EPOCH_END after the last."""
-        s, out = self.stream, []
+        """Send batches while fewer than `window` are unacknowledged; EPOCH_END after the last.
+        A generator: the server sends each frame before the next is built, so a session holds
+        one frame at a time."""
+        s = self.stream
         while s["next"] < s["batches"] and s["next"] - s["acked"] < s["window"]:
             ids = s["order"][s["next"] * self.batch:(s["next"] + 1) * self.batch]
             b = self.session.batch(ids)
             s["next"] += 1
-            out.append(m.frame(m.T.BATCH, m.pack_batch(
-                s["epoch"], s["next"], m.SPLIT_TRAIN, ids, b.y, self.xc.encode(b.x),
-                self.sc.encode(b.soft))))
             self.stats["batches"] += 1
+            yield m.frame(m.T.BATCH, m.pack_batch(
+                s["epoch"], s["next"], m.SPLIT_TRAIN, ids, b.y, self.xc.encode(b.x),
+                self.sc.encode(b.soft)))
         if s["next"] == s["batches"] and not s["end_sent"]:
             s["end_sent"] = True
-            out.append(m.frame(m.T.EPOCH_END, m.pack_pair(s["epoch"], s["batches"])))
-        return out
+            yield m.frame(m.T.EPOCH_END, m.pack_pair(s["epoch"], s["batches"]))
 
     def _acked(self, epoch, cursor):
         s = self.stream
         if s is None or epoch != s["epoch"] or not s["acked"] < cursor <= s["next"]:
             raise ProtocolError(f"ACK for epoch {epoch} batch {cursor} that was not sent")
         s["acked"] = cursor
+        self._progress()
         return self._pump()
 
     def on_ack(self, payload):
@@ -197,18 +255,29 @@ class HostProtocol:
         keeps what it already has)."""
         self._need_host_data("FETCH")
         split, start = m.unpack_fetch(payload)
-        b = self.session.validation() if split == m.SPLIT_VAL else self.session.test()
-        total = -(-len(b.ids) // self.batch)
+        if split == m.SPLIT_TEST and not self.test_split:
+            raise EdgekdError("this host keeps its test split to itself (serve --no-test-split)")
+        ids = self.session.val_ids if split == m.SPLIT_VAL else np.arange(len(self.data.y_test))
+        total = -(-len(ids) // self.batch)
         if start > total:
             raise ProtocolError(f"FETCH from batch {start} of {total}")
-        out = []
+        if start < total:
+            self._progress()
+        return self._fetch_frames(split, ids, start, total)
+
+    def _fetch_frames(self, split, ids, start, total):
+        """The split's batches, built one at a time (teacher outputs only for what is sent)."""
+        d = self.data
         for j in range(start, total):
-            sl = slice(j * self.batch, (j + 1) * self.batch)
-            soft = self.sc.encode(b.soft[sl]) if b.soft is not None else None
-            out.append(m.frame(m.T.BATCH, m.pack_batch(m.FETCH_EPOCH, j + 1, split, b.ids[sl],
-                                                       b.y[sl], self.xc.encode(b.x[sl]), soft)))
-        out.append(m.frame(m.T.EPOCH_END, m.pack_pair(m.FETCH_EPOCH, total)))
-        return out
+            sl = ids[j * self.batch:(j + 1) * self.batch]
+            if split == m.SPLIT_VAL:
+                b = self.session.batch(sl)
+                x, y, soft = b.x, b.y, self.sc.encode(b.soft)
+            else:
+                x, y, soft = d.x_test[sl], d.y_test[sl], None
+            yield m.frame(m.T.BATCH, m.pack_batch(m.FETCH_EPOCH, j + 1, split, sl, y,
+                                                  self.xc.encode(x), soft))
+        yield m.frame(m.T.EPOCH_END, m.pack_pair(m.FETCH_EPOCH, total))
 
     # -- device-data labelling ----------------------------------------------------------------
     def on_query(self, payload):
@@ -220,6 +289,7 @@ class HostProtocol:
             raise ProtocolError("QUERY inputs hold NaN or inf")
         soft = self.session.soft_labels(x.reshape((len(ids),) + self.shape))
         self.stats["batches"] += 1
+        self._progress()
         return [m.frame(m.T.SOFT, m.pack_ids(ids, self.sc.encode(soft)))]
 
     # -- the end ------------------------------------------------------------------------------

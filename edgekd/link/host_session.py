@@ -60,10 +60,3 @@ class HostSession:
         if ids.size and (ids.min() < 0 or ids.max() >= len(self.halted)):
             raise EdgekdError(f"sample id out of range 0..{len(self.halted) - 1}")
         return ids
-
-    def validation(self):
-        return self.batch(self.val_ids)
-
-    def test(self):
-        d = self.data
-        return Batch(np.arange(len(d.y_test)), d.x_test, d.y_test, None)

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import struct
+import unicodedata
 from enum import IntEnum
 
 import numpy as np
@@ -31,7 +32,9 @@ class T(IntEnum):
     BYE = 15        # host -> device  STOP acknowledged
 
 
-PROTO = 1                         # HELLO's "proto": the message set's version
+PROTO = 2                         # HELLO's "proto": the message set's version
+SESSION_BYTES = 16                # WELCOME's "session": the resume token, hex
+MIN_FRAME_CAP = 4096              # the smallest max_frame a peer may announce
 
 
 def hello_mac(token, nonce):
@@ -198,7 +201,7 @@ def unpack_ids(payload, what, tail_nbytes=None):
     return ids, rest
 
 
-ERR_LINK, ERR_REFUSED = 1, 2
+ERR_LINK, ERR_REFUSED, ERR_BUSY = 1, 2, 3
 
 
 def pack_error(code, text):
@@ -207,7 +210,7 @@ def pack_error(code, text):
 
 def unpack_error(payload):
     """(code, text); a payload without a known code reads as a refusal."""
-    if payload[:1] in (bytes([ERR_LINK]), bytes([ERR_REFUSED])):
+    if payload[:1] in (bytes([ERR_LINK]), bytes([ERR_REFUSED]), bytes([ERR_BUSY])):
         return payload[0], unpack_text(payload[1:])
     return ERR_REFUSED, unpack_text(payload)
 
@@ -217,7 +220,32 @@ def pack_text(text):
 
 
 def unpack_text(payload):
-    return " ".join(payload.decode("utf-8", "replace").split())[:1000]
+    """Network text made safe for a terminal: whitespace runs become one space, control and
+    format characters (ANSI escapes, bidi overrides) are shown escaped, at most 1000 chars."""
+    return escape_text(payload.decode("utf-8", "replace"))[:1000]
+
+
+_UNSAFE = ("Cc", "Cf", "Cs", "Co", "Cn")
+
+
+def escape_text(text):
+    """One line with every control/format character written as \\xNN or \\uNNNN."""
+    text = " ".join(str(text).split())
+    if all(" " <= c < "\x7f" for c in text):
+        return text
+    return "".join(c if unicodedata.category(c) not in _UNSAFE
+                   else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   for c in text)
+
+
+def batch_payload_bytes(n, xc, sc):
+    """Payload bytes of a BATCH of n samples (sc None: no soft labels)."""
+    return _BATCH.size + 6 * n + xc.nbytes(n) + (sc.nbytes(n) if sc else 0)
+
+
+def ids_payload_bytes(n, codec):
+    """Payload bytes of a QUERY (x codec) or SOFT (soft codec) of n samples."""
+    return 4 + 4 * n + codec.nbytes(n)
 
 
 def _finite(a, what):

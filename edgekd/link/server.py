@@ -1,18 +1,26 @@
 """The host's TCP server: one thread per device session, each its own HostProtocol.
 
 A session that misbehaves (bad frames, wrong token, slow or silent peer, a teacher that
-emits NaN) gets an ERROR frame and a closed socket; the other sessions carry on.
+emits NaN) gets an ERROR frame and a closed socket; the other sessions carry on. Admission
+(admission.py) keeps unauthenticated connections to a small budget and a short deadline, so
+they cannot take the slots of real devices; a session that makes no training progress for
+`idle_timeout_s` is closed whatever else it sends.
 """
 
+import errno
 import ipaddress
 import socket
 import threading
 import time
 
 from ..errors import EdgekdError
+from . import messages as m
+from .admission import Admission, Busy
 from .codecs import affine8_params
 from .frames import DEFAULT_MAX_PAYLOAD
-from .host_protocol import HostProtocol
+from .host_protocol import AuthFailed, HostProtocol
+from .limits import fit_fd_limit
+from .tokens import check_token
 from .transport import LinkDown, SocketTransport
 
 
@@ -29,94 +37,206 @@ class LockedTeacher:
             return self.teacher.logits(x)
 
 
-def is_loopback(host):
+def resolve(host):
+    """The address family and address `host` names (IPv4 or IPv6 literal, or a name)."""
     try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        info = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return socket.AF_INET, None
+    family, _, _, _, sockaddr = info[0]
+    return family, sockaddr[0]
+
+
+def is_loopback(host):
+    """True if every address `host` resolves to is a loopback address (127/8, ::1)."""
+    try:
+        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+        return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
     except (OSError, ValueError):
         return False
 
 
 class Server:
+    """`tls` is an ssl.SSLContext (tls.server_context) or None; off loopback both it and a
+    strong token are required. `max_pending` bounds connections that have not yet sent a
+    valid, authenticated HELLO; each gets `handshake_timeout_s` for TLS and HELLO together.
+    Failed authentications cost the address `auth_backoff_s`·2^(n−1) seconds of refusals."""
+
     def __init__(self, teacher, data, host="127.0.0.1", port=0, token=None, max_devices=8,
                  idle_timeout_s=60.0, frame_deadline_s=30.0, max_payload=DEFAULT_MAX_PAYLOAD,
-                 log=None):
-        if not is_loopback(host) and not token:
-            raise EdgekdError(f"refusing to listen on {host} without --token: only loopback "
-                              f"addresses may be served without authentication")
-        self.teacher, self.data, self.token = LockedTeacher(teacher), data, token
-        self.affine = affine8_params(data.x_train)
-        self.slots = threading.BoundedSemaphore(max_devices)
-        self.max_devices = max_devices
-        self.idle_timeout_s, self.frame_deadline_s = idle_timeout_s, frame_deadline_s
-        self.max_payload = max_payload
+                 log=None, tls=None, weak_token=False, max_pending=16, handshake_timeout_s=10.0,
+                 auth_backoff_s=1.0, test_split=True):
+        loopback = is_loopback(host)
+        if not loopback and not (token and tls is not None):
+            raise EdgekdError(f"refusing to listen on {host} without TLS and a token: give "
+                              f"--tls-cert/--tls-key and --token (only loopback may go without)")
+        if token:
+            check_token(token, weak_token)
         self.log = log or (lambda line: None)
+        self.teacher, self.data, self.token = LockedTeacher(teacher), data, token or None
+        self.tls, self.test_split = tls, test_split
+        self.affine = affine8_params(data.x_train)
+        max_devices = fit_fd_limit(max_devices, max_pending, self.log)
+        self.max_devices = max_devices
+        self.admission = Admission(max_devices, max_pending, auth_backoff_s, log=self.log)
+        self.idle_timeout_s, self.frame_deadline_s = idle_timeout_s, frame_deadline_s
+        self.handshake_timeout_s = handshake_timeout_s
+        self.max_payload = max_payload
         self.stopping = threading.Event()
         self.next_id = 0
+        self.refused_pending = 0
+        self.open_warning = None
+        if loopback and not token:
+            self.open_warning = ("no --token: any local user can connect and read the training "
+                                 "data, " + ("the test split, " if test_split else "")
+                                 + "and the teacher's outputs")
+        family, addr = resolve(host)
         try:
-            self.sock = socket.create_server((host, port), reuse_port=False)
+            self.sock = socket.create_server((addr or host, port), family=family)
         except OSError as e:
             raise EdgekdError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         self.address = self.sock.getsockname()[:2]
 
     def serve_forever(self):
         self.sock.settimeout(0.2)
+        pause = 0.05
         while not self.stopping.is_set():
             try:
                 conn, addr = self.sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as e:
                 if self.stopping.is_set():
                     break
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # out of descriptors: keep the sessions we have, try again a bit later
+                    self.log(f"accept: {e.strerror}; backing off {pause:g} s")
+                    time.sleep(pause)
+                    pause = min(pause * 2, 2.0)
+                    continue
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    continue
                 raise
+            pause = 0.05
+            if not self.admission.enter_pending():
+                self.refused_pending += 1  # more half-open connections than the budget
+                conn.close()
+                continue
             self.next_id += 1
-            threading.Thread(target=self.session, args=(conn, addr, self.next_id),
-                             daemon=True, name=f"edgekd-session-{self.next_id}").start()
+            try:
+                threading.Thread(target=self.session, args=(conn, addr, self.next_id),
+                                 daemon=True, name=f"edgekd-session-{self.next_id}").start()
+            except RuntimeError:  # cannot start a thread: treat like the fd limit
+                self.admission.leave_pending()
+                conn.close()
+                time.sleep(pause)
 
     def shutdown(self):
         self.stopping.set()
         self.sock.close()
 
     def session(self, conn, addr, sid):
-        peer = f"{addr[0]}:{addr[1]}"
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        t = SocketTransport(conn, self.idle_timeout_s, self.max_payload, self.frame_deadline_s)
-        proto = HostProtocol(self.teacher, self.data, self.affine, self.token)
-        started, outcome = time.monotonic(), "closed"
-        if not self.slots.acquire(blocking=False):
-            self._refuse(t, proto, f"the host is serving its maximum of {self.max_devices} devices")
-            self.log(f"session {sid} {peer}: refused, {self.max_devices} devices already connected")
-            return
+        peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+        ip = addr[0]
+        pending, slot, t, channel = True, None, None, conn
+        replaced = threading.Event()
+        started, outcome = time.monotonic(), None
+        proto = None
         try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            deadline = started + self.handshake_timeout_s
+            if self.tls is not None:
+                from .tls import TlsChannel
+                channel = TlsChannel(conn, self.tls, server_side=True)
+                try:
+                    channel.handshake(deadline)
+                except OSError as e:  # ssl.SSLError is one: a plain client, a scanner
+                    outcome = f"TLS handshake failed: {getattr(e, 'reason', None) or e}"
+                    return
+            t = SocketTransport(channel, self.idle_timeout_s, self.max_payload, self.frame_deadline_s)
+            t.hard_deadline = deadline
+            wait = self.admission.throttled(ip)
+            if wait:
+                self._refuse(t, Busy(f"too many failed authentications from {ip}; retry in "
+                                     f"{wait:.0f} s"))
+                outcome = "refused: address throttled"
+                return
+
+            def evict():  # from another thread: wake the stale session, let it close itself
+                replaced.set()
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def admit(replaces):
+                return self.admission.admit(ip, sid, peer, replaces, evict)
+
+            proto = HostProtocol(self.teacher, self.data, self.affine, self.token, admit,
+                                 self.max_payload, self.test_split)
             for f in proto.greeting():
                 t.send(f)
             while not proto.closed:
                 ftype, flags, payload = t.recv()
                 for f in proto.handle(ftype, flags, payload):
                     t.send(f)
+                if pending and proto.hello is not None:
+                    pending, slot = False, proto.slot
+                    t.hard_deadline = None
+                    self.admission.leave_pending()
+                    self.log(f"session {sid} {peer}: {self._describe(proto)}")
+                if time.monotonic() - proto.progress_at > self.idle_timeout_s:
+                    raise EdgekdError(f"no training progress for {self.idle_timeout_s:g} s")
             outcome = f"stop: {proto.stats['stop']}"
         except LinkDown as e:
-            outcome = f"link lost: {e}"
-        except EdgekdError as e:
-            self._refuse(t, proto, e)
+            outcome = "replaced by a reconnect of the same run" if replaced.is_set() else f"link lost: {e}"
+        except AuthFailed as e:
+            self.admission.failed(ip)
+            self._refuse(t, e)
             outcome = f"error: {e}"
+        except EdgekdError as e:
+            self._refuse(t, e)
+            outcome = f"{'busy' if isinstance(e, Busy) else 'error'}: {e}"
         except Exception as e:  # noqa: BLE001 - one session's bug must not stop the server
             outcome = f"internal error: {type(e).__name__}: {' '.join(str(e).split())}"
-            self._refuse(t, proto, EdgekdError(outcome))
+            self._refuse(t, EdgekdError(outcome))
         finally:
-            self.slots.release()
-            self._log(sid, peer, proto, t, started, outcome)
-            t.close()
+            if pending:
+                self.admission.leave_pending()
+            if slot is not None:
+                self.admission.release(slot)
+            heard = getattr(channel, "wire_received", None) if channel is not conn else None
+            heard = heard if heard is not None else (t.received if t else 0)
+            if outcome is not None and heard:  # a port probe that sent nothing is not news
+                self._log(sid, peer, proto, t, started, outcome)
+            if t is not None:
+                t.close()
+            else:
+                conn.close()
 
-    def _refuse(self, t, proto, err):
+    @staticmethod
+    def _describe(proto):
+        h = proto.hello
+        return (f"authenticated, {h.get('mode', 'host-data')}, batch {h.get('batch')}, "
+                f"codec {h.get('codec')}/{h.get('x_codec')}"
+                + (", resuming" if h.get("resume") or h.get("replaces") else ""))
+
+    def _refuse(self, t, err):
+        if t is None:
+            return
         try:
-            t.send(proto.error_frame(err if isinstance(err, EdgekdError) else EdgekdError(err)))
+            t.send(HostProtocol.error_frame(err if isinstance(err, EdgekdError) else EdgekdError(err)))
         except (LinkDown, OSError):
             pass
         t.close()
 
     def _log(self, sid, peer, proto, t, started, outcome):
-        s = proto.stats
-        self.log(f"session {sid} {peer}: {s['epochs']} epoch requests, {s['batches']} batches, "
-                 f"{s['halted']} halted, {t.sent:,} B down / {t.received:,} B up, "
-                 f"{time.monotonic() - started:.1f} s, {outcome}")
+        s = proto.stats if proto else {"epochs": 0, "batches": 0, "halted": 0}
+        sent, received = (t.sent, t.received) if t else (0, 0)
+        wire = ""
+        if t is not None and self.tls is not None:
+            wire = f" (socket with TLS: {t.wire_sent:,} B down / {t.wire_received:,} B up)"
+        self.log(m.escape_text(
+            f"session {sid} {peer}: {s['epochs']} epoch requests, {s['batches']} batches, "
+            f"{s['halted']} halted, {sent:,} B down / {received:,} B up{wire}, "
+            f"{time.monotonic() - started:.1f} s, {outcome}"))
