@@ -33,7 +33,10 @@ MODELS = {
         {"type": "global_avgpool"}, {"type": "dense", "units": 5}]},
 }
 BATCH = 32
-IDLE = "import resource, numpy; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+# VmHWM, as the trainer's peak_rss_mib reads it: ru_maxrss would carry over this (parent)
+# process's high-water mark across fork and exec
+IDLE = ("import numpy\n"
+        "print(next(int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM:')))")
 
 
 def make_step(spec):
