@@ -290,3 +290,45 @@ def test_object_array_needs_pickle(tmp_path):
 
 def test_directory_is_not_a_dataset(tmp_path):
     _error(tmp_path, str(tmp_path), "directory")
+
+
+# 32-bit boards: np.bincount casts to intp (int32 on ARMv6) with the 'safe' rule, so int64 labels
+# failed there ("Cannot cast array data from dtype('int64') to dtype('int32')"). uint64 does the
+# same to x86-64's int64 intp, so these run the 32-bit failure here.
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.uint32, np.int64, np.uint64])
+def test_class_counts_take_any_integer_labels(dtype):
+    from edgekd.data import class_counts
+    y = np.array([0, 2, 2, 3, 0, 2], dtype)
+    assert class_counts(y, 5).tolist() == [2, 0, 3, 1, 0]
+
+
+def test_bincount_only_through_class_counts():
+    """NumPy 2 on x86-64 accepts every integer dtype in np.bincount, so the 32-bit failure cannot
+    be run here; this keeps every call behind class_counts' cast to intp instead."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "edgekd"
+    calls = []
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)] + [tree]:
+            for node in ast.walk(fn):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "bincount"):
+                    calls.append((path.name, getattr(fn, "name", "<module>")))
+    inner = {c for c in calls if c[1] != "<module>"}
+    assert inner == {("datasets.py", "class_counts")}, sorted(inner)
+
+
+def test_data_command_counts_wide_labels(tmp_path):
+    """`edgekd data` on an .npz whose labels are uint64 (on a 32-bit board: any int64 labels)."""
+    import json
+    import subprocess
+    import sys
+    p = tmp_path / "wide.npz"
+    rng = np.random.default_rng(0)
+    np.savez(p, x_train=rng.random((7, 3), np.float32), y_train=np.array([0, 1, 1, 2, 2, 2, 0], np.uint64),
+             x_test=rng.random((2, 3), np.float32), y_test=np.array([1, 2], np.uint64))
+    out = subprocess.run([sys.executable, "-m", "edgekd", "data", str(p), "--json"], capture_output=True,
+                         text=True, check=True, timeout=120).stdout
+    assert json.loads(out)["train_class_counts"] == [2, 2, 3]

@@ -98,7 +98,7 @@ class EpochBar:
 
 def _use_backend(ctx, param, value):
     from ..kernels import backend
-    if backend.select(value).name == "numba":
+    if backend.select(value, log=lambda m: click.echo(f"edgekd: {m}", err=True)).name == "numba":
         if not backend.numba_cache_warm():
             click.echo("edgekd: numba: compiling kernels (once; later runs load them from the "
                        "cache)", err=True)

@@ -1,7 +1,6 @@
 """`edgekd data`: describe a data set, or write a built-in one out as .npz."""
 
 import click
-import numpy as np
 
 from .base import emit, json_option, load_data, main
 
@@ -13,13 +12,13 @@ from .base import emit, json_option, load_data, main
 @json_option
 def data(name, output, as_json):
     """Describe data set NAME (a built-in or an .npz path)."""
-    from ..data import save_dataset
+    from ..data import class_counts, save_dataset
     ds = load_data(name)
     if output:
         save_dataset(output, ds)
     res = {"name": ds.name, "input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
            "train": len(ds.y_train), "test": len(ds.y_test),
-           "train_class_counts": np.bincount(ds.y_train, minlength=ds.num_classes).tolist(),
+           "train_class_counts": class_counts(ds.y_train, ds.num_classes).tolist(),
            "output": output}
     emit(res, as_json, lambda r: f"{r['name']}: {r['train']} train / {r['test']} test samples "
                                  f"of shape {r['input_shape']}, {r['num_classes']} classes"

@@ -6,7 +6,7 @@ trainer accept the same names and paths and report the same one-line errors.
 
 import os
 
-from edgekd.data.datasets import REQUIRED_KEYS, Dataset, load_npz, save_dataset
+from edgekd.data.datasets import REQUIRED_KEYS, Dataset, class_counts, load_npz, save_dataset
 from edgekd.data.digits import load_digits
 from edgekd.data.sensor import load_sensor
 from edgekd.errors import EdgekdError
@@ -14,7 +14,7 @@ from edgekd.errors import EdgekdError
 _LOADERS = {"digits": load_digits, "sensor": load_sensor}
 BUILTINS = tuple(_LOADERS)
 
-__all__ = ["BUILTINS", "REQUIRED_KEYS", "Dataset", "load_dataset", "save_dataset"]
+__all__ = ["BUILTINS", "REQUIRED_KEYS", "Dataset", "class_counts", "load_dataset", "save_dataset"]
 
 
 def load_dataset(name):

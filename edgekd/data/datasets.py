@@ -115,6 +115,13 @@ def _as_labels(y, key, n, where):
     return np.ascontiguousarray(y, dtype=np.int64)
 
 
+def class_counts(y, num_classes):
+    """Samples per class. np.bincount casts its input to the platform's index type (intp) and
+    refuses a cast that could lose values, so int64 labels fail on a 32-bit board (int32 intp)
+    exactly as uint64 ones fail on x86-64; labels are in [0, num_classes), so intp holds them."""
+    return np.bincount(np.asarray(y).astype(np.intp), minlength=num_classes)
+
+
 def _resolve_num_classes(declared, y_train, y_test, where):
     """Infer num_classes from the labels or check the declared value covers them."""
     top = max(int(y_train.max()), int(y_test.max()))

@@ -1,9 +1,17 @@
 """Kernel backends: `numpy` (the reference, always there) and `numba` (its twin, when numba
 is installed). Layers, the loss and the optimizers call kernels through `active()`.
 
-`auto` means numba if it imports, else numpy; a Pi Zero without numba loses nothing but speed.
+`auto` means numba if it can start here, else numpy; a Pi Zero without numba loses nothing but
+speed. "Can start" is asked of a child process, because on some CPUs importing numba kills the
+process (Debian armel's llvmlite on an ARMv6: `LLVM ERROR: Symbol not found:
+__sync_fetch_and_add_4`, an abort no `except` can catch); the verdict is cached on disk per
+interpreter, numba/llvmlite version, machine and emulated CPU.
 """
 
+import json
+import os
+import subprocess
+import sys
 import types
 
 from ..errors import EdgekdError
@@ -36,21 +44,104 @@ def _numba():
     return ns
 
 
-def numba_available():
+PROBE = "from numba import njit; assert njit(lambda a: a + 1)(1) == 2"
+_verdicts = {}
+
+
+def _installed_versions():
+    from importlib import metadata
     try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        return metadata.version("numba"), metadata.version("llvmlite")
+    except metadata.PackageNotFoundError:
+        return None
 
 
-def select(name="numpy"):
-    """Make `name` the active backend and return it."""
+def _probe_key():
+    """What the verdict depends on: interpreter, numba and llvmlite versions, machine and the
+    CPU QEMU emulates (None when numba is not installed)."""
+    import platform
+    versions = _installed_versions()
+    if versions is None:
+        return None
+    return "|".join((sys.executable, *versions, platform.machine(), os.environ.get("QEMU_CPU", "")))
+
+
+def _probe_cache_path():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "edgekd", "numba-probe.json")
+
+
+def _run_probe():
+    """(ok, reason): compile one function with numba in a child process."""
+    try:
+        p = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                           timeout=600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"the numba probe did not finish ({e.__class__.__name__})"
+    if p.returncode == 0:
+        return True, ""
+    lines = [ln.strip() for ln in p.stderr.splitlines() if ln.strip()]
+    why = next((ln for ln in lines if ln.startswith("LLVM ERROR")), lines[-1] if lines else "")
+    why = "".join(c if c.isprintable() else "?" for c in why)[:160]
+    return False, why or f"exit status {p.returncode}"
+
+
+def numba_status():
+    """(usable, reason). Not installed -> (False, 'not installed'); installed but unable to start
+    on this CPU -> (False, what the child printed); otherwise (True, '')."""
+    key = _probe_key()
+    if key is None:
+        return False, "not installed"
+    if key in _verdicts:
+        return _verdicts[key]
+    path = _probe_cache_path()
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+    except (OSError, ValueError):
+        cached = {}
+    if not isinstance(cached, dict):
+        cached = {}
+    hit = cached.get(key)
+    if isinstance(hit, list) and len(hit) == 2:
+        verdict = (bool(hit[0]), str(hit[1]))
+    else:
+        verdict = _run_probe()
+        cached[key] = list(verdict)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(cached, f)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only home only costs a probe per run
+    _verdicts[key] = verdict
+    return verdict
+
+
+def numba_available():
+    return numba_status()[0]
+
+
+def select(name="numpy", log=None):
+    """Make `name` the active backend and return it. `auto` takes numba when it can start here
+    and otherwise numpy, saying why through `log` when numba is installed but unusable."""
     global _active
     if name not in NAMES:
         raise EdgekdError(f"unknown backend {name!r}; choose from {', '.join(NAMES)}")
-    if name == "auto":
-        name = "numba" if numba_available() else "numpy"
+    if name in ("auto", "numba") and (_active is None or _active.name != "numba"):
+        ok, why = numba_status()
+        if name == "numba" and not ok and why != "not installed":
+            raise EdgekdError(f"numba is installed but cannot start on this machine ({why}); "
+                              "use --backend numpy")
+        if name == "auto":
+            if not ok and why != "not installed" and log:
+                log(f"numba is installed but cannot start on this machine ({why}); "
+                    "using the numpy backend")
+            name = "numba" if ok else "numpy"
+    elif name == "auto":
+        name = _active.name
     if _active is None or _active.name != name:
         _active = _numba() if name == "numba" else _numpy()
     return _active

@@ -16,6 +16,6 @@ def dense_backward(x, w, y, dy, code, dw, db, dx):
     """Fills dw, db and (if dx is not None) dx; dy is overwritten with d(pre-activation)."""
     activation_grad_(y, dy, code)
     np.matmul(x.T, dy, out=dw)
-    np.sum(dy, axis=0, out=db)
+    np.add.reduce(dy, axis=0, out=db)
     if dx is not None:
         np.matmul(dy, w.T, out=dx)

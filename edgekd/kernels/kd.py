@@ -18,7 +18,7 @@ def kd_loss_grad(s, t, y, temperature, alpha, grad, kl):
     log_ps = log_softmax(s / T)
     log_pt = log_softmax(t / T)
     pt = np.exp(log_pt)
-    np.sum(pt * (log_pt - log_ps), axis=1, out=kl)
+    np.add.reduce(pt * (log_pt - log_ps), axis=1, out=kl)
     np.maximum(kl, 0, out=kl)
     np.multiply(np.exp(log_ps) - pt, a * T / np.float32(n), out=grad)
     loss = float(a * T * T * kl.mean())
