@@ -27,6 +27,7 @@ E_CHUNK_CRC = 4   # a deploy chunk failed its CRC after writing: resend that chu
 E_HASH = 5        # the whole model failed its SHA-256 check: deploy again
 E_NO_MODEL = 6    # no model deployed, or the model has no trainable last layer
 E_BUSY = 7        # the board cannot do that now (e.g. payload too large for its buffer)
+E_FAULT = 8       # (seq 0xFFFF) the firmware faulted (MPU, bus, usage) and resets itself
 NO_SEQ = 0xFFFF
 
 FORMAT_TFLITE, FORMAT_EKB = 1, 2

@@ -154,10 +154,11 @@ def infer(data, limit, port, baud, timeout, retries, verbose, as_json):
 @click.option("--reset", "reset_first", is_flag=True,
               help="Start from the deployed last layer, not from earlier training.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--limit", type=click.IntRange(1), help="Only the first N training samples.")
 @port_options
 @json_option
 def train_last(teacher_path, data, epochs, lr, batch, temperature, alpha, halting, eps,
-               patience, rho, reset_first, seed, port, baud, timeout, retries, verbose,
+               patience, rho, reset_first, seed, limit, port, baud, timeout, retries, verbose,
                as_json):
     """Train the board's last dense layer (float SGD on the KD loss) from streamed inputs
     and teacher logits, with early halting of settled samples.
@@ -172,7 +173,8 @@ def train_last(teacher_path, data, epochs, lr, batch, temperature, alpha, haltin
     from firmware_bridge.train_last import TrainLastConfig
     from firmware_bridge.train_last import train_last as run
     ds = load_data(data)
-    logits = load_teacher(teacher_path, ds).logits(ds.x_train)
+    x_train, y_train = ds.x_train[:limit], ds.y_train[:limit]
+    logits = load_teacher(teacher_path, ds).logits(x_train)
     cfg = TrainLastConfig(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha,
                           batch=batch, seed=seed,
                           halting=HaltingConfig(enabled=halting, eps=eps, patience=patience,
@@ -180,7 +182,7 @@ def train_last(teacher_path, data, epochs, lr, batch, temperature, alpha, haltin
     with _connect(port, baud, timeout, retries, verbose) as client:
         if reset_first:
             reset(client)
-        res = run(client, ds.x_train, ds.y_train, logits, cfg)
+        res = run(client, x_train, y_train, logits, cfg)
     emit(res, as_json, lambda r: f"KD loss {r['loss_before']:.4f} -> {r['loss_after']:.4f} "
                                  f"after {r['epochs_run']} epochs ({r['stop_reason']}); "
                                  f"link {r['bytes_down'] + r['bytes_up']:,} B vs "
@@ -271,24 +273,94 @@ def _exit_on_sigterm():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
+def _byte_size(ctx, param, value):
+    from ..design.units import parse_bytes
+    return None if value is None else parse_bytes(value)
+
+
+FIRMWARE_TARGETS = ("host", "mps2-an386", "mps2-an385")
+
+
 @board.command()
 @click.option("-o", "--out", default="build", show_default=True, type=click.Path(file_okay=False),
-              help="Directory for the executable.")
+              help="Directory for the executable (host) or the ELF image (Cortex-M).")
+@click.option("--target", default="host", show_default=True, type=click.Choice(FIRMWARE_TARGETS),
+              help="host: gcc, serves a pseudo-terminal. mps2-an386: Cortex-M4F (hard float), "
+                   "mps2-an385: Cortex-M3 (soft float), for QEMU's MPS2 boards "
+                   "(arm-none-eabi-gcc + newlib-nano).")
+@click.option("--ram", callback=_byte_size, metavar="SIZE",
+              help="The board's RAM, e.g. 256KiB [host 512KiB, mps2 256KiB]. On Cortex-M the "
+                   "linker script and the MPU enforce it.")
+@click.option("--flash", callback=_byte_size, metavar="SIZE",
+              help="The board's flash as INFO reports it [host 8MiB, mps2 4MiB].")
 @click.option("-D", "defines", multiple=True, metavar="NAME=VALUE",
               help="Firmware setting (see firmware_bridge/firmware/ekb_config.h), repeatable.")
-@click.option("--run", is_flag=True, help="Run it: it serves a pseudo-terminal like `emulate`.")
+@click.option("--run", is_flag=True, help="Run it: it serves a pseudo-terminal like `emulate` "
+                                          "(a Cortex-M image runs in QEMU, as `board qemu`).")
 @json_option
-def firmware(out, defines, run, as_json):
-    """Build the reference C firmware for this host (gcc), optionally run it."""
-    from firmware_bridge.build import build_firmware
+def firmware(out, target, ram, flash, defines, run, as_json):
+    """Build the reference C firmware for this host (gcc) or an MPS2 Cortex-M board,
+    optionally run it. --json reports the image's path and, for Cortex-M, its sizes
+    (text: code in flash, bss: static RAM, stack, model_slot: flash for the model)."""
+    from firmware_bridge.build import build_firmware, image_sizes
     parsed = {}
     for d in defines:
         name, sep, value = d.partition("=")
         if not name.isidentifier():
             raise EdgekdError(f"-D expects NAME=VALUE, got {d!r}")
         parsed[name] = value if sep else "1"
-    exe = build_firmware(out, parsed)
-    if run:
+    exe = build_firmware(out, parsed, target=target, ram=ram, flash=flash)
+    if run and target == "host":
         sys.stdout.flush()
         os.execv(exe, [exe])
-    emit({"executable": exe}, as_json, lambda r: r["executable"])
+    if run:
+        _serve_qemu(target, exe, True, as_json)
+        return
+    res = {"executable": exe, "target": target}
+    if target != "host":
+        res.update(image_sizes(exe))
+    emit(res, as_json, lambda r: r["executable"] + (
+        f" (text {r['text']:,} B, bss {r['bss']:,} B, stack {r['stack']:,} B)"
+        if "text" in r else ""))
+
+
+@board.command()
+@click.option("--machine", default="mps2-an386", show_default=True,
+              type=click.Choice(FIRMWARE_TARGETS[1:]),
+              help="QEMU machine: mps2-an386 (Cortex-M4F) or mps2-an385 (Cortex-M3).")
+@click.option("--firmware", "firmware_path", default="build", show_default=True,
+              type=click.Path(),
+              help="An ELF image from `board firmware`, or a directory to build it in (an "
+                   "unchanged build is reused).")
+@click.option("--ram", callback=_byte_size, metavar="SIZE",
+              help="The board's RAM when building, e.g. 256KiB [256KiB].")
+@click.option("--icount/--no-icount", default=True, show_default=True,
+              help="Run under -icount shift=0: SysTick counts retired instructions.")
+@json_option
+def qemu(machine, firmware_path, ram, icount, as_json):
+    """Run the Cortex-M firmware in QEMU with its UART on a pseudo-terminal. The first stdout
+    line names the port (with --json: {"port": ...}), as `emulate` prints it; every other
+    `edgekd board` command works against it. Ctrl-C or SIGTERM stops QEMU."""
+    from firmware_bridge.build import build_firmware
+    if os.path.isdir(firmware_path) or not os.path.exists(firmware_path):
+        image = build_firmware(firmware_path, target=machine, ram=ram)
+    else:
+        if ram is not None:
+            raise EdgekdError("--ram applies when building: give --firmware a directory")
+        image = firmware_path
+    _serve_qemu(machine, image, icount, as_json)
+
+
+def _serve_qemu(machine, image, icount, as_json):
+    from firmware_bridge.qemu import QemuBoard, run_until_signalled
+
+    def ready(b):
+        res = {"port": b.port, "machine": machine, "firmware": image, "icount": icount,
+               "pid": b.pid}
+        if as_json:
+            click.echo(json.dumps(res))
+        else:
+            click.echo(f"QEMU {machine} on {b.port} (firmware {image}; Ctrl-C stops)")
+        sys.stdout.flush()
+
+    run_until_signalled(QemuBoard(machine, image, icount), ready)

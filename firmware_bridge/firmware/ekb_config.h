@@ -31,5 +31,8 @@
 #define EKB_MAX_CLASSES 64
 #endif
 #define EKB_MAX_LAYERS 16
+#ifndef EKB_MODEL_PLACEMENT /* where the model slot lives: a port puts it in flash */
+#define EKB_MODEL_PLACEMENT
+#endif
 
 #endif

@@ -27,6 +27,25 @@ static float rd_f32(const uint8_t *p)
 }
 static uint16_t rd_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
+static int finite_positive(float f) { return f > 0.0f && f <= 3.4e38f; }
+static int finite(float f) { return f >= -3.4e38f && f <= 3.4e38f; }
+static int int8_zero_point(int32_t zp) { return zp >= -128 && zp <= 127; }
+
+/* The per-channel constants as TFLM can have made them: multiplier in [0, 2^31), shift in
+ * [-31, 30] (so every shift below is defined), finite scales. A hostile blob is refused
+ * here, so the arithmetic never meets a value it is not defined for. */
+static int channels_ok(const ekb_layer *L)
+{
+    uint16_t o;
+    for (o = 0; o < L->out; o++) {
+        int32_t mult = rd_i32(L->mult + 4UL * o), shift = rd_i32(L->shift + 4UL * o);
+        if (mult < 0 || shift < -31 || shift > 30 || !finite(rd_f32(L->wscale + 4UL * o)) ||
+            !finite(rd_f32(L->bscale + 4UL * o)))
+            return 0;
+    }
+    return 1;
+}
+
 int ekb_model_parse(ekb_model *m, const uint8_t *blob, uint32_t len, const char **why)
 {
     uint32_t off = HEADER_SIZE;
@@ -41,14 +60,18 @@ int ekb_model_parse(ekb_model *m, const uint8_t *blob, uint32_t len, const char 
     m->in_scale = rd_f32(blob + 8);
     m->in_zp = rd_i32(blob + 12);
     m->max_width = 0;
+    if (!finite_positive(m->in_scale) || !int8_zero_point(m->in_zp)) {
+        *why = "EKB model has an input scale or zero point out of range";
+        return EKB_E_REFUSED;
+    }
     if (m->n_layers == 0 || m->n_layers > EKB_MAX_LAYERS) {
         *why = "EKB model has no layers, or more than this firmware holds";
         return m->n_layers ? EKB_E_NO_FIT : EKB_E_REFUSED;
     }
     for (i = 0; i < m->n_layers; i++) {
         ekb_layer *L = &m->layer[i];
-        uint32_t body;
-        if (off + LAYER_SIZE > len) {
+        uint64_t body;
+        if ((uint64_t)off + LAYER_SIZE > len) {
             *why = "EKB model is truncated";
             return EKB_E_REFUSED;
         }
@@ -61,11 +84,16 @@ int ekb_model_parse(ekb_model *m, const uint8_t *blob, uint32_t len, const char 
         L->in_scale = rd_f32(blob + off + 24);
         L->out_scale = rd_f32(blob + off + 28);
         off += LAYER_SIZE;
-        body = 20UL * L->out + (uint32_t)L->in * L->out;
-        if (L->in == 0 || L->out == 0 || off + body > len ||
+        body = 20ULL * L->out + (uint64_t)L->in * L->out; /* 64-bit: no wrap-around */
+        if (L->in == 0 || L->out == 0 || (uint64_t)off + body > len ||
             (i > 0 && L->in != m->layer[i - 1].out) || L->act_min > L->act_max ||
             L->act_min < -128 || L->act_max > 127) {
             *why = "EKB model has an inconsistent layer";
+            return EKB_E_REFUSED;
+        }
+        if (!int8_zero_point(L->in_zp) || !int8_zero_point(L->out_zp) ||
+            !finite_positive(L->in_scale) || !finite_positive(L->out_scale)) {
+            *why = "EKB model has a scale or zero point out of range";
             return EKB_E_REFUSED;
         }
         L->mult = blob + off;
@@ -74,7 +102,11 @@ int ekb_model_parse(ekb_model *m, const uint8_t *blob, uint32_t len, const char 
         L->bscale = L->wscale + 4UL * L->out;
         L->bias = L->bscale + 4UL * L->out;
         L->w = (const int8_t *)(L->bias + 4UL * L->out);
-        off += body + ((4 - body % 4) % 4);
+        if (!channels_ok(L)) {
+            *why = "EKB model has a requantization multiplier, shift or scale out of range";
+            return EKB_E_REFUSED;
+        }
+        off += (uint32_t)(body + ((4 - body % 4) % 4));
         if (L->in > m->max_width) m->max_width = L->in;
         if (L->out > m->max_width) m->max_width = L->out;
     }
@@ -127,11 +159,15 @@ static void dense(const ekb_layer *L, const int8_t *x, int8_t *y)
     for (o = 0; o < L->out; o++) {
         const int8_t *w = L->w + (size_t)o * L->in;
         int32_t acc = 0;
-        for (i = 0; i < L->in; i++)
+        int64_t wide;
+        for (i = 0; i < L->in; i++) /* |sum| <= 256 * 127 * 255: no overflow */
             acc += (int32_t)w[i] * ((int32_t)x[i] - L->in_zp);
-        acc += rd_i32(L->bias + 4UL * o);
-        acc = ekb_mbqm(acc, rd_i32(L->mult + 4UL * o), rd_i32(L->shift + 4UL * o));
-        acc += L->out_zp;
+        /* a hostile bias may push the sum past int32: saturate, where TFLM would be undefined */
+        wide = (int64_t)acc + rd_i32(L->bias + 4UL * o);
+        acc = wide > INT32_MAX ? INT32_MAX : wide < INT32_MIN ? INT32_MIN : (int32_t)wide;
+        wide = (int64_t)ekb_mbqm(acc, rd_i32(L->mult + 4UL * o), rd_i32(L->shift + 4UL * o)) +
+               L->out_zp;
+        acc = wide > 127 ? 127 : wide < -128 ? -128 : (int32_t)wide;
         if (acc < L->act_min) acc = L->act_min;
         if (acc > L->act_max) acc = L->act_max;
         y[o] = (int8_t)acc;
@@ -160,6 +196,7 @@ int8_t ekb_quantize(float v, float scale, int32_t zp)
 {
     float r = roundf(v / scale);
     int32_t q;
+    if (r != r) r = 0.0f; /* NaN: the request handlers refuse it before; never undefined */
     if (r > 1e6f) r = 1e6f;
     if (r < -1e6f) r = -1e6f;
     q = (int32_t)r + zp;
@@ -250,14 +287,22 @@ void ekb_head_zero_grad(const ekb_model *m)
     memset(grad_b, 0, sizeof(float) * L->out);
 }
 
-void ekb_head_step(const ekb_model *m, float lr)
+int ekb_head_step(const ekb_model *m, float lr)
 {
     const ekb_layer *L = &m->layer[m->n_layers - 1];
     size_t k;
+    /* first check that every new weight is finite, so a step that overflows changes nothing */
+    for (k = 0; k < (size_t)L->in * L->out; k++)
+        if (!finite(head_w[k] - lr * grad_w[k]))
+            return 0;
+    for (k = 0; k < L->out; k++)
+        if (!finite(head_b[k] - lr * grad_b[k]))
+            return 0;
     for (k = 0; k < (size_t)L->in * L->out; k++)
         head_w[k] -= lr * grad_w[k];
     for (k = 0; k < L->out; k++)
         head_b[k] -= lr * grad_b[k];
+    return 1;
 }
 
 uint32_t ekb_head_bytes(const ekb_model *m)

@@ -44,7 +44,8 @@ float ekb_head_accumulate(const ekb_model *m, const float *feat, const float *te
                           uint16_t label, float temperature, float alpha, uint16_t n,
                           float *kl, uint8_t *agree);
 void ekb_head_zero_grad(const ekb_model *m);
-void ekb_head_step(const ekb_model *m, float lr);
+/* One SGD step; returns 0 (and changes nothing) if a weight would not be finite. */
+int ekb_head_step(const ekb_model *m, float lr);
 /* The head's parameters as little-endian float32 bytes: W then b. */
 uint32_t ekb_head_bytes(const ekb_model *m);
 uint8_t ekb_head_byte(const ekb_model *m, uint32_t i);
