@@ -127,9 +127,8 @@ class EmulatedBoard:
                                       f"{self.spec.max_model:,} bytes of flash left for models")
         if size == 0:
             raise Refusal(m.E_REFUSED, "DEPLOY_BEGIN: empty model")
-        self.model, self.flash = None, bytearray(size)
-        self.model_sha = b"\0" * 32
-        self.deploy = {"size": size, "sha": sha, "written": 0}
+        # the new model goes to a staging area: the working one stays until it has passed
+        self.deploy = {"size": size, "sha": sha, "written": 0, "flash": bytearray(size)}
         return m.U32.pack(self.spec.max_payload - m.SEQ.size - m.CHUNK_HEAD.size)
 
     def deploy_chunk(self, body):
@@ -143,8 +142,8 @@ class EmulatedBoard:
         if off > d["written"] or off + len(data) > d["size"]:
             raise Refusal(m.E_REFUSED, "DEPLOY_CHUNK: offset out of order or past the model's end")
         written = data if self.faults is None else self.faults.flash_write(data)
-        self.flash[off:off + len(data)] = written
-        if zlib.crc32(self.flash[off:off + len(data)]) != crc:
+        d["flash"][off:off + len(data)] = written
+        if zlib.crc32(d["flash"][off:off + len(data)]) != crc:
             raise Refusal(m.E_CHUNK_CRC, "chunk failed its CRC after writing")
         d["written"] = max(d["written"], off + len(data))
         return m.U32.pack(d["written"])
@@ -157,11 +156,12 @@ class EmulatedBoard:
         if d["written"] != d["size"]:
             raise Refusal(m.E_REFUSED, "DEPLOY_END before every chunk arrived")
         self.deploy = None
-        sha = hashlib.sha256(self.flash).digest()
+        flash = d["flash"]
+        sha = hashlib.sha256(flash).digest()
         if sha != d["sha"]:
             raise Refusal(m.E_HASH, "the model's SHA-256 does not match; deploy it again")
         try:
-            model = TflmModel(bytes(self.flash), self.spec.arena)
+            model = TflmModel(bytes(flash), self.spec.arena)
         except ArenaTooSmall as e:
             raise Refusal(m.E_NO_FIT, str(e)) from None
         except EdgekdError as e:
@@ -170,8 +170,8 @@ class EmulatedBoard:
             raise Refusal(m.E_NO_FIT, f"training the last layer needs {model.head.nbytes:,} "
                                       f"bytes of RAM; {self.spec.head_ram:,} are left beside "
                                       f"the arena")
-        self.model, self.model_sha = model, sha
-        return m.U32X2.pack(model.arena_used, len(self.flash))
+        self.model, self.model_sha, self.flash = model, sha, flash
+        return m.U32X2.pack(model.arena_used, len(flash))
 
     def _model(self):
         if self.model is None:
@@ -180,6 +180,8 @@ class EmulatedBoard:
 
     def _inputs(self, dt, rows):
         mod = self.model
+        if dt == m.DT_F32 and not np.isfinite(rows).all():
+            raise Refusal(m.E_REFUSED, "an input is NaN or infinite")
         if mod.in_dtype == np.int8:
             return rows if dt == m.DT_I8 else quantize_input(rows, *mod.in_quant)
         if dt != m.DT_F32:
@@ -213,6 +215,8 @@ class EmulatedBoard:
         if not (0 <= b.lr < 1e6 and 0 < b.temperature < 1e6 and 0 <= b.alpha <= 1):
             raise Refusal(m.E_REFUSED, "TRAIN_LAST: lr, temperature or alpha out of range")
         rows = self._inputs(b.dtype, b.x)
+        if not np.isfinite(b.teacher).all():
+            raise Refusal(m.E_REFUSED, "TRAIN_LAST: a teacher logit is NaN or infinite")
         feats = np.stack([mod.run(r)[1] for r in rows])
         loss, kl, agree = mod.head.step(feats, b.teacher, b.labels, b.lr, b.temperature,
                                         b.alpha)
