@@ -71,7 +71,9 @@ def test_deploy_infer_train_weights_reset(kind, boards, board_models, tmp_path):
         assert inf["test_accuracy"] == ref_acc
 
         tr = ok(p, "train-last", "--teacher", str(models["teacher"]), "--data", "digits",
-                "--epochs", "4", "--limit", str(TRAIN_SLICE), timeout=180)
+                "--epochs", "4", "--limit", str(TRAIN_SLICE), "--lr", "0.05", "--lr-decay", "1",
+                "--holdout", "0", timeout=180)
+        assert tr["kept"] == "trained" and tr["holdout"] is None
         want = reference_kd_loss(models["student"], models["ds"], models["teacher"],
                                  TRAIN_SLICE)
         assert tr["loss_before"] == pytest.approx(want, rel=1e-4)
@@ -210,3 +212,36 @@ def test_a_model_that_does_not_fit_is_refused_by_host_and_board(kind, boards, bo
                                 check=False)
             assert e.value.code == m.E_NO_FIT
             assert not commands.info(client).has_model
+
+
+@pytest.mark.parametrize("kind", board_params("emulator", "host-c", "qemu-m4f"))
+def test_train_last_never_leaves_the_board_worse(kind, boards, board_models):
+    """With a rate that wrecks the layer, the held-out slice says so and the deployed layer
+    stays (int8 outputs bit for bit); with the defaults, test accuracy improves or holds."""
+    from firmware_bridge.train_last import holdout_split
+    models = board_models
+    ref_y, ref_acc = tflm_reference(models["student"], models["ds"])
+    ref_sha = hashlib.sha256(ref_y.astype(np.int8).tobytes()).hexdigest()
+    args = ["train-last", "--teacher", str(models["teacher"]), "--data", "digits",
+            "--limit", str(TRAIN_SLICE), "--epochs", "2"]
+    with boards.start(kind) as board:
+        p = board.port
+        ok(p, "deploy", str(models["student"]))
+        wrecked = ok(p, *args, "--lr", "500", "--lr-decay", "1", timeout=180)
+        assert wrecked["kept"] == "before", wrecked
+        h = wrecked["holdout"]
+        held, _ = holdout_split(TRAIN_SLICE, 0.2, 0)
+        assert h["samples"] == len(held) == 80
+        assert (h["accuracy_after"], h["kd_loss_after"]) == (h["accuracy_before"],
+                                                             h["kd_loss_before"])
+        assert wrecked["loss_after"] == pytest.approx(wrecked["loss_before"], rel=1e-6)
+        inf = ok(p, "infer", "--data", "digits")
+        assert inf["outputs_sha256"] == ref_sha and not inf["head_trained"]
+
+        tr = ok(p, *args, timeout=180)
+        h = tr["holdout"]
+        assert h["accuracy_after"] >= h["accuracy_before"]
+        if tr["kept"] != "before":
+            assert (h["accuracy_after"] > h["accuracy_before"]
+                    or h["kd_loss_after"] < h["kd_loss_before"])
+        assert ok(p, "infer", "--data", "digits")["test_accuracy"] >= ref_acc - 1 / 359

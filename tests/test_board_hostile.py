@@ -135,6 +135,12 @@ def test_malformed_frames_and_requests_change_nothing(board, board_models):
             with pytest.raises(BoardError) as e:
                 client.request(m.TRAIN_LAST, body)
             assert e.value.code == m.E_REFUSED, what
+        nan4 = np.full(4, np.nan, "<f4").tobytes()
+        for body in (m.U32.pack(0) + nan4, m.U32.pack(2) + bytes(4), m.U32.pack(1 << 30) + bytes(4),
+                     m.U32.pack(0) + bytes(3), m.U32.pack(0xFFFFFFFC) + bytes(8)):
+            with pytest.raises(BoardError) as e:
+                client.request(m.SET_WEIGHTS, body)
+            assert e.value.code == m.E_REFUSED, body
         w1, b1 = commands.get_weights(client)
         np.testing.assert_array_equal(w1, w0)
         np.testing.assert_array_equal(b1, b0)

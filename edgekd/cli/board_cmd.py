@@ -97,13 +97,39 @@ def deploy(model_path, port, baud, timeout, retries, verbose, chunk_retries, as_
     from firmware_bridge.commands import deploy as board_deploy
     with open(model_path, "rb") as f:
         data = f.read()
-    with _connect(port, baud, timeout, retries, verbose) as client:
-        res = board_deploy(client, data, where=model_path, chunk_retries=chunk_retries)
+    with _connect(port, baud, timeout, retries, verbose) as client, _ByteBar("deploying") as bar:
+        res = board_deploy(client, data, where=model_path, chunk_retries=chunk_retries,
+                           progress=bar.update)
         res.update(_bytes(client))
     emit(res, as_json, lambda r: f"deployed {r['model_bytes']:,} B ({r['format']}) to "
                                  f"{r['board']} in {r['chunks']} chunks "
                                  f"({r['chunks_resent']} resent); arena {r['arena_used']:,} "
                                  f"of {r['arena_bytes']:,} B")
+
+
+class _ByteBar:
+    """Bytes sent so far, as a progress bar on stderr (only on a terminal, and only once
+    the first chunk is through, so a refusal stays one line)."""
+
+    def __init__(self, label):
+        self.label, self.bar, self.done = label, None, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def update(self, done, total):
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr,
+                                         show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
 
 
 @board.command()
@@ -139,7 +165,13 @@ def infer(data, limit, port, baud, timeout, retries, verbose, as_json):
               help="Teacher: edgekd .npz, .onnx, .tflite, or precomputed logits .npy.")
 @click.option("--data", required=True, help=DATA_HELP + " Its training split is streamed.")
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--lr-decay", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="The learning rate is multiplied by this after every epoch.")
+@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
+              help="Fraction of the samples held out (not streamed for training) to score the "
+                   "layer on the board before training and after each epoch; the best layer, "
+                   "the starting one included, is the one kept. 0: keep the last.")
 @click.option("--batch", default=32, show_default=True, type=click.IntRange(1),
               help="Samples per TRAIN_LAST frame (fewer if the board's frames are smaller).")
 @click.option("--temperature", "-T", default=4.0, show_default=True,
@@ -157,15 +189,18 @@ def infer(data, limit, port, baud, timeout, retries, verbose, as_json):
 @click.option("--limit", type=click.IntRange(1), help="Only the first N training samples.")
 @port_options
 @json_option
-def train_last(teacher_path, data, epochs, lr, batch, temperature, alpha, halting, eps,
-               patience, rho, reset_first, seed, limit, port, baud, timeout, retries, verbose,
-               as_json):
+def train_last(teacher_path, data, epochs, lr, lr_decay, holdout, batch, temperature, alpha,
+               halting, eps, patience, rho, reset_first, seed, limit, port, baud, timeout,
+               retries, verbose, as_json):
     """Train the board's last dense layer (float SGD on the KD loss) from streamed inputs
     and teacher logits, with early halting of settled samples.
 
-    Reports loss_before and loss_after (KD loss over the training split, measured on the
-    board), bytes_down/bytes_up of training, bytes_eval of the two measuring passes, and
-    bytes_naive (the same epochs without halting).
+    It never leaves the board worse than it found it: a held-out slice (--holdout) is
+    scored on the board before training and after each epoch, and the best layer is the one
+    kept (`kept`: trained, epoch N, or before). Reports loss_before and loss_after (KD loss
+    over the streamed samples, measured on the board), holdout (accuracy and KD loss before
+    and of the layer kept), bytes_down/bytes_up of training, bytes_eval of the measuring
+    passes, and bytes_naive (the same epochs without halting).
     """
     from edgekd.distill.halting import HaltingConfig
     from edgekd.teachers import load_teacher
@@ -175,18 +210,30 @@ def train_last(teacher_path, data, epochs, lr, batch, temperature, alpha, haltin
     ds = load_data(data)
     x_train, y_train = ds.x_train[:limit], ds.y_train[:limit]
     logits = load_teacher(teacher_path, ds).logits(x_train)
-    cfg = TrainLastConfig(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha,
-                          batch=batch, seed=seed,
+    cfg = TrainLastConfig(epochs=epochs, lr=lr, lr_decay=lr_decay, holdout=holdout,
+                          temperature=temperature, alpha=alpha, batch=batch, seed=seed,
                           halting=HaltingConfig(enabled=halting, eps=eps, patience=patience,
                                                 rho=rho).check())
-    with _connect(port, baud, timeout, retries, verbose) as client:
+    from .base import EpochBar
+    with _connect(port, baud, timeout, retries, verbose) as client, \
+            EpochBar(epochs, "training on the board",
+                     ["loss", "settled_fraction", "holdout_accuracy", "streamed"]) as bar:
         if reset_first:
             reset(client)
-        res = run(client, x_train, y_train, logits, cfg)
+        res = run(client, x_train, y_train, logits, cfg, on_epoch=bar.update)
     emit(res, as_json, lambda r: f"KD loss {r['loss_before']:.4f} -> {r['loss_after']:.4f} "
                                  f"after {r['epochs_run']} epochs ({r['stop_reason']}); "
+                                 f"kept the {'layer from before training' if r['kept'] == 'before' else r['kept'] + ' layer'}"
+                                 f"{_holdout_text(r['holdout'])}; "
                                  f"link {r['bytes_down'] + r['bytes_up']:,} B vs "
                                  f"{r['bytes_naive']:,} without halting")
+
+
+def _holdout_text(h):
+    if not h:
+        return ""
+    return (f" (held-out accuracy {h['accuracy_before']:.4f} -> {h['accuracy_after']:.4f} on "
+            f"{h['samples']} samples)")
 
 
 @board.command()

@@ -81,7 +81,8 @@ class EmulatedBoard:
         handler = {m.INFO: self.info, m.DEPLOY_BEGIN: self.deploy_begin,
                    m.DEPLOY_CHUNK: self.deploy_chunk, m.DEPLOY_END: self.deploy_end,
                    m.INFER: self.infer, m.TRAIN_LAST: self.train_last,
-                   m.GET_WEIGHTS: self.get_weights, m.RESET: self.reset}.get(ftype)
+                   m.GET_WEIGHTS: self.get_weights, m.RESET: self.reset,
+                   m.SET_WEIGHTS: self.set_weights}.get(ftype)
         if handler is None:
             raise Refusal(m.E_REFUSED, f"unknown request type {ftype:#x}")
         try:
@@ -235,6 +236,23 @@ class EmulatedBoard:
         chunk = data[off:off + min(want, room)]
         out, inp = mod.head.w.shape
         return m.WEIGHTS_REPLY_HEAD.pack(inp, out, len(data), off) + chunk
+
+    def set_weights(self, body):
+        mod = self._model()
+        if mod.head is None:
+            raise Refusal(m.E_NO_MODEL, "the model has no dense last layer")
+        if len(body) < m.U32.size or (len(body) - m.U32.size) % 4:
+            raise Refusal(m.E_REFUSED, "SET_WEIGHTS: expected offset u32 and whole float32 values")
+        (off,) = m.U32.unpack_from(body)
+        values = np.frombuffer(body, "<f4", offset=m.U32.size)
+        flat = np.concatenate([mod.head.w.ravel(), mod.head.b])
+        if off % 4 or off // 4 + len(values) > len(flat):
+            raise Refusal(m.E_REFUSED, "SET_WEIGHTS: offset or length past the layer's weights")
+        if not np.isfinite(values).all():
+            raise Refusal(m.E_REFUSED, "SET_WEIGHTS: a weight is NaN or infinite")
+        flat[off // 4:off // 4 + len(values)] = values
+        mod.head.load(flat)
+        return m.U32.pack(off + 4 * len(values))
 
     def reset(self, body):
         if len(body) != 1 or body[0] > 1:

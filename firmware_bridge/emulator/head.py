@@ -17,6 +17,13 @@ class FloatHead:
         self.w, self.b = self.w0.copy(), self.b0.copy()
         self.trained = False
 
+    def load(self, flat):
+        """Weights from the flat float32 array W [out, in] then b (SET_WEIGHTS)."""
+        n = self.w.size
+        self.w = np.asarray(flat[:n], np.float32).reshape(self.w.shape).copy()
+        self.b = np.asarray(flat[n:], np.float32).copy()
+        self.trained = True
+
     @property
     def nbytes(self):
         """RAM the board spends on it: weights and their gradients."""

@@ -16,7 +16,7 @@
 #define BODY_MAX (EKB_MAX_PAYLOAD - 2)
 
 enum { T_INFO = 0x20, T_DEPLOY_BEGIN, T_DEPLOY_CHUNK, T_DEPLOY_END, T_INFER, T_TRAIN_LAST,
-       T_GET_WEIGHTS, T_RESET, T_ERROR = 0x7F, T_REPLY = 0x80 };
+       T_GET_WEIGHTS, T_RESET, T_SET_WEIGHTS, T_ERROR = 0x7F, T_REPLY = 0x80 };
 enum { E_DAMAGED = 1, E_REFUSED, E_NO_FIT, E_CHUNK_CRC, E_HASH, E_NO_MODEL, E_BUSY };
 enum { FORMAT_EKB = 2, DT_F32 = 0, DT_I8 = 1 };
 
@@ -339,6 +339,23 @@ static long do_weights(const uint8_t *in, size_t len, uint8_t *out)
     return (long)(16 + n);
 }
 
+static long do_set_weights(const uint8_t *in, size_t len, uint8_t *out)
+{
+    uint32_t off, n, total;
+    if (!loaded) return refuse(E_NO_MODEL, "no model deployed");
+    if (len < 4 || (len - 4) % 4 != 0) return refuse(E_REFUSED, "SET_WEIGHTS: expected offset u32 and whole float32 values");
+    off = rd32(in);
+    n = (uint32_t)(len - 4);
+    total = ekb_head_bytes(&model);
+    if (off % 4 != 0 || off > total || n > total - off)
+        return refuse(E_REFUSED, "SET_WEIGHTS: offset or length past the layer's weights");
+    if (!finite_f32(in + 4, n / 4)) return refuse(E_REFUSED, "SET_WEIGHTS: a weight is NaN or infinite");
+    ekb_head_set_bytes(&model, off, in + 4, n);
+    trained = 1;
+    wr32(out, off + n);
+    return 4;
+}
+
 static long do_reset(const uint8_t *in, size_t len)
 {
     if (len != 1 || in[0] > 1) return refuse(E_REFUSED, "RESET: expected one byte, 0 or 1");
@@ -407,6 +424,7 @@ static void handle(size_t frame_len)
     case T_TRAIN_LAST: r = do_train(body, blen, tx + 12); break;
     case T_GET_WEIGHTS: r = do_weights(body, blen, tx + 12); break;
     case T_RESET: r = do_reset(body, blen); break;
+    case T_SET_WEIGHTS: r = do_set_weights(body, blen, tx + 12); break;
 #ifdef EKB_TEST_FAULTS
     case 0x3E: ekb_port_test_fault(blen ? body[0] : 0); r = refuse(E_REFUSED, "no fault"); break;
 #endif
