@@ -171,6 +171,23 @@ def set_weights(client, w, b, board=None):
         client.request(m.SET_WEIGHTS, m.U32.pack(off) + data[off:off + room])
 
 
+def bench(client, x_row, n, board=None):
+    """BENCH: the board runs n inferences of one input row and counts with its own counter.
+    Returns (ticks, counted): counted is False when the board cannot count (then ticks is 0).
+    """
+    board = board or info(client)
+    require_model(board)
+    _, rows = encode_inputs(board, np.asarray(x_row)[None])
+    if rows.dtype != np.int8:
+        raise EdgekdError(f"board {board.name}'s model takes float inputs; BENCH sends int8")
+    body = client.request(m.BENCH, m.BENCH_HEAD.pack(n) + rows.tobytes(), timeout=max(
+        client.timeout, 30.0))
+    ticks, got, counted = m.BENCH_REPLY.unpack(body)
+    if got != n:
+        raise EdgekdError(f"board answered BENCH for {got} runs, asked {n}")
+    return ticks, bool(counted)
+
+
 def reset(client, erase=False):
     """Restore the deployed last layer (discarding TRAIN_LAST's changes); `erase` also
     removes the model."""

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from boardutil import EDGEKD, QEMU_MACHINES, board_params, boards, missing, one_line_error  # noqa: F401
+from boardutil import (EDGEKD, QEMU_MACHINES, board_models, board_params, boards, missing,  # noqa: F401
+                       one_line_error)
 
 KiB = 1024
 
@@ -97,3 +98,24 @@ def test_board_qemu_stops_qemu_when_stopped(sig, boards):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("kind", board_params("emulator", "host-c", "qemu-m4f", "qemu-m3"))
+def test_bench_counts_instructions_on_the_isa(kind, boards, board_models):
+    """Under -icount the count is a pure function of the code: the same on every run, and n
+    runs cost n times one (to within one 40-instruction SysTick tick per measurement).
+    Boards that cannot count say so."""
+    from boardutil import ok
+    with boards.start(kind) as board:
+        ok(board.port, "deploy", str(board_models["student"]))
+        one = ok(board.port, "bench", "--data", "digits", "-n", "1")
+        if kind not in QEMU_MACHINES:
+            assert not one["counted"] and one["instructions_per_inference"] is None
+            return
+        ten = ok(board.port, "bench", "--data", "digits", "-n", "10")
+        again = ok(board.port, "bench", "--data", "digits", "-n", "10")
+        assert one["counted"] and ten == again
+        per = ten["instructions_per_inference"]
+        # the 64-32-16-10 int8 MLP: 2,720 multiply-accumulates
+        assert 2720 < per < 20 * 2720
+        assert abs(one["instructions_per_inference"] - per) <= 80

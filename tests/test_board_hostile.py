@@ -102,7 +102,7 @@ def test_malformed_frames_and_requests_change_nothing(board, board_models):
             assert event is not None and event[0] == m.BOARD_ERROR, event
             assert event[1][:3] == b"\xff\xff\x01"
 
-        for rtype in list(range(m.INFO, m.RESET + 1)) + [0x55, 0x7F, 0xA0]:
+        for rtype in list(range(m.INFO, m.BENCH + 1)) + [0x55, 0x7F, 0xA0]:
             for body in (b"\x01", b"\xff\xff"):
                 if rtype == m.RESET and body == b"\x01":
                     continue  # a valid RESET 1 (erase): tested below

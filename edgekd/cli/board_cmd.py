@@ -320,6 +320,33 @@ def _exit_on_sigterm():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
+@board.command()
+@click.option("--data", required=True, help=DATA_HELP + " Its first test sample is the input.")
+@click.option("-n", "runs", default=20, show_default=True, type=click.IntRange(1, 65535),
+              help="Inferences the board runs in one BENCH request.")
+@port_options
+@json_option
+def bench(data, runs, port, baud, timeout, retries, verbose, as_json):
+    """Count the cost of one inference of the deployed model on the board.
+
+    The Cortex-M firmware counts retired instructions with SysTick, which under QEMU's
+    `-icount shift=0` (`board qemu`'s default) advances with them, calibrated at boot; the
+    emulator and the host build cannot count and say so (instructions_per_inference null).
+    """
+    from firmware_bridge.commands import bench as board_bench
+    from firmware_bridge.commands import info as board_info
+    ds = load_data(data)
+    with _connect(port, baud, timeout, retries, verbose) as client:
+        b = board_info(client)
+        ticks, counted = board_bench(client, ds.x_test[0], runs, b)
+        res = {"board": b.name, "runs": runs, "counted": counted,
+               "instructions_per_inference": ticks / runs if counted else None,
+               **_bytes(client)}
+    emit(res, as_json, lambda r: f"{r['board']}: {r['instructions_per_inference']:,.0f} "
+                                 f"instructions per inference ({r['runs']} runs)"
+         if r["counted"] else f"{r['board']} cannot count instructions")
+
+
 def _byte_size(ctx, param, value):
     from ..design.units import parse_bytes
     return None if value is None else parse_bytes(value)

@@ -82,7 +82,7 @@ class EmulatedBoard:
                    m.DEPLOY_CHUNK: self.deploy_chunk, m.DEPLOY_END: self.deploy_end,
                    m.INFER: self.infer, m.TRAIN_LAST: self.train_last,
                    m.GET_WEIGHTS: self.get_weights, m.RESET: self.reset,
-                   m.SET_WEIGHTS: self.set_weights}.get(ftype)
+                   m.SET_WEIGHTS: self.set_weights, m.BENCH: self.bench}.get(ftype)
         if handler is None:
             raise Refusal(m.E_REFUSED, f"unknown request type {ftype:#x}")
         try:
@@ -253,6 +253,19 @@ class EmulatedBoard:
         flat[off // 4:off // 4 + len(values)] = values
         mod.head.load(flat)
         return m.U32.pack(off + 4 * len(values))
+
+    def bench(self, body):
+        """The emulator runs the inferences but has no instruction counter: counted 0."""
+        mod = self._model()
+        if len(body) != m.BENCH_HEAD.size + mod.in_features:
+            raise Refusal(m.E_REFUSED, "BENCH: expected n u16, reserved u16 and one int8 row")
+        (n,) = m.BENCH_HEAD.unpack_from(body)
+        if n == 0:
+            raise Refusal(m.E_REFUSED, "BENCH: n must be at least 1")
+        row = np.frombuffer(body, np.int8, offset=m.BENCH_HEAD.size)
+        for _ in range(n):
+            mod.run(self._inputs(m.DT_I8, row[None])[0])
+        return m.BENCH_REPLY.pack(0, n, 0)
 
     def reset(self, body):
         if len(body) != 1 or body[0] > 1:

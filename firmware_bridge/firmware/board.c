@@ -16,7 +16,7 @@
 #define BODY_MAX (EKB_MAX_PAYLOAD - 2)
 
 enum { T_INFO = 0x20, T_DEPLOY_BEGIN, T_DEPLOY_CHUNK, T_DEPLOY_END, T_INFER, T_TRAIN_LAST,
-       T_GET_WEIGHTS, T_RESET, T_SET_WEIGHTS, T_ERROR = 0x7F, T_REPLY = 0x80 };
+       T_GET_WEIGHTS, T_RESET, T_SET_WEIGHTS, T_BENCH, T_ERROR = 0x7F, T_REPLY = 0x80 };
 enum { E_DAMAGED = 1, E_REFUSED, E_NO_FIT, E_CHUNK_CRC, E_HASH, E_NO_MODEL, E_BUSY };
 enum { FORMAT_EKB = 2, DT_F32 = 0, DT_I8 = 1 };
 
@@ -356,6 +356,35 @@ static long do_set_weights(const uint8_t *in, size_t len, uint8_t *out)
     return 4;
 }
 
+/* The port's counter of retired instructions (SysTick under QEMU's -icount) or 0 when the
+ * board cannot count; weak, so a port without one links. */
+uint64_t ekb_port_ticks(void) __attribute__((weak));
+uint64_t ekb_port_ticks(void) { return 0; }
+
+/* BENCH: n inferences of one int8 row, timed by the port's counter. Body: n u16, reserved
+ * u16, row i8[F]. Reply: ticks u64 (0: cannot count), n u16, counts u8, reserved u8. */
+static long do_bench(const uint8_t *in, size_t len, uint8_t *out)
+{
+    uint16_t n, i, F;
+    uint64_t t0, t1;
+    if (!loaded) return refuse(E_NO_MODEL, "no model deployed");
+    F = model.layer[0].in;
+    if (len != 4 + (size_t)F) return refuse(E_REFUSED, "BENCH: expected n u16, reserved u16 and one int8 row");
+    n = rd16(in);
+    if (n == 0) return refuse(E_REFUSED, "BENCH: n must be at least 1");
+    memcpy(xq, in + 4, F);
+    t0 = ekb_port_ticks();
+    for (i = 0; i < n; i++)
+        ekb_model_run(&model, xq, yq, feat);
+    t1 = ekb_port_ticks();
+    wr32(out, (uint32_t)(t1 - t0));
+    wr32(out + 4, (uint32_t)((t1 - t0) >> 32));
+    wr16(out + 8, n);
+    out[10] = t0 != 0 || t1 != 0;
+    out[11] = 0;
+    return 12;
+}
+
 static long do_reset(const uint8_t *in, size_t len)
 {
     if (len != 1 || in[0] > 1) return refuse(E_REFUSED, "RESET: expected one byte, 0 or 1");
@@ -425,6 +454,7 @@ static void handle(size_t frame_len)
     case T_GET_WEIGHTS: r = do_weights(body, blen, tx + 12); break;
     case T_RESET: r = do_reset(body, blen); break;
     case T_SET_WEIGHTS: r = do_set_weights(body, blen, tx + 12); break;
+    case T_BENCH: r = do_bench(body, blen, tx + 12); break;
 #ifdef EKB_TEST_FAULTS
     case 0x3E: ekb_port_test_fault(blen ? body[0] : 0); r = refuse(E_REFUSED, "no fault"); break;
 #endif
