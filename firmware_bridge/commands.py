@@ -160,6 +160,34 @@ def get_weights(client, board=None):
     return flat[:f_in * f_out].reshape(f_out, f_in), flat[f_in * f_out:]
 
 
+def set_weights(client, w, b, board=None):
+    """Write the trainable last layer (W [out, in], b [out], float32) back to the board, in
+    chunks that fit its frames; the board refuses NaN/inf and sizes that do not match."""
+    board = board or info(client)
+    require_model(board)
+    data = np.concatenate([np.asarray(w, "<f4").ravel(), np.asarray(b, "<f4")]).tobytes()
+    room = (board.max_payload - m.SEQ.size - m.U32.size) // 4 * 4
+    for off in range(0, len(data), room):
+        client.request(m.SET_WEIGHTS, m.U32.pack(off) + data[off:off + room])
+
+
+def bench(client, x_row, n, board=None):
+    """BENCH: the board runs n inferences of one input row and counts with its own counter.
+    Returns (ticks, counted): counted is False when the board cannot count (then ticks is 0).
+    """
+    board = board or info(client)
+    require_model(board)
+    _, rows = encode_inputs(board, np.asarray(x_row)[None])
+    if rows.dtype != np.int8:
+        raise EdgekdError(f"board {board.name}'s model takes float inputs; BENCH sends int8")
+    body = client.request(m.BENCH, m.BENCH_HEAD.pack(n) + rows.tobytes(), timeout=max(
+        client.timeout, 30.0))
+    ticks, got, counted = m.BENCH_REPLY.unpack(body)
+    if got != n:
+        raise EdgekdError(f"board answered BENCH for {got} runs, asked {n}")
+    return ticks, bool(counted)
+
+
 def reset(client, erase=False):
     """Restore the deployed last layer (discarding TRAIN_LAST's changes); `erase` also
     removes the model."""

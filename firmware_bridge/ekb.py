@@ -1,7 +1,9 @@
 """EKB: the compact int8 model the C firmware runs, derived by the host from an exported
-int8 .tflite so the firmware need not parse flatbuffers. It holds a chain of dense layers
-with TFLM's precomputed requantization constants, so the firmware's integer arithmetic is
-TFLM's reference FULLY_CONNECTED bit for bit. Layout: docs/protocol.md, section 11.6."""
+int8 .tflite so the firmware need not parse flatbuffers. It holds a chain of layers (dense;
+for conv1d students also conv1d as TFLM's height-1 CONV_2D, 1-D max / average pools and
+MEAN over the length) with TFLM's precomputed requantization constants, so the firmware's
+integer arithmetic is TFLM's reference kernels bit for bit. Layout: docs/protocol.md,
+section 11.6."""
 
 import struct
 
@@ -14,8 +16,11 @@ from .tflite_graph import last_dense, read_tflite
 
 MAGIC = b"EKB1"
 HEADER = struct.Struct("<4sBBBxfi")      # magic, layers, in_dtype, out_dtype, in_scale, in_zp
-LAYER = struct.Struct("<HHB3xiiiiff")    # in, out, act, in_zp, out_zp, act_min, act_max, in_scale, out_scale
+LAYER = struct.Struct("<HHBB2xiiiiff")   # in, out, act, kind, in_zp, out_zp, act_min, act_max, in_scale, out_scale
+GEOMETRY = struct.Struct("<HHHHHHH2x")   # length in, channels in, kernel, stride, pad, length out, channels out
 ACT_CODES = {"none": 0, "relu": 1, "relu6": 2}
+DENSE, CONV1D, MAXPOOL1D, AVGPOOL1D, MEAN = range(5)
+_SPATIAL = ("CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN")
 DT_F32, DT_I8 = 0, 1
 MAX_LAYERS = 16
 
@@ -24,6 +29,8 @@ def from_tflite(data, where="model"):
     """EKB bytes for an int8 dense model; EdgekdError naming what the firmware cannot run."""
     g = read_tflite(data, where)
     last_dense(g, where)  # TRAIN_LAST needs a logits layer: refuse early, with its reason
+    if any(op.kind in _SPATIAL for op in g.ops):
+        return _from_graph(data, where)
     ops = list(g.ops)
     in_dtype = out_dtype = DT_I8
     if ops and ops[0].kind == "QUANTIZE" and g.tensors[ops[0].inputs[0]].dtype == np.float32:
@@ -38,8 +45,8 @@ def from_tflite(data, where="model"):
             alias[op.outputs[0]] = alias.get(op.inputs[0], op.inputs[0])
             continue
         if op.kind != "FULLY_CONNECTED":
-            raise EdgekdError(f"{where}: the C firmware runs dense (MLP) models only; this one "
-                              f"has a {op.kind} operator")
+            raise EdgekdError(f"{where}: the C firmware runs dense, conv1d, 1-D pooling and "
+                              f"MEAN layers; this model has a {op.kind} operator")
         if dense and alias.get(op.inputs[0], op.inputs[0]) != dense[-1].outputs[0]:
             raise EdgekdError(f"{where}: the dense layers do not form a chain")
         dense.append(op)
@@ -76,12 +83,99 @@ def _layer(g, op, where):
         raise EdgekdError(f"{where}: fused activation {act} is not supported by the C firmware")
     act_min, act_max = activation_range(act, y.scale[0], int(y.zero_point[0]))
     mult, shift = _multipliers(x.scale[0], wscale, y.scale[0])
-    head = LAYER.pack(inp, out, ACT_CODES[act], int(x.zero_point[0]), int(y.zero_point[0]),
+    head = LAYER.pack(inp, out, ACT_CODES[act], DENSE, int(x.zero_point[0]), int(y.zero_point[0]),
                       act_min, act_max, float(x.scale[0]), float(y.scale[0]))
     body = (mult.astype("<i4").tobytes() + shift.astype("<i4").tobytes()
             + wscale.astype("<f4").tobytes() + bscale.astype("<f4").tobytes()
             + bias.astype("<i4").tobytes() + w.data.astype(np.int8).tobytes())
     return head + body + b"\0" * (-len(body) % 4)
+
+
+def _from_graph(data, where):
+    """EKB of a conv1d student, read with edgekd's int8 graph reader (the one whose
+    reference inference matches TFLM): RESHAPEs vanish (channels-last rows are already
+    [length][channels]), every other op becomes one layer."""
+    from edgekd.export import qmath
+    from edgekd.export.float_eval import same_pads
+    from edgekd.export.tflite_read import read_graph
+    try:
+        g = read_graph(data)
+    except EdgekdError as e:
+        raise EdgekdError(f"{where}: {e}") from None
+    if not g.int8:
+        raise EdgekdError(f"{where}: the C firmware runs full-integer int8 models; export "
+                          f"with --int8")
+    shapes, layers = g.shapes, []
+    for i, op in enumerate(g.ops):
+        if op.kind == "RESHAPE":
+            continue
+        if op.kind not in ("FULLY_CONNECTED",) + _SPATIAL:
+            raise EdgekdError(f"{where}: the C firmware runs dense, conv1d, 1-D pooling and "
+                              f"MEAN layers; this model has a {op.kind} operator")
+        (in_scale, in_zp), (out_scale, out_zp) = g.quant[i], g.quant[i + 1]
+        ishape, oshape = shapes[i], shapes[i + 1]
+        n_in, n_out = int(np.prod(ishape[1:])), int(np.prod(oshape[1:]))
+        act = op.act if op.act in ACT_CODES else None
+        if act is None:
+            raise EdgekdError(f"{where}: fused activation {op.act} is not supported by the C "
+                              f"firmware")
+        lo, hi = (-128, 127) if op.kind == "MEAN" else \
+            qmath.activation_range(act, out_scale, out_zp)
+        geometry, body = None, b""
+        if op.kind == "FULLY_CONNECTED":
+            kind = DENSE
+            body = _channels(op, in_scale, out_scale) + op.q_weight.astype(np.int8).tobytes()
+        else:
+            if len(ishape) != 4 or ishape[1] != 1 or (len(oshape) == 4 and oshape[1] != 1):
+                raise EdgekdError(f"{where}: the C firmware runs 1-D (height-1) {op.kind} "
+                                  f"only; this one has input shape {list(ishape[1:])}")
+            length, ch = ishape[2], ishape[3]
+            if op.kind == "MEAN":
+                if tuple(op.axes) != (1, 2):
+                    raise EdgekdError(f"{where}: MEAN over axes {op.axes}; the C firmware "
+                                      f"averages over the length only")
+                kind, k, stride, pad, l_out, c_out = MEAN, 1, 1, 0, 1, ch
+                n = length
+                mult, shift = qmath.quantize_multiplier(np.float64(np.float32(in_scale))
+                                                        / np.float64(np.float32(out_scale)))
+                sh = min(n.bit_length() - 1, 32, 31 + shift)
+                mult, shift = (mult << sh) // n, shift - sh
+                body = struct.pack("<ii", mult, shift)
+            elif op.kind == "CONV_2D":
+                c_out, kh, k, _ = op.q_weight.shape
+                if kh != 1 or op.stride[0] != 1:
+                    raise EdgekdError(f"{where}: the C firmware runs height-1 convolutions only")
+                kind, stride = CONV1D, op.stride[1]
+                pad = same_pads(length, k, stride)[0] if op.padding == "SAME" else 0
+                l_out = oshape[2]
+                body = _channels(op, in_scale, out_scale) + op.q_weight.astype(np.int8).tobytes()
+            else:
+                kind = MAXPOOL1D if op.kind == "MAX_POOL_2D" else AVGPOOL1D
+                if op.pool[0] != 1 or op.stride[0] != 1:
+                    raise EdgekdError(f"{where}: the C firmware pools along the length only")
+                k, stride, pad, l_out, c_out = op.pool[1], op.stride[1], 0, oshape[2], ch
+            geometry = GEOMETRY.pack(length, ch, k, stride, pad, l_out, c_out)
+        if n_in > 0xFFFF or n_out > 0xFFFF:
+            raise EdgekdError(f"{where}: a layer has more than 65,535 values per sample")
+        head = LAYER.pack(n_in, n_out, ACT_CODES[act], kind, int(in_zp), int(out_zp), lo, hi,
+                          float(in_scale), float(out_scale))
+        layers.append(head + (geometry or b"") + body + b"\0" * (-len(body) % 4))
+    if len(layers) > MAX_LAYERS:
+        raise EdgekdError(f"{where}: {len(layers)} layers; EKB holds at most {MAX_LAYERS}")
+    in_scale, in_zp = g.quant[0]
+    return HEADER.pack(MAGIC, len(layers), DT_I8, DT_I8, float(in_scale), int(in_zp)) + \
+        b"".join(layers)
+
+
+def _channels(op, in_scale, out_scale):
+    """multiplier, shift, w_scale, bias_scale, bias: per output channel, as TFLM prepares."""
+    wscale = np.asarray(op.w_scale, np.float32)
+    mult, shift = _multipliers(np.float32(in_scale), wscale, np.float32(out_scale))
+    bias = (np.zeros(len(wscale), np.int32) if op.q_bias is None else op.q_bias.astype(np.int32))
+    bscale = (wscale * np.float32(in_scale)).astype(np.float32)
+    return (mult.astype("<i4").tobytes() + shift.astype("<i4").tobytes()
+            + wscale.astype("<f4").tobytes() + bscale.astype("<f4").tobytes()
+            + bias.astype("<i4").tobytes())
 
 
 def _multipliers(in_scale, w_scales, out_scale):
@@ -103,10 +197,18 @@ def describe(blob):
     for _ in range(n):
         if off + LAYER.size > len(blob):
             raise EdgekdError("EKB model is truncated")
-        inp, out = LAYER.unpack_from(blob, off)[:2]
+        inp, out, _act, kind = LAYER.unpack_from(blob, off)[:4]
         widths.append((inp, out))
-        body = 20 * out + inp * out
-        off += LAYER.size + body + (-body % 4)
+        off += LAYER.size
+        if kind == DENSE:
+            body = 20 * out + inp * out
+        else:
+            if off + GEOMETRY.size > len(blob):
+                raise EdgekdError("EKB model is truncated")
+            _l, c_in, k, _s, _p, _lo, c_out = GEOMETRY.unpack_from(blob, off)
+            off += GEOMETRY.size
+            body = {CONV1D: 20 * c_out + c_out * k * c_in, MEAN: 8}.get(kind, 0)
+        off += body + (-body % 4)
     if off != len(blob):
         raise EdgekdError(f"EKB model has {len(blob) - off} bytes more than its layers")
     return widths, in_dt, out_dt

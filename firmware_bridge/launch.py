@@ -38,15 +38,27 @@ class BoardProcess:
     def _stderr_tail(self):
         return " ".join(self.stderr().split())[-500:]
 
+    @property
+    def board_pid(self):
+        """The process that is the board: the one the announce names (QEMU for `board qemu`),
+        else the one started."""
+        pid = self.announce.get("pid") if isinstance(self.announce, dict) else None
+        return pid if isinstance(pid, int) and pid > 0 else self.proc.pid
+
     def pause(self):
         """SIGSTOP: the board stops answering, as a hung board does."""
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        os.kill(self.board_pid, signal.SIGSTOP)
 
     def resume(self):
-        os.kill(self.proc.pid, signal.SIGCONT)
+        os.kill(self.board_pid, signal.SIGCONT)
 
     def close(self):
         if self.proc.poll() is None:
+            if getattr(self, "announce", None) is not None and self.board_pid != self.proc.pid:
+                try:
+                    os.kill(self.board_pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
             self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             try:

@@ -13,11 +13,15 @@ from edgekd.link.frames import ProtocolError
 PROTO_VERSION = 1
 
 INFO, DEPLOY_BEGIN, DEPLOY_CHUNK, DEPLOY_END, INFER, TRAIN_LAST, GET_WEIGHTS, RESET = range(0x20, 0x28)
+SET_WEIGHTS = 0x28
+BENCH = 0x29
+BENCH_HEAD = struct.Struct("<H2x")
+BENCH_REPLY = struct.Struct("<QHBx")
 REPLY = 0x80            # a reply's type is the request's type | REPLY
 BOARD_ERROR = 0x7F      # the board's refusal or NAK: code u8 + UTF-8 text
 NAMES = {INFO: "INFO", DEPLOY_BEGIN: "DEPLOY_BEGIN", DEPLOY_CHUNK: "DEPLOY_CHUNK",
          DEPLOY_END: "DEPLOY_END", INFER: "INFER", TRAIN_LAST: "TRAIN_LAST",
-         GET_WEIGHTS: "GET_WEIGHTS", RESET: "RESET"}
+         GET_WEIGHTS: "GET_WEIGHTS", RESET: "RESET", SET_WEIGHTS: "SET_WEIGHTS", BENCH: "BENCH"}
 
 # BOARD_ERROR codes
 E_DAMAGED = 1     # a frame arrived damaged (seq 0xFFFF): the host resends at once
@@ -27,6 +31,7 @@ E_CHUNK_CRC = 4   # a deploy chunk failed its CRC after writing: resend that chu
 E_HASH = 5        # the whole model failed its SHA-256 check: deploy again
 E_NO_MODEL = 6    # no model deployed, or the model has no trainable last layer
 E_BUSY = 7        # the board cannot do that now (e.g. payload too large for its buffer)
+E_FAULT = 8       # (seq 0xFFFF) the firmware faulted (MPU, bus, usage) and resets itself
 NO_SEQ = 0xFFFF
 
 FORMAT_TFLITE, FORMAT_EKB = 1, 2

@@ -1,6 +1,6 @@
-"""`edgekd board ...` against the board emulator on a pseudo-terminal: deploy an int8 digits
-student, run it (exactly TFLM's outputs), train its last layer, and the faults: garbage,
-lost and damaged frames, models that do not fit, a board that stops answering."""
+"""What only the board emulator has: injected faults (lost and damaged frames, flash writes
+that flip bits), its profiles' arena and RAM limits, float32 models in TFLM. The flows every
+board shares (deploy, infer, train-last, noise, timeouts, refusals) are in test_board_all.py."""
 
 import hashlib
 import os
@@ -16,7 +16,6 @@ pytest.importorskip("tflite_micro")
 from boardutil import EDGEKD, cli, ok, one_line_error
 
 from edgekd.data import load_dataset
-from edgekd.design.profiles import get_profile
 from edgekd.distill.supervised import fit
 from edgekd.export import export_tflite
 from edgekd.export.int8_ref import Int8Model
@@ -24,9 +23,7 @@ from edgekd.export.tflm import run_tflm
 from edgekd.nn.io import save_model
 from edgekd.nn.model import Sequential
 from firmware_bridge import commands
-from firmware_bridge import messages as m
 from firmware_bridge.launch import BoardProcess
-from firmware_bridge.protocol import BoardError
 
 
 def mlp(hidden, seed):
@@ -62,49 +59,6 @@ def emulator(*args):
     return BoardProcess(EDGEKD + ["board", "emulate", "--json", *args])
 
 
-def test_deploy_infer_train_on_the_emulator(models):
-    ref_y, ref_acc = tflm_reference(models["student"], models["ds"])
-    with emulator("--profile", "esp32-s3") as board:
-        p = board.port
-        info = ok(p, "info")
-        prof = get_profile("esp32-s3")
-        assert (info["ram_bytes"], info["flash_bytes"], info["clock_hz"]) == \
-            (prof.ram_bytes, prof.flash_bytes, int(prof.clock_hz))
-        assert info["protocol"] == m.PROTO_VERSION and not info["model_loaded"]
-
-        dep = ok(p, "deploy", str(models["student"]))
-        data = models["student"].read_bytes()
-        assert dep["model_bytes"] == len(data) and dep["format"] == "tflite"
-        assert dep["sha256"] == hashlib.sha256(data).hexdigest()
-        assert 0 < dep["arena_used"] <= info["arena_bytes"]
-
-        inf = ok(p, "infer", "--data", "digits")
-        assert inf["test_accuracy"] == ref_acc and inf["samples"] == len(ref_y)
-        assert inf["output_dtype"] == "int8"
-        assert inf["outputs_sha256"] == hashlib.sha256(ref_y.astype(np.int8).tobytes()).hexdigest()
-
-        tr = ok(p, "train-last", "--teacher", str(models["teacher"]), "--data", "digits",
-                "--epochs", "4")
-        assert tr["loss_after"] < 0.8 * tr["loss_before"], tr
-        assert tr["bytes_down"] > 0 and tr["bytes_up"] > 0
-        assert tr["bytes_down"] + tr["bytes_up"] < tr["bytes_naive"]  # halting saved bytes
-        assert tr["samples_streamed"] < tr["samples_naive"]
-
-        after = ok(p, "infer", "--data", "digits")
-        assert after["output_dtype"] == "float32" and after["head_trained"]
-        assert after["test_accuracy"] > ref_acc - 0.02
-
-        w_path = models["dir"] / "last.npz"
-        w = ok(p, "weights", "-o", str(w_path))
-        arrays = np.load(w_path)
-        assert w["shape"] == [10, 32] and arrays["kernel"].shape == (32, 10)
-        assert np.isfinite(arrays["W"]).all()
-
-        ok(p, "reset")
-        back = ok(p, "infer", "--data", "digits")
-        assert back["outputs_sha256"] == inf["outputs_sha256"]
-
-
 def test_faults_garbage_drops_and_corruption_change_nothing(models):
     ref_y, ref_acc = tflm_reference(models["student"], models["ds"])
     with emulator("--drop-rate", "0.05", "--corrupt-rate", "0.05", "--seed", "3") as board:
@@ -129,16 +83,8 @@ def test_flash_corruption_is_caught_per_chunk(models):
         assert commands.info(client).model_sha256.hex() == res["sha256"]
 
 
-def test_models_that_do_not_fit_are_refused(models):
-    small = str(512 * 1024 + 4000)  # 4,000 bytes of flash left for models
-    with emulator("--flash", small) as board:
-        r = cli(board.port, "deploy", str(models["student"]))
-        one_line_error(r, "do not fit", "4,000-byte model space")
-        with commands.connect(board.port) as client:  # the board refuses it by itself
-            with pytest.raises(BoardError, match="does not fit") as e:
-                commands.deploy(client, models["student"].read_bytes(), check=False)
-            assert e.value.code == m.E_NO_FIT
-            assert not commands.info(client).has_model
+def test_arenas_and_layers_that_do_not_fit_are_refused(models):
+    """(The model space is checked on every board kind, in test_board_all.py.)"""
     with emulator("--arena", "1024") as board:
         r = cli(board.port, "deploy", str(models["student"]))
         one_line_error(r, "tensor arena needs", "this board has 1,024")
@@ -159,22 +105,7 @@ def test_float_models_run_in_tflm(models):
         assert ok(board.port, "infer", "--data", "digits")["test_accuracy"] == acc
 
 
-def test_a_board_that_stops_answering_times_out_with_one_line(models):
-    with emulator() as board:
-        ok(board.port, "info")
-        board.pause()
-        r = cli(board.port, "info", "--timeout", "0.3", "--retries", "2", timeout=30)  # no hang
-        one_line_error(r, "did not answer INFO after 3 tries")
-        board.resume()
-        assert ok(board.port, "info")["name"] == "esp32-s3"
-
-
-def test_bad_requests_are_one_line_errors(models, tmp_path):
-    with emulator() as board:
-        one_line_error(cli(board.port, "infer", "--data", "digits"), "no model")
-        junk = tmp_path / "junk.tflite"
-        junk.write_bytes(b"not a model at all")
-        one_line_error(cli(board.port, "deploy", str(junk)), "not a TFLite flatbuffer")
+def test_bad_arguments_are_one_line_errors():
     one_line_error(cli("/dev/nonexistent-tty", "info"), "cannot open serial port")
     r = subprocess.run(EDGEKD + ["board", "emulate", "--profile", "pi-zero"],
                        check=False, capture_output=True, text=True, timeout=60)

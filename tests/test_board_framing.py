@@ -201,10 +201,10 @@ def test_board_protocol_doc_layouts():
     """docs/protocol.md section 11, re-derived with struct and compared to the packers."""
     from firmware_bridge import ekb
     assert [m.INFO, m.DEPLOY_BEGIN, m.DEPLOY_CHUNK, m.DEPLOY_END, m.INFER, m.TRAIN_LAST,
-            m.GET_WEIGHTS, m.RESET] == list(range(0x20, 0x28))
+            m.GET_WEIGHTS, m.RESET, m.SET_WEIGHTS] == list(range(0x20, 0x29))
     assert (m.BOARD_ERROR, m.REPLY, m.NO_SEQ) == (0x7F, 0x80, 0xFFFF)
     assert (m.E_DAMAGED, m.E_REFUSED, m.E_NO_FIT, m.E_CHUNK_CRC, m.E_HASH, m.E_NO_MODEL,
-            m.E_BUSY) == tuple(range(1, 8))
+            m.E_BUSY, m.E_FAULT) == tuple(range(1, 9))
     assert (m.FORMAT_TFLITE, m.FORMAT_EKB, m.DT_F32, m.DT_I8) == (1, 2, 0, 1)
     info = m.BoardInfo(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, b"S" * 32, 1, 0, 64, 0.5, -3, 10,
                        0.25, 7, 32, 10, "nm")

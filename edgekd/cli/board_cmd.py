@@ -97,13 +97,39 @@ def deploy(model_path, port, baud, timeout, retries, verbose, chunk_retries, as_
     from firmware_bridge.commands import deploy as board_deploy
     with open(model_path, "rb") as f:
         data = f.read()
-    with _connect(port, baud, timeout, retries, verbose) as client:
-        res = board_deploy(client, data, where=model_path, chunk_retries=chunk_retries)
+    with _connect(port, baud, timeout, retries, verbose) as client, _ByteBar("deploying") as bar:
+        res = board_deploy(client, data, where=model_path, chunk_retries=chunk_retries,
+                           progress=bar.update)
         res.update(_bytes(client))
     emit(res, as_json, lambda r: f"deployed {r['model_bytes']:,} B ({r['format']}) to "
                                  f"{r['board']} in {r['chunks']} chunks "
                                  f"({r['chunks_resent']} resent); arena {r['arena_used']:,} "
                                  f"of {r['arena_bytes']:,} B")
+
+
+class _ByteBar:
+    """Bytes sent so far, as a progress bar on stderr (only on a terminal, and only once
+    the first chunk is through, so a refusal stays one line)."""
+
+    def __init__(self, label):
+        self.label, self.bar, self.done = label, None, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def update(self, done, total):
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr,
+                                         show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
 
 
 @board.command()
@@ -139,7 +165,13 @@ def infer(data, limit, port, baud, timeout, retries, verbose, as_json):
               help="Teacher: edgekd .npz, .onnx, .tflite, or precomputed logits .npy.")
 @click.option("--data", required=True, help=DATA_HELP + " Its training split is streamed.")
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--lr-decay", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="The learning rate is multiplied by this after every epoch.")
+@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
+              help="Fraction of the samples held out (not streamed for training) to score the "
+                   "layer on the board before training and after each epoch; the best layer, "
+                   "the starting one included, is the one kept. 0: keep the last.")
 @click.option("--batch", default=32, show_default=True, type=click.IntRange(1),
               help="Samples per TRAIN_LAST frame (fewer if the board's frames are smaller).")
 @click.option("--temperature", "-T", default=4.0, show_default=True,
@@ -154,17 +186,21 @@ def infer(data, limit, port, baud, timeout, retries, verbose, as_json):
 @click.option("--reset", "reset_first", is_flag=True,
               help="Start from the deployed last layer, not from earlier training.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--limit", type=click.IntRange(1), help="Only the first N training samples.")
 @port_options
 @json_option
-def train_last(teacher_path, data, epochs, lr, batch, temperature, alpha, halting, eps,
-               patience, rho, reset_first, seed, port, baud, timeout, retries, verbose,
-               as_json):
+def train_last(teacher_path, data, epochs, lr, lr_decay, holdout, batch, temperature, alpha,
+               halting, eps, patience, rho, reset_first, seed, limit, port, baud, timeout,
+               retries, verbose, as_json):
     """Train the board's last dense layer (float SGD on the KD loss) from streamed inputs
     and teacher logits, with early halting of settled samples.
 
-    Reports loss_before and loss_after (KD loss over the training split, measured on the
-    board), bytes_down/bytes_up of training, bytes_eval of the two measuring passes, and
-    bytes_naive (the same epochs without halting).
+    It never leaves the board worse than it found it: a held-out slice (--holdout) is
+    scored on the board before training and after each epoch, and the best layer is the one
+    kept (`kept`: trained, epoch N, or before). Reports loss_before and loss_after (KD loss
+    over the streamed samples, measured on the board), holdout (accuracy and KD loss before
+    and of the layer kept), bytes_down/bytes_up of training, bytes_eval of the measuring
+    passes, and bytes_naive (the same epochs without halting).
     """
     from edgekd.distill.halting import HaltingConfig
     from edgekd.teachers import load_teacher
@@ -172,19 +208,32 @@ def train_last(teacher_path, data, epochs, lr, batch, temperature, alpha, haltin
     from firmware_bridge.train_last import TrainLastConfig
     from firmware_bridge.train_last import train_last as run
     ds = load_data(data)
-    logits = load_teacher(teacher_path, ds).logits(ds.x_train)
-    cfg = TrainLastConfig(epochs=epochs, lr=lr, temperature=temperature, alpha=alpha,
-                          batch=batch, seed=seed,
+    x_train, y_train = ds.x_train[:limit], ds.y_train[:limit]
+    logits = load_teacher(teacher_path, ds).logits(x_train)
+    cfg = TrainLastConfig(epochs=epochs, lr=lr, lr_decay=lr_decay, holdout=holdout,
+                          temperature=temperature, alpha=alpha, batch=batch, seed=seed,
                           halting=HaltingConfig(enabled=halting, eps=eps, patience=patience,
                                                 rho=rho).check())
-    with _connect(port, baud, timeout, retries, verbose) as client:
+    from .base import EpochBar
+    with _connect(port, baud, timeout, retries, verbose) as client, \
+            EpochBar(epochs, "training on the board",
+                     ["loss", "settled_fraction", "holdout_accuracy", "streamed"]) as bar:
         if reset_first:
             reset(client)
-        res = run(client, ds.x_train, ds.y_train, logits, cfg)
+        res = run(client, x_train, y_train, logits, cfg, on_epoch=bar.update)
     emit(res, as_json, lambda r: f"KD loss {r['loss_before']:.4f} -> {r['loss_after']:.4f} "
                                  f"after {r['epochs_run']} epochs ({r['stop_reason']}); "
+                                 f"kept the {'layer from before training' if r['kept'] == 'before' else r['kept'] + ' layer'}"
+                                 f"{_holdout_text(r['holdout'])}; "
                                  f"link {r['bytes_down'] + r['bytes_up']:,} B vs "
                                  f"{r['bytes_naive']:,} without halting")
+
+
+def _holdout_text(h):
+    if not h:
+        return ""
+    return (f" (held-out accuracy {h['accuracy_before']:.4f} -> {h['accuracy_after']:.4f} on "
+            f"{h['samples']} samples)")
 
 
 @board.command()
@@ -272,23 +321,120 @@ def _exit_on_sigterm():
 
 
 @board.command()
+@click.option("--data", required=True, help=DATA_HELP + " Its first test sample is the input.")
+@click.option("-n", "runs", default=20, show_default=True, type=click.IntRange(1, 65535),
+              help="Inferences the board runs in one BENCH request.")
+@port_options
+@json_option
+def bench(data, runs, port, baud, timeout, retries, verbose, as_json):
+    """Count the cost of one inference of the deployed model on the board.
+
+    The Cortex-M firmware counts retired instructions with SysTick, which under QEMU's
+    `-icount shift=0` (`board qemu`'s default) advances with them, calibrated at boot; the
+    emulator and the host build cannot count and say so (instructions_per_inference null).
+    """
+    from firmware_bridge.commands import bench as board_bench
+    from firmware_bridge.commands import info as board_info
+    ds = load_data(data)
+    with _connect(port, baud, timeout, retries, verbose) as client:
+        b = board_info(client)
+        ticks, counted = board_bench(client, ds.x_test[0], runs, b)
+        res = {"board": b.name, "runs": runs, "counted": counted,
+               "instructions_per_inference": ticks / runs if counted else None,
+               **_bytes(client)}
+    emit(res, as_json, lambda r: f"{r['board']}: {r['instructions_per_inference']:,.0f} "
+                                 f"instructions per inference ({r['runs']} runs)"
+         if r["counted"] else f"{r['board']} cannot count instructions")
+
+
+def _byte_size(ctx, param, value):
+    from ..design.units import parse_bytes
+    return None if value is None else parse_bytes(value)
+
+
+FIRMWARE_TARGETS = ("host", "mps2-an386", "mps2-an385")
+
+
+@board.command()
 @click.option("-o", "--out", default="build", show_default=True, type=click.Path(file_okay=False),
-              help="Directory for the executable.")
+              help="Directory for the executable (host) or the ELF image (Cortex-M).")
+@click.option("--target", default="host", show_default=True, type=click.Choice(FIRMWARE_TARGETS),
+              help="host: gcc, serves a pseudo-terminal. mps2-an386: Cortex-M4F (hard float), "
+                   "mps2-an385: Cortex-M3 (soft float), for QEMU's MPS2 boards "
+                   "(arm-none-eabi-gcc + newlib-nano).")
+@click.option("--ram", callback=_byte_size, metavar="SIZE",
+              help="The board's RAM, e.g. 256KiB [host 512KiB, mps2 256KiB]. On Cortex-M the "
+                   "linker script and the MPU enforce it.")
+@click.option("--flash", callback=_byte_size, metavar="SIZE",
+              help="The board's flash as INFO reports it [host 8MiB, mps2 4MiB].")
 @click.option("-D", "defines", multiple=True, metavar="NAME=VALUE",
               help="Firmware setting (see firmware_bridge/firmware/ekb_config.h), repeatable.")
-@click.option("--run", is_flag=True, help="Run it: it serves a pseudo-terminal like `emulate`.")
+@click.option("--run", is_flag=True, help="Run it: it serves a pseudo-terminal like `emulate` "
+                                          "(a Cortex-M image runs in QEMU, as `board qemu`).")
 @json_option
-def firmware(out, defines, run, as_json):
-    """Build the reference C firmware for this host (gcc), optionally run it."""
-    from firmware_bridge.build import build_firmware
+def firmware(out, target, ram, flash, defines, run, as_json):
+    """Build the reference C firmware for this host (gcc) or an MPS2 Cortex-M board,
+    optionally run it. --json reports the image's path and, for Cortex-M, its sizes
+    (text: code in flash, bss: static RAM, stack, model_slot: flash for the model)."""
+    from firmware_bridge.build import build_firmware, image_sizes
     parsed = {}
     for d in defines:
         name, sep, value = d.partition("=")
         if not name.isidentifier():
             raise EdgekdError(f"-D expects NAME=VALUE, got {d!r}")
         parsed[name] = value if sep else "1"
-    exe = build_firmware(out, parsed)
-    if run:
+    exe = build_firmware(out, parsed, target=target, ram=ram, flash=flash)
+    if run and target == "host":
         sys.stdout.flush()
         os.execv(exe, [exe])
-    emit({"executable": exe}, as_json, lambda r: r["executable"])
+    if run:
+        _serve_qemu(target, exe, True, as_json)
+        return
+    res = {"executable": exe, "target": target}
+    if target != "host":
+        res.update(image_sizes(exe))
+    emit(res, as_json, lambda r: r["executable"] + (
+        f" (text {r['text']:,} B, bss {r['bss']:,} B, stack {r['stack']:,} B)"
+        if "text" in r else ""))
+
+
+@board.command()
+@click.option("--machine", default="mps2-an386", show_default=True,
+              type=click.Choice(FIRMWARE_TARGETS[1:]),
+              help="QEMU machine: mps2-an386 (Cortex-M4F) or mps2-an385 (Cortex-M3).")
+@click.option("--firmware", "firmware_path", default="build", show_default=True,
+              type=click.Path(),
+              help="An ELF image from `board firmware`, or a directory to build it in (an "
+                   "unchanged build is reused).")
+@click.option("--ram", callback=_byte_size, metavar="SIZE",
+              help="The board's RAM when building, e.g. 256KiB [256KiB].")
+@click.option("--icount/--no-icount", default=True, show_default=True,
+              help="Run under -icount shift=0: SysTick counts retired instructions.")
+@json_option
+def qemu(machine, firmware_path, ram, icount, as_json):
+    """Run the Cortex-M firmware in QEMU with its UART on a pseudo-terminal. The first stdout
+    line names the port (with --json: {"port": ...}), as `emulate` prints it; every other
+    `edgekd board` command works against it. Ctrl-C or SIGTERM stops QEMU."""
+    from firmware_bridge.build import build_firmware
+    if os.path.isdir(firmware_path) or not os.path.exists(firmware_path):
+        image = build_firmware(firmware_path, target=machine, ram=ram)
+    else:
+        if ram is not None:
+            raise EdgekdError("--ram applies when building: give --firmware a directory")
+        image = firmware_path
+    _serve_qemu(machine, image, icount, as_json)
+
+
+def _serve_qemu(machine, image, icount, as_json):
+    from firmware_bridge.qemu import QemuBoard, run_until_signalled
+
+    def ready(b):
+        res = {"port": b.port, "machine": machine, "firmware": image, "icount": icount,
+               "pid": b.pid}
+        if as_json:
+            click.echo(json.dumps(res))
+        else:
+            click.echo(f"QEMU {machine} on {b.port} (firmware {image}; Ctrl-C stops)")
+        sys.stdout.flush()
+
+    run_until_signalled(QemuBoard(machine, image, icount), ready)

@@ -77,7 +77,8 @@ class EmulatedBoard:
         handler = {m.INFO: self.info, m.DEPLOY_BEGIN: self.deploy_begin,
                    m.DEPLOY_CHUNK: self.deploy_chunk, m.DEPLOY_END: self.deploy_end,
                    m.INFER: self.infer, m.TRAIN_LAST: self.train_last,
-                   m.GET_WEIGHTS: self.get_weights, m.RESET: self.reset}.get(ftype)
+                   m.GET_WEIGHTS: self.get_weights, m.RESET: self.reset,
+                   m.SET_WEIGHTS: self.set_weights, m.BENCH: self.bench}.get(ftype)
         if handler is None:
             raise Refusal(m.E_REFUSED, f"unknown request type {ftype:#x}")
         try:
@@ -123,9 +124,8 @@ class EmulatedBoard:
                                       f"{self.spec.max_model:,} bytes of flash left for models")
         if size == 0:
             raise Refusal(m.E_REFUSED, "DEPLOY_BEGIN: empty model")
-        self.model, self.flash = None, bytearray(size)
-        self.model_sha = b"\0" * 32
-        self.deploy = {"size": size, "sha": sha, "written": 0}
+        # the new model goes to a staging area: the working one stays until it has passed
+        self.deploy = {"size": size, "sha": sha, "written": 0, "flash": bytearray(size)}
         return m.U32.pack(self.spec.max_payload - m.SEQ.size - m.CHUNK_HEAD.size)
 
     def deploy_chunk(self, body):
@@ -139,8 +139,8 @@ class EmulatedBoard:
         if off > d["written"] or off + len(data) > d["size"]:
             raise Refusal(m.E_REFUSED, "DEPLOY_CHUNK: offset out of order or past the model's end")
         written = data if self.faults is None else self.faults.flash_write(data)
-        self.flash[off:off + len(data)] = written
-        if zlib.crc32(self.flash[off:off + len(data)]) != crc:
+        d["flash"][off:off + len(data)] = written
+        if zlib.crc32(d["flash"][off:off + len(data)]) != crc:
             raise Refusal(m.E_CHUNK_CRC, "chunk failed its CRC after writing")
         d["written"] = max(d["written"], off + len(data))
         return m.U32.pack(d["written"])
@@ -153,11 +153,12 @@ class EmulatedBoard:
         if d["written"] != d["size"]:
             raise Refusal(m.E_REFUSED, "DEPLOY_END before every chunk arrived")
         self.deploy = None
-        sha = hashlib.sha256(self.flash).digest()
+        flash = d["flash"]
+        sha = hashlib.sha256(flash).digest()
         if sha != d["sha"]:
             raise Refusal(m.E_HASH, "the model's SHA-256 does not match; deploy it again")
         try:
-            model = TflmModel(bytes(self.flash), self.spec.arena)
+            model = TflmModel(bytes(flash), self.spec.arena)
         except ArenaTooSmall as e:
             raise Refusal(m.E_NO_FIT, str(e)) from None
         except EdgekdError as e:
@@ -166,8 +167,8 @@ class EmulatedBoard:
             raise Refusal(m.E_NO_FIT, f"training the last layer needs {model.head.nbytes:,} "
                                       f"bytes of RAM; {self.spec.head_ram:,} are left beside "
                                       f"the arena")
-        self.model, self.model_sha = model, sha
-        return m.U32X2.pack(model.arena_used, len(self.flash))
+        self.model, self.model_sha, self.flash = model, sha, flash
+        return m.U32X2.pack(model.arena_used, len(flash))
 
     def _model(self):
         if self.model is None:
@@ -176,6 +177,8 @@ class EmulatedBoard:
 
     def _inputs(self, dt, rows):
         mod = self.model
+        if dt == m.DT_F32 and not np.isfinite(rows).all():
+            raise Refusal(m.E_REFUSED, "an input is NaN or infinite")
         if mod.in_dtype == np.int8:
             return rows if dt == m.DT_I8 else quantize_input(rows, *mod.in_quant)
         if dt != m.DT_F32:
@@ -209,6 +212,8 @@ class EmulatedBoard:
         if not (0 <= b.lr < 1e6 and 0 < b.temperature < 1e6 and 0 <= b.alpha <= 1):
             raise Refusal(m.E_REFUSED, "TRAIN_LAST: lr, temperature or alpha out of range")
         rows = self._inputs(b.dtype, b.x)
+        if not np.isfinite(b.teacher).all():
+            raise Refusal(m.E_REFUSED, "TRAIN_LAST: a teacher logit is NaN or infinite")
         feats = np.stack([mod.run(r)[1] for r in rows])
         loss, kl, agree = mod.head.step(feats, b.teacher, b.labels, b.lr, b.temperature,
                                         b.alpha)
@@ -227,6 +232,36 @@ class EmulatedBoard:
         chunk = data[off:off + min(want, room)]
         out, inp = mod.head.w.shape
         return m.WEIGHTS_REPLY_HEAD.pack(inp, out, len(data), off) + chunk
+
+    def set_weights(self, body):
+        mod = self._model()
+        if mod.head is None:
+            raise Refusal(m.E_NO_MODEL, "the model has no dense last layer")
+        if len(body) < m.U32.size or (len(body) - m.U32.size) % 4:
+            raise Refusal(m.E_REFUSED, "SET_WEIGHTS: expected offset u32 and whole float32 values")
+        (off,) = m.U32.unpack_from(body)
+        values = np.frombuffer(body, "<f4", offset=m.U32.size)
+        flat = np.concatenate([mod.head.w.ravel(), mod.head.b])
+        if off % 4 or off // 4 + len(values) > len(flat):
+            raise Refusal(m.E_REFUSED, "SET_WEIGHTS: offset or length past the layer's weights")
+        if not np.isfinite(values).all():
+            raise Refusal(m.E_REFUSED, "SET_WEIGHTS: a weight is NaN or infinite")
+        flat[off // 4:off // 4 + len(values)] = values
+        mod.head.load(flat)
+        return m.U32.pack(off + 4 * len(values))
+
+    def bench(self, body):
+        """The emulator runs the inferences but has no instruction counter: counted 0."""
+        mod = self._model()
+        if len(body) != m.BENCH_HEAD.size + mod.in_features:
+            raise Refusal(m.E_REFUSED, "BENCH: expected n u16, reserved u16 and one int8 row")
+        (n,) = m.BENCH_HEAD.unpack_from(body)
+        if n == 0:
+            raise Refusal(m.E_REFUSED, "BENCH: n must be at least 1")
+        row = np.frombuffer(body, np.int8, offset=m.BENCH_HEAD.size)
+        for _ in range(n):
+            mod.run(self._inputs(m.DT_I8, row[None])[0])
+        return m.BENCH_REPLY.pack(0, n, 0)
 
     def reset(self, body):
         if len(body) != 1 or body[0] > 1:

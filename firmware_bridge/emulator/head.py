@@ -4,6 +4,7 @@ deployed (dequantized) dense layer, trained by SGD on the KD loss of edgekd.dist
 import numpy as np
 
 from edgekd.distill.losses import kd_loss
+from edgekd.errors import EdgekdError
 
 
 class FloatHead:
@@ -15,6 +16,13 @@ class FloatHead:
     def reset(self):
         self.w, self.b = self.w0.copy(), self.b0.copy()
         self.trained = False
+
+    def load(self, flat):
+        """Weights from the flat float32 array W [out, in] then b (SET_WEIGHTS)."""
+        n = self.w.size
+        self.w = np.asarray(flat[:n], np.float32).reshape(self.w.shape).copy()
+        self.b = np.asarray(flat[n:], np.float32).copy()
+        self.trained = True
 
     @property
     def nbytes(self):
@@ -29,9 +37,16 @@ class FloatHead:
         one SGD step when lr > 0 (lr 0 only measures)."""
         r = kd_loss(self.logits(h), np.asarray(teacher, np.float32),
                     np.asarray(labels, np.int64), temperature, alpha)
+        if not np.isfinite(r.loss):
+            raise EdgekdError("TRAIN_LAST: the loss is not finite; the weights are unchanged")
         if lr > 0:
             lr = np.float32(lr)
-            self.w -= lr * (r.grad.T @ h)
-            self.b -= lr * r.grad.sum(axis=0)
+            with np.errstate(over="ignore", invalid="ignore"):
+                w = self.w - lr * (r.grad.T @ h)
+                b = self.b - lr * r.grad.sum(axis=0)
+            if not (np.isfinite(w).all() and np.isfinite(b).all()):
+                raise EdgekdError("TRAIN_LAST: the step would overflow a weight; the weights "
+                                  "are unchanged")
+            self.w, self.b = w.astype(np.float32), b.astype(np.float32)
             self.trained = True
         return r.loss, r.kl, r.agree

@@ -7,7 +7,7 @@ import select
 import sys
 import zlib
 
-from edgekd.link.frames import FramingError
+from edgekd.link.frames import FramingError, ProtocolError
 
 from .. import messages as m
 from ..framing import Deframer, looks_like_frame, pack
@@ -53,7 +53,7 @@ class Server:
     def request(self, ftype, payload):
         try:
             seq, body = m.split_seq(payload)
-        except FramingError:
+        except (FramingError, ProtocolError):
             self._nak("frame has no sequence number")
             return
         key = (seq, ftype, zlib.crc32(payload))

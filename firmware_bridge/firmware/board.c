@@ -16,7 +16,7 @@
 #define BODY_MAX (EKB_MAX_PAYLOAD - 2)
 
 enum { T_INFO = 0x20, T_DEPLOY_BEGIN, T_DEPLOY_CHUNK, T_DEPLOY_END, T_INFER, T_TRAIN_LAST,
-       T_GET_WEIGHTS, T_RESET, T_ERROR = 0x7F, T_REPLY = 0x80 };
+       T_GET_WEIGHTS, T_RESET, T_SET_WEIGHTS, T_BENCH, T_ERROR = 0x7F, T_REPLY = 0x80 };
 enum { E_DAMAGED = 1, E_REFUSED, E_NO_FIT, E_CHUNK_CRC, E_HASH, E_NO_MODEL, E_BUSY };
 enum { FORMAT_EKB = 2, DT_F32 = 0, DT_I8 = 1 };
 
@@ -30,8 +30,11 @@ static int have_last;
 static uint16_t last_seq;
 static uint32_t last_crc;
 
-static uint8_t model_slot[EKB_MODEL_SLOT];
-static ekb_model model;
+/* Two slots: a deploy writes the one not in use and switches only once the new model has
+ * passed its SHA-256 and its checks, so a failed deploy leaves the working model running. */
+static uint8_t model_slot[2][EKB_MODEL_SLOT] EKB_MODEL_PLACEMENT;
+static int active_slot;
+static ekb_model model, staged;
 static int loaded, trained, deploying;
 static uint32_t model_len, expect_len, written;
 static uint8_t expect_sha[32], model_sha[32];
@@ -107,7 +110,8 @@ static long do_info(uint8_t *out)
 {
     const char *name = EKB_BOARD_NAME;
     size_t n = strlen(name);
-    const ekb_layer *first = &model.layer[0], *last = &model.layer[model.n_layers - 1];
+    const ekb_layer *first = &model.layer[0];
+    const ekb_layer *last = loaded ? &model.layer[model.n_layers - 1] : first;
     memset(out, 0, 105);
     wr16(out, PROTO_VERSION);
     out[2] = FORMAT_EKB;
@@ -150,7 +154,6 @@ static long do_deploy_begin(const uint8_t *in, size_t len, uint8_t *out)
     expect_len = rd32(in);
     memcpy(expect_sha, in + 8, 32);
     written = 0;
-    loaded = trained = 0;
     deploying = 1;
     wr32(out, BODY_MAX - 8);
     return 4;
@@ -166,8 +169,8 @@ static long do_deploy_chunk(const uint8_t *in, size_t len, uint8_t *out)
     n = (uint32_t)(len - 8);
     if (off > written || off + n > expect_len)
         return refuse(E_REFUSED, "DEPLOY_CHUNK: offset out of order or past the model's end");
-    memcpy(model_slot + off, in + 8, n);
-    if (ekb_crc32(0, model_slot + off, n) != crc)
+    memcpy(model_slot[1 - active_slot] + off, in + 8, n);
+    if (ekb_crc32(0, model_slot[1 - active_slot] + off, n) != crc)
         return refuse(E_CHUNK_CRC, "chunk failed its CRC after writing");
     if (off + n > written) written = off + n;
     wr32(out, written);
@@ -182,18 +185,31 @@ static long do_deploy_end(size_t len, uint8_t *out)
     if (!deploying) return refuse(E_REFUSED, "DEPLOY_END without DEPLOY_BEGIN");
     if (written != expect_len) return refuse(E_REFUSED, "DEPLOY_END before every chunk arrived");
     deploying = 0;
-    ekb_sha256(model_slot, expect_len, sha);
+    ekb_sha256(model_slot[1 - active_slot], expect_len, sha);
     if (memcmp(sha, expect_sha, 32) != 0)
         return refuse(E_HASH, "the model's SHA-256 does not match; deploy it again");
-    rc = ekb_model_parse(&model, model_slot, expect_len, &err_text);
+    rc = ekb_model_parse(&staged, model_slot[1 - active_slot], expect_len, &err_text);
     if (rc != EKB_OK) return -rc;
+    active_slot = 1 - active_slot;
+    model = staged;
     memcpy(model_sha, sha, 32);
     model_len = expect_len;
     ekb_head_init(&model);
     loaded = 1;
+    trained = 0;
     wr32(out, 2UL * model.max_width);
     wr32(out + 4, model_len);
     return 8;
+}
+
+static int finite_f32(const uint8_t *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float f = rdf(p + 4 * i);
+        if (!(f >= -3.4e38f && f <= 3.4e38f)) return 0;
+    }
+    return 1;
 }
 
 /* Row r of the request's inputs as int8 (quantizing float rows as TFLM's QUANTIZE does). */
@@ -226,6 +242,8 @@ static long do_infer(const uint8_t *in, size_t len, uint8_t *out)
     if (len != 4 + (size_t)n * F * isz) return refuse(E_REFUSED, "INFER: length does not match n x features");
     osz = trained ? 4 : 1;
     if (16 + (size_t)n * C * osz > BODY_MAX) return refuse(E_BUSY, "INFER: reply would exceed the frame buffer");
+    if (dt == DT_F32 && !finite_f32(in + 4, (size_t)n * F))
+        return refuse(E_REFUSED, "INFER: an input is NaN or infinite");
     out[0] = trained ? DT_F32 : DT_I8;
     out[1] = 0;
     wr16(out + 2, n);
@@ -273,6 +291,10 @@ static long do_train(const uint8_t *in, size_t len, uint8_t *out)
     teach = rows + (size_t)n * F * isz;
     for (r = 0; r < n; r++)
         if (rd16(labels + 2 * r) >= C) return refuse(E_REFUSED, "TRAIN_LAST: a label is out of range");
+    if (dt == DT_F32 && !finite_f32(rows, (size_t)n * F))
+        return refuse(E_REFUSED, "TRAIN_LAST: an input is NaN or infinite");
+    if (!finite_f32(teach, (size_t)n * C))
+        return refuse(E_REFUSED, "TRAIN_LAST: a teacher logit is NaN or infinite");
     ekb_head_zero_grad(&model);
     for (r = 0; r < n; r++) {
         load_input(rows, dt, r);
@@ -282,8 +304,11 @@ static long do_train(const uint8_t *in, size_t len, uint8_t *out)
         wrf(out + 8 + 4 * (size_t)r, kl);
         out[8 + 4 * (size_t)n + r] = agree;
     }
+    if (!(loss >= -3.4e38f && loss <= 3.4e38f))
+        return refuse(E_REFUSED, "TRAIN_LAST: the loss is not finite; the weights are unchanged");
     if (lr > 0.0f) {
-        ekb_head_step(&model, lr);
+        if (!ekb_head_step(&model, lr))
+            return refuse(E_REFUSED, "TRAIN_LAST: the step would overflow a weight; the weights are unchanged");
         trained = 1;
     }
     wrf(out, loss / (float)n);
@@ -314,6 +339,52 @@ static long do_weights(const uint8_t *in, size_t len, uint8_t *out)
     return (long)(16 + n);
 }
 
+static long do_set_weights(const uint8_t *in, size_t len, uint8_t *out)
+{
+    uint32_t off, n, total;
+    if (!loaded) return refuse(E_NO_MODEL, "no model deployed");
+    if (len < 4 || (len - 4) % 4 != 0) return refuse(E_REFUSED, "SET_WEIGHTS: expected offset u32 and whole float32 values");
+    off = rd32(in);
+    n = (uint32_t)(len - 4);
+    total = ekb_head_bytes(&model);
+    if (off % 4 != 0 || off > total || n > total - off)
+        return refuse(E_REFUSED, "SET_WEIGHTS: offset or length past the layer's weights");
+    if (!finite_f32(in + 4, n / 4)) return refuse(E_REFUSED, "SET_WEIGHTS: a weight is NaN or infinite");
+    ekb_head_set_bytes(&model, off, in + 4, n);
+    trained = 1;
+    wr32(out, off + n);
+    return 4;
+}
+
+/* The port's counter of retired instructions (SysTick under QEMU's -icount) or 0 when the
+ * board cannot count; weak, so a port without one links. */
+uint64_t ekb_port_ticks(void) __attribute__((weak));
+uint64_t ekb_port_ticks(void) { return 0; }
+
+/* BENCH: n inferences of one int8 row, timed by the port's counter. Body: n u16, reserved
+ * u16, row i8[F]. Reply: ticks u64 (0: cannot count), n u16, counts u8, reserved u8. */
+static long do_bench(const uint8_t *in, size_t len, uint8_t *out)
+{
+    uint16_t n, i, F;
+    uint64_t t0, t1;
+    if (!loaded) return refuse(E_NO_MODEL, "no model deployed");
+    F = model.layer[0].in;
+    if (len != 4 + (size_t)F) return refuse(E_REFUSED, "BENCH: expected n u16, reserved u16 and one int8 row");
+    n = rd16(in);
+    if (n == 0) return refuse(E_REFUSED, "BENCH: n must be at least 1");
+    memcpy(xq, in + 4, F);
+    t0 = ekb_port_ticks();
+    for (i = 0; i < n; i++)
+        ekb_model_run(&model, xq, yq, feat);
+    t1 = ekb_port_ticks();
+    wr32(out, (uint32_t)(t1 - t0));
+    wr32(out + 4, (uint32_t)((t1 - t0) >> 32));
+    wr16(out + 8, n);
+    out[10] = t0 != 0 || t1 != 0;
+    out[11] = 0;
+    return 12;
+}
+
 static long do_reset(const uint8_t *in, size_t len)
 {
     if (len != 1 || in[0] > 1) return refuse(E_REFUSED, "RESET: expected one byte, 0 or 1");
@@ -321,6 +392,7 @@ static long do_reset(const uint8_t *in, size_t len)
     trained = 0;
     if (in[0] == 1) {
         loaded = 0;
+        memset(&model, 0, sizeof model);
         model_len = 0;
         memset(model_sha, 0, sizeof model_sha);
     } else if (loaded) {
@@ -328,6 +400,12 @@ static long do_reset(const uint8_t *in, size_t len)
     }
     return 0;
 }
+
+#ifdef EKB_TEST_FAULTS
+/* Test builds only: request 0x3E makes the port fault on purpose (kind u8, see the port),
+ * so the tests can check the MPU guard and the fault report. */
+void ekb_port_test_fault(uint8_t kind);
+#endif
 
 static void handle(size_t frame_len)
 {
@@ -375,6 +453,11 @@ static void handle(size_t frame_len)
     case T_TRAIN_LAST: r = do_train(body, blen, tx + 12); break;
     case T_GET_WEIGHTS: r = do_weights(body, blen, tx + 12); break;
     case T_RESET: r = do_reset(body, blen); break;
+    case T_SET_WEIGHTS: r = do_set_weights(body, blen, tx + 12); break;
+    case T_BENCH: r = do_bench(body, blen, tx + 12); break;
+#ifdef EKB_TEST_FAULTS
+    case 0x3E: ekb_port_test_fault(blen ? body[0] : 0); r = refuse(E_REFUSED, "no fault"); break;
+#endif
     default: r = -E_REFUSED; break;
     }
     if (r >= 0)

@@ -21,8 +21,8 @@
 #ifndef EKB_MODEL_SLOT     /* bytes for one deployed EKB model (flash on a real board) */
 #define EKB_MODEL_SLOT 65536
 #endif
-#ifndef EKB_MAX_WIDTH      /* widest layer: the two int8 activation buffers (the "arena") */
-#define EKB_MAX_WIDTH 256
+#ifndef EKB_MAX_WIDTH      /* widest layer (values per sample): the two int8 activation buffers */
+#define EKB_MAX_WIDTH 1024
 #endif
 #ifndef EKB_MAX_HEAD       /* in x out of the trainable last layer */
 #define EKB_MAX_HEAD 4096
@@ -31,5 +31,8 @@
 #define EKB_MAX_CLASSES 64
 #endif
 #define EKB_MAX_LAYERS 16
+#ifndef EKB_MODEL_PLACEMENT /* where the model slot lives: a port puts it in flash */
+#define EKB_MODEL_PLACEMENT
+#endif
 
 #endif

@@ -5,6 +5,7 @@
 
 #define HEADER_SIZE 16
 #define LAYER_SIZE 32
+#define GEOMETRY_SIZE 16
 
 static float head_w[EKB_MAX_HEAD], head_b[EKB_MAX_CLASSES];
 static float grad_w[EKB_MAX_HEAD], grad_b[EKB_MAX_CLASSES];
@@ -27,6 +28,25 @@ static float rd_f32(const uint8_t *p)
 }
 static uint16_t rd_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
+static int finite_positive(float f) { return f > 0.0f && f <= 3.4e38f; }
+static int finite(float f) { return f >= -3.4e38f && f <= 3.4e38f; }
+static int int8_zero_point(int32_t zp) { return zp >= -128 && zp <= 127; }
+
+/* The per-channel constants as TFLM can have made them: multiplier in [0, 2^31), shift in
+ * [-31, 30] (so every shift below is defined), finite scales. A hostile blob is refused
+ * here, so the arithmetic never meets a value it is not defined for. */
+static int channels_ok(const ekb_layer *L, uint16_t channels)
+{
+    uint16_t o;
+    for (o = 0; o < channels; o++) {
+        int32_t mult = rd_i32(L->mult + 4UL * o), shift = rd_i32(L->shift + 4UL * o);
+        if (mult < 0 || shift < -31 || shift > 30 || !finite(rd_f32(L->wscale + 4UL * o)) ||
+            !finite(rd_f32(L->bscale + 4UL * o)))
+            return 0;
+    }
+    return 1;
+}
+
 int ekb_model_parse(ekb_model *m, const uint8_t *blob, uint32_t len, const char **why)
 {
     uint32_t off = HEADER_SIZE;
@@ -41,19 +61,25 @@ int ekb_model_parse(ekb_model *m, const uint8_t *blob, uint32_t len, const char 
     m->in_scale = rd_f32(blob + 8);
     m->in_zp = rd_i32(blob + 12);
     m->max_width = 0;
+    if (!finite_positive(m->in_scale) || !int8_zero_point(m->in_zp)) {
+        *why = "EKB model has an input scale or zero point out of range";
+        return EKB_E_REFUSED;
+    }
     if (m->n_layers == 0 || m->n_layers > EKB_MAX_LAYERS) {
         *why = "EKB model has no layers, or more than this firmware holds";
         return m->n_layers ? EKB_E_NO_FIT : EKB_E_REFUSED;
     }
     for (i = 0; i < m->n_layers; i++) {
         ekb_layer *L = &m->layer[i];
-        uint32_t body;
-        if (off + LAYER_SIZE > len) {
+        uint64_t body;
+        uint16_t channels;
+        if ((uint64_t)off + LAYER_SIZE > len) {
             *why = "EKB model is truncated";
             return EKB_E_REFUSED;
         }
         L->in = rd_u16(blob + off);
         L->out = rd_u16(blob + off + 2);
+        L->kind = blob[off + 5];
         L->in_zp = rd_i32(blob + off + 8);
         L->out_zp = rd_i32(blob + off + 12);
         L->act_min = rd_i32(blob + off + 16);
@@ -61,20 +87,84 @@ int ekb_model_parse(ekb_model *m, const uint8_t *blob, uint32_t len, const char 
         L->in_scale = rd_f32(blob + off + 24);
         L->out_scale = rd_f32(blob + off + 28);
         off += LAYER_SIZE;
-        body = 20UL * L->out + (uint32_t)L->in * L->out;
-        if (L->in == 0 || L->out == 0 || off + body > len ||
-            (i > 0 && L->in != m->layer[i - 1].out) || L->act_min > L->act_max ||
-            L->act_min < -128 || L->act_max > 127) {
+        if (L->in == 0 || L->out == 0 || (i > 0 && L->in != m->layer[i - 1].out) ||
+            L->act_min > L->act_max || L->act_min < -128 || L->act_max > 127 ||
+            L->kind > EKB_MEAN) {
             *why = "EKB model has an inconsistent layer";
             return EKB_E_REFUSED;
         }
+        if (!int8_zero_point(L->in_zp) || !int8_zero_point(L->out_zp) ||
+            !finite_positive(L->in_scale) || !finite_positive(L->out_scale)) {
+            *why = "EKB model has a scale or zero point out of range";
+            return EKB_E_REFUSED;
+        }
+        if (L->kind == EKB_DENSE) {
+            channels = L->out;
+            body = 20ULL * L->out + (uint64_t)L->in * L->out; /* 64-bit: no wrap-around */
+        } else {
+            const char *bad = 0;
+            if ((uint64_t)off + GEOMETRY_SIZE > len) {
+                *why = "EKB model is truncated";
+                return EKB_E_REFUSED;
+            }
+            L->len_in = rd_u16(blob + off);
+            L->ch_in = rd_u16(blob + off + 2);
+            L->kernel = rd_u16(blob + off + 4);
+            L->stride = rd_u16(blob + off + 6);
+            L->pad = rd_u16(blob + off + 8);
+            L->len_out = rd_u16(blob + off + 10);
+            L->ch_out = rd_u16(blob + off + 12);
+            off += GEOMETRY_SIZE;
+            channels = L->ch_out;
+            if ((uint32_t)L->len_in * L->ch_in != L->in || (uint32_t)L->len_out * L->ch_out != L->out ||
+                L->kernel == 0 || L->stride == 0 || L->pad >= L->kernel)
+                bad = "EKB model has an inconsistent 1-D layer";
+            else if (L->kind == EKB_CONV1D) {
+                /* TFLite's output length: VALID (pad 0) or SAME (pad = half the total) */
+                uint32_t valid = L->len_in >= L->kernel ? (L->len_in - L->kernel) / L->stride + 1 : 0;
+                uint32_t same = (L->len_in + L->stride - 1U) / L->stride;
+                if (!((L->pad == 0 && (L->len_out == valid || L->len_out == same)) ||
+                      (L->pad > 0 && L->len_out == same)) || L->len_out == 0)
+                    bad = "EKB model has a conv1d layer of inconsistent length";
+            } else if (L->kind == EKB_MEAN) {
+                if (L->len_out != 1 || L->ch_out != L->ch_in || L->pad != 0)
+                    bad = "EKB model has an inconsistent MEAN layer";
+            } else if (L->ch_out != L->ch_in || L->pad != 0 || L->len_in < L->kernel ||
+                       L->len_out != (L->len_in - L->kernel) / L->stride + 1) {
+                bad = "EKB model has an inconsistent pooling layer";
+            }
+            if (bad) {
+                *why = bad;
+                return EKB_E_REFUSED;
+            }
+            body = L->kind == EKB_CONV1D
+                ? 20ULL * L->ch_out + (uint64_t)L->ch_out * L->kernel * L->ch_in
+                : L->kind == EKB_MEAN ? 8ULL : 0ULL;
+        }
+        if ((uint64_t)off + body > len) {
+            *why = "EKB model is truncated";
+            return EKB_E_REFUSED;
+        }
         L->mult = blob + off;
-        L->shift = L->mult + 4UL * L->out;
-        L->wscale = L->shift + 4UL * L->out;
-        L->bscale = L->wscale + 4UL * L->out;
-        L->bias = L->bscale + 4UL * L->out;
-        L->w = (const int8_t *)(L->bias + 4UL * L->out);
-        off += body + ((4 - body % 4) % 4);
+        if (L->kind == EKB_MEAN) {
+            int32_t mult = rd_i32(L->mult), shift = rd_i32(L->mult + 4);
+            L->shift = L->mult + 4;
+            if (mult < 0 || shift < -31 || shift > 30) {
+                *why = "EKB model has a requantization multiplier, shift or scale out of range";
+                return EKB_E_REFUSED;
+            }
+        } else if (L->kind == EKB_DENSE || L->kind == EKB_CONV1D) {
+            L->shift = L->mult + 4UL * channels;
+            L->wscale = L->shift + 4UL * channels;
+            L->bscale = L->wscale + 4UL * channels;
+            L->bias = L->bscale + 4UL * channels;
+            L->w = (const int8_t *)(L->bias + 4UL * channels);
+            if (!channels_ok(L, channels)) {
+                *why = "EKB model has a requantization multiplier, shift or scale out of range";
+                return EKB_E_REFUSED;
+            }
+        }
+        off += (uint32_t)(body + ((4 - body % 4) % 4));
         if (L->in > m->max_width) m->max_width = L->in;
         if (L->out > m->max_width) m->max_width = L->out;
     }
@@ -88,6 +178,10 @@ int ekb_model_parse(ekb_model *m, const uint8_t *blob, uint32_t len, const char 
     }
     {
         const ekb_layer *last = &m->layer[m->n_layers - 1];
+        if (last->kind != EKB_DENSE) {
+            *why = "EKB model does not end in a dense layer (TRAIN_LAST trains it)";
+            return EKB_E_REFUSED;
+        }
         if ((uint32_t)last->in * last->out > EKB_MAX_HEAD || last->out > EKB_MAX_CLASSES) {
             *why = "the last layer is larger than the firmware's trainable head (EKB_MAX_HEAD)";
             return EKB_E_NO_FIT;
@@ -127,14 +221,103 @@ static void dense(const ekb_layer *L, const int8_t *x, int8_t *y)
     for (o = 0; o < L->out; o++) {
         const int8_t *w = L->w + (size_t)o * L->in;
         int32_t acc = 0;
-        for (i = 0; i < L->in; i++)
+        int64_t wide;
+        for (i = 0; i < L->in; i++) /* |sum| <= 256 * 127 * 255: no overflow */
             acc += (int32_t)w[i] * ((int32_t)x[i] - L->in_zp);
-        acc += rd_i32(L->bias + 4UL * o);
-        acc = ekb_mbqm(acc, rd_i32(L->mult + 4UL * o), rd_i32(L->shift + 4UL * o));
-        acc += L->out_zp;
+        /* a hostile bias may push the sum past int32: saturate, where TFLM would be undefined */
+        wide = (int64_t)acc + rd_i32(L->bias + 4UL * o);
+        acc = wide > INT32_MAX ? INT32_MAX : wide < INT32_MIN ? INT32_MIN : (int32_t)wide;
+        wide = (int64_t)ekb_mbqm(acc, rd_i32(L->mult + 4UL * o), rd_i32(L->shift + 4UL * o)) +
+               L->out_zp;
+        acc = wide > 127 ? 127 : wide < -128 ? -128 : (int32_t)wide;
         if (acc < L->act_min) acc = L->act_min;
         if (acc > L->act_max) acc = L->act_max;
         y[o] = (int8_t)acc;
+    }
+}
+
+static int8_t requantize(const ekb_layer *L, int32_t acc, uint16_t c)
+{
+    int64_t wide = (int64_t)acc + rd_i32(L->bias + 4UL * c);
+    acc = wide > INT32_MAX ? INT32_MAX : wide < INT32_MIN ? INT32_MIN : (int32_t)wide;
+    wide = (int64_t)ekb_mbqm(acc, rd_i32(L->mult + 4UL * c), rd_i32(L->shift + 4UL * c)) + L->out_zp;
+    acc = wide > 127 ? 127 : wide < -128 ? -128 : (int32_t)wide;
+    if (acc < L->act_min) acc = L->act_min;
+    if (acc > L->act_max) acc = L->act_max;
+    return (int8_t)acc;
+}
+
+/* TFLM's ConvPerChannel with height 1: taps outside the input (SAME padding) are skipped. */
+static void conv1d(const ekb_layer *L, const int8_t *x, int8_t *y)
+{
+    uint16_t t, c, k, i;
+    for (t = 0; t < L->len_out; t++) {
+        int32_t start = (int32_t)t * L->stride - L->pad;
+        for (c = 0; c < L->ch_out; c++) {
+            const int8_t *w = L->w + (size_t)c * L->kernel * L->ch_in;
+            int32_t acc = 0;
+            for (k = 0; k < L->kernel; k++) {
+                int32_t pos = start + k;
+                const int8_t *xi;
+                if (pos < 0 || pos >= L->len_in)
+                    continue;
+                xi = x + (size_t)pos * L->ch_in;
+                for (i = 0; i < L->ch_in; i++)
+                    acc += (int32_t)w[(size_t)k * L->ch_in + i] * ((int32_t)xi[i] - L->in_zp);
+            }
+            y[(size_t)t * L->ch_out + c] = requantize(L, acc, c);
+        }
+    }
+}
+
+/* TFLM's MaxPool / AveragePool (VALID windows; the average rounds halves away from 0). */
+static void pool1d(const ekb_layer *L, const int8_t *x, int8_t *y)
+{
+    uint16_t t, c, k;
+    for (t = 0; t < L->len_out; t++) {
+        for (c = 0; c < L->ch_in; c++) {
+            const int8_t *xi = x + (size_t)t * L->stride * L->ch_in + c;
+            int32_t v, n = L->kernel;
+            if (L->kind == EKB_MAXPOOL1D) {
+                v = -128;
+                for (k = 0; k < L->kernel; k++)
+                    if (xi[(size_t)k * L->ch_in] > v) v = xi[(size_t)k * L->ch_in];
+            } else {
+                int32_t acc = 0;
+                for (k = 0; k < L->kernel; k++)
+                    acc += xi[(size_t)k * L->ch_in];
+                v = acc > 0 ? (acc + n / 2) / n : (acc - n / 2) / n;
+            }
+            if (v < L->act_min) v = L->act_min;
+            if (v > L->act_max) v = L->act_max;
+            y[(size_t)t * L->ch_in + c] = (int8_t)v;
+        }
+    }
+}
+
+/* TFLM's QuantizedMeanOrSum over the length: 1/n is folded into the multiplier. */
+static void mean1d(const ekb_layer *L, const int8_t *x, int8_t *y)
+{
+    uint16_t c, t;
+    for (c = 0; c < L->ch_in; c++) {
+        int32_t acc = 0;
+        int64_t v;
+        for (t = 0; t < L->len_in; t++)
+            acc += x[(size_t)t * L->ch_in + c];
+        acc -= L->in_zp * (int32_t)L->len_in;
+        v = (int64_t)ekb_mbqm(acc, rd_i32(L->mult), rd_i32(L->shift)) + L->out_zp;
+        y[c] = (int8_t)(v > 127 ? 127 : v < -128 ? -128 : v);
+    }
+}
+
+static void run_layer(const ekb_layer *L, const int8_t *x, int8_t *y)
+{
+    switch (L->kind) {
+    case EKB_CONV1D: conv1d(L, x, y); break;
+    case EKB_MAXPOOL1D:
+    case EKB_AVGPOOL1D: pool1d(L, x, y); break;
+    case EKB_MEAN: mean1d(L, x, y); break;
+    default: dense(L, x, y); break;
     }
 }
 
@@ -151,7 +334,7 @@ void ekb_model_run(const ekb_model *m, const int8_t *x, int8_t *y, float *feat)
             for (k = 0; k < L->in; k++)
                 feat[k] = ((float)in[k] - (float)L->in_zp) * L->in_scale;
         }
-        dense(L, in, out);
+        run_layer(L, in, out);
         in = out;
     }
 }
@@ -160,6 +343,7 @@ int8_t ekb_quantize(float v, float scale, int32_t zp)
 {
     float r = roundf(v / scale);
     int32_t q;
+    if (r != r) r = 0.0f; /* NaN: the request handlers refuse it before; never undefined */
     if (r > 1e6f) r = 1e6f;
     if (r < -1e6f) r = -1e6f;
     q = (int32_t)r + zp;
@@ -250,14 +434,22 @@ void ekb_head_zero_grad(const ekb_model *m)
     memset(grad_b, 0, sizeof(float) * L->out);
 }
 
-void ekb_head_step(const ekb_model *m, float lr)
+int ekb_head_step(const ekb_model *m, float lr)
 {
     const ekb_layer *L = &m->layer[m->n_layers - 1];
     size_t k;
+    /* first check that every new weight is finite, so a step that overflows changes nothing */
+    for (k = 0; k < (size_t)L->in * L->out; k++)
+        if (!finite(head_w[k] - lr * grad_w[k]))
+            return 0;
+    for (k = 0; k < L->out; k++)
+        if (!finite(head_b[k] - lr * grad_b[k]))
+            return 0;
     for (k = 0; k < (size_t)L->in * L->out; k++)
         head_w[k] -= lr * grad_w[k];
     for (k = 0; k < L->out; k++)
         head_b[k] -= lr * grad_b[k];
+    return 1;
 }
 
 uint32_t ekb_head_bytes(const ekb_model *m)
@@ -273,4 +465,16 @@ uint8_t ekb_head_byte(const ekb_model *m, uint32_t i)
     float f = k < nw ? head_w[k] : head_b[k - nw];
     memcpy(&u, &f, sizeof u);
     return (uint8_t)(u >> (8 * (i % 4)));
+}
+
+void ekb_head_set_bytes(const ekb_model *m, uint32_t off, const uint8_t *p, uint32_t n)
+{
+    const ekb_layer *L = &m->layer[m->n_layers - 1];
+    uint32_t nw = (uint32_t)L->in * L->out, i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        uint32_t k = (off + i) / 4;
+        float f = rd_f32(p + i);
+        if (k < nw) head_w[k] = f;
+        else head_b[k - nw] = f;
+    }
 }

@@ -1,17 +1,25 @@
-/* An EKB int8 dense model (layout: docs/protocol.md, section 11.6) run with TFLM's
- * reference integer arithmetic, and its last layer as a trainable float head. */
+/* An EKB int8 model (layout: docs/protocol.md, section 11.6): a chain of dense, conv1d
+ * (TFLM's height-1 CONV_2D), max / average pool 1-D and MEAN-over-length layers run with
+ * TFLM's reference integer arithmetic, and its last (dense) layer as a trainable float head. */
 #ifndef EKB_MODEL_H
 #define EKB_MODEL_H
 #include <stddef.h>
 #include <stdint.h>
 #include "ekb_config.h"
 
+enum { EKB_DENSE = 0, EKB_CONV1D = 1, EKB_MAXPOOL1D = 2, EKB_AVGPOOL1D = 3, EKB_MEAN = 4 };
+
 typedef struct {
-    uint16_t in, out;
+    uint8_t kind;                /* EKB_DENSE, ... */
+    uint16_t in, out;            /* values per sample in and out ([length][channels] flat) */
+    /* not dense: the 1-D geometry, channels last */
+    uint16_t len_in, ch_in, kernel, stride, pad, len_out, ch_out;
     int32_t in_zp, out_zp, act_min, act_max;
     float in_scale, out_scale;
-    const uint8_t *mult, *shift, *wscale, *bscale, *bias; /* little-endian arrays [out] */
-    const int8_t *w;                                       /* [out][in] */
+    /* dense and conv1d, per output channel (little-endian arrays [out] / [ch_out]); MEAN
+     * has one multiplier and shift */
+    const uint8_t *mult, *shift, *wscale, *bscale, *bias;
+    const int8_t *w;             /* dense [out][in]; conv1d [ch_out][kernel][ch_in] */
 } ekb_layer;
 
 typedef struct {
@@ -44,10 +52,13 @@ float ekb_head_accumulate(const ekb_model *m, const float *feat, const float *te
                           uint16_t label, float temperature, float alpha, uint16_t n,
                           float *kl, uint8_t *agree);
 void ekb_head_zero_grad(const ekb_model *m);
-void ekb_head_step(const ekb_model *m, float lr);
+/* One SGD step; returns 0 (and changes nothing) if a weight would not be finite. */
+int ekb_head_step(const ekb_model *m, float lr);
 /* The head's parameters as little-endian float32 bytes: W then b. */
 uint32_t ekb_head_bytes(const ekb_model *m);
 uint8_t ekb_head_byte(const ekb_model *m, uint32_t i);
+/* Overwrites n bytes of that array from byte offset off (both multiples of 4, in range). */
+void ekb_head_set_bytes(const ekb_model *m, uint32_t off, const uint8_t *p, uint32_t n);
 
 int32_t ekb_mbqm(int32_t x, int32_t multiplier, int32_t shift);
 #endif
