@@ -57,7 +57,7 @@ def test_serve_and_connect_match_the_in_process_run(files, tmp_path):
     finally:
         code, log = host.stop()
     assert remote["weights_sha256"] == local["weights_sha256"]
-    assert remote["bytes_down"] == local["bytes_down"]
+    assert remote["bytes_down"] == local["bytes_down"] - 1   # WELCOME auth true, not false
     assert remote["bytes_up"] == local["bytes_up"] + 64 + 2 - 4  # HMAC hex "..." instead of null
     assert code == 0 and "Traceback" not in log
     lines = [line for line in log.splitlines() if " B down" in line]
@@ -91,6 +91,16 @@ def test_killed_device_resumes_from_its_checkpoint_against_the_server(files, tmp
     finally:
         host.stop()
     assert resumed["weights_sha256"] == clean["weights_sha256"]
+
+
+def test_a_token_the_host_does_not_ask_for_is_reported(files, tmp_path):
+    host = Serve("--teacher", files / "teacher.npz", "--data", "digits")
+    try:
+        p = edgekd("train", "--student", files / "student.json", "--epochs", 1, "--connect",
+                   host.connect, "--token", TOKEN, "--out", tmp_path / "r", "--json")
+    finally:
+        host.stop()
+    assert "does not ask for a token" in p.stderr and as_json(p)["epochs_run"] == 1
 
 
 def test_connect_to_nothing_fails_fast_with_one_line(files, tmp_path):

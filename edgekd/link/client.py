@@ -121,6 +121,10 @@ class LinkSource(SoftLabelSource):
             raise ProtocolError("WELCOME lacks a session token")
         self.host_cap = m.json_int(info, "max_frame", m.MIN_FRAME_CAP, 2 ** 32 - 1, "WELCOME")
         self.session_token = session
+        if self.token and info.get("auth") is False and not getattr(self, "_said_no_auth", False):
+            self._said_no_auth = True
+            self.log("the host does not ask for a token: --token is not needed, and any "
+                     "device that reaches the host may train from it")
         self.info = info
         self.xc = self.input_codec(features, tail)
         self.sc = soft_codec(self.codec, classes, self.k)

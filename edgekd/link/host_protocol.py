@@ -138,6 +138,7 @@ class HostProtocol:
         """Admission happens here, after every check: WELCOME carries the session token."""
         info["session"] = "0" * (2 * m.SESSION_BYTES)
         info["max_frame"] = self.max_payload
+        info["auth"] = self.token is not None
         size = len(m.pack_json(info, extra))
         if size > self.device_cap:
             raise ProtocolError(f"HELLO: the WELCOME would be {size:,} bytes, over the device's "
