@@ -114,7 +114,12 @@ class Serve:
 
     def stop(self):
         self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=30)
+        try:
+            _, err = self.proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise Failed(f"edgekd serve did not stop within 120 s of SIGINT; its log ends:\n{err[-2000:]}")
         return self.proc.returncode, err
 
 
