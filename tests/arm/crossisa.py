@@ -170,7 +170,7 @@ def benchmark(u, ref_host, results):
         bench = "benchmarks/device_cost.py"
         x86 = last_json(subprocess.run(
             [sys.executable, str(REPO / bench), "--connect", connect, "--json",
-             "--student", str(ref_host / "student.json"), "--epochs", 4], capture_output=True, text=True,
+             "--student", str(ref_host / "student.json"), "--epochs", "4"], capture_output=True, text=True,
             check=True, timeout=1800, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}))
         arm = last_json(u.run(DEVICE_PY, f"/opt/edgekd-src/{bench}", "--connect", connect, "--json",
                               "--student", f"{IN_ROOT}/ref/student.json", "--steps", 30,
