@@ -175,9 +175,9 @@ def benchmark(u, ref_host, results):
         arm = last_json(u.run(DEVICE_PY, f"/opt/edgekd-src/{bench}", "--connect", connect, "--json",
                               "--student", f"{IN_ROOT}/ref/student.json", "--steps", 30,
                               "--epochs", 4))
+        results["benchmark"] = {"x86": x86, u.target: arm}
     finally:
         serve.stop()
-    results["benchmark"] = {"x86": x86, u.target: arm}
     print(f"  {'':10}{'idle MiB':>10}{'device MiB':>12}{'net MiB':>9}")
     for who, r in (("x86", x86), (u.target, arm)):
         m = r["memory"]
