@@ -114,7 +114,12 @@ class Serve:
 
     def stop(self):
         self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=30)
+        try:
+            _, err = self.proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise Failed(f"edgekd serve did not stop within 120 s of SIGINT; its log ends:\n{err[-2000:]}")
         return self.proc.returncode, err
 
 
@@ -165,14 +170,14 @@ def benchmark(u, ref_host, results):
         bench = "benchmarks/device_cost.py"
         x86 = last_json(subprocess.run(
             [sys.executable, str(REPO / bench), "--connect", connect, "--json",
-             "--student", str(ref_host / "student.json"), "--epochs", 4], capture_output=True, text=True,
+             "--student", str(ref_host / "student.json"), "--epochs", "4"], capture_output=True, text=True,
             check=True, timeout=1800, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}))
         arm = last_json(u.run(DEVICE_PY, f"/opt/edgekd-src/{bench}", "--connect", connect, "--json",
                               "--student", f"{IN_ROOT}/ref/student.json", "--steps", 30,
                               "--epochs", 4))
+        results["benchmark"] = {"x86": x86, u.target: arm}
     finally:
         serve.stop()
-    results["benchmark"] = {"x86": x86, u.target: arm}
     print(f"  {'':10}{'idle MiB':>10}{'device MiB':>12}{'net MiB':>9}")
     for who, r in (("x86", x86), (u.target, arm)):
         m = r["memory"]
