@@ -102,9 +102,10 @@ def test_board_qemu_stops_qemu_when_stopped(sig, boards):
 
 @pytest.mark.parametrize("kind", board_params("emulator", "host-c", "qemu-m4f", "qemu-m3"))
 def test_bench_counts_instructions_on_the_isa(kind, boards, board_models):
-    """Under -icount the count is a pure function of the code: the same on every run, and n
-    runs cost n times one (to within one 40-instruction SysTick tick per measurement).
-    Boards that cannot count say so."""
+    """Under -icount the count follows the code, not the machine's load: repeated runs agree
+    and n runs cost n times one, to within one SysTick tick (40 instructions) per
+    measurement, since where a run starts within a tick varies. Boards that cannot count
+    say so."""
     from boardutil import ok
     with boards.start(kind) as board:
         ok(board.port, "deploy", str(board_models["student"]))
@@ -114,8 +115,9 @@ def test_bench_counts_instructions_on_the_isa(kind, boards, board_models):
             return
         ten = ok(board.port, "bench", "--data", "digits", "-n", "10")
         again = ok(board.port, "bench", "--data", "digits", "-n", "10")
-        assert one["counted"] and ten == again
+        assert one["counted"] and again["counted"]
         per = ten["instructions_per_inference"]
+        assert abs(again["instructions_per_inference"] - per) <= 40 / 10
         # the 64-32-16-10 int8 MLP: 2,720 multiply-accumulates
         assert 2720 < per < 20 * 2720
-        assert abs(one["instructions_per_inference"] - per) <= 80
+        assert abs(one["instructions_per_inference"] - per) <= 40 + 40 / 10

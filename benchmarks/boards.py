@@ -1,0 +1,117 @@
+"""The board table of the README: one digits int8 student (MLP 64-32-10, 15 epochs) and a
+64-256-256-10 teacher, on every kind of board: the emulator (TFLM), the C firmware built for
+this host, and the same firmware on a Cortex-M4F and a Cortex-M3 in QEMU. For each: the
+firmware image's sizes, test accuracy on the board against TFLM's (and whether the outputs
+are bit for bit TFLM's), and `train-last` with its defaults (held-out accuracy before and of
+the layer kept, KD loss, link bytes against naive streaming) and, where the board can
+count, instructions per int8 inference (`board bench`, QEMU under -icount).
+
+    python benchmarks/boards.py [--kinds emulator,host-c,qemu-m4f,qemu-m3] [--json]
+
+Every step runs the `edgekd board` command line, as a user would.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+from boardutil import QEMU_MACHINES, Boards, digits_mlp, missing, ok  # noqa: E402
+
+from edgekd.data import load_dataset  # noqa: E402
+from edgekd.distill.supervised import fit  # noqa: E402
+from edgekd.export import export_tflite  # noqa: E402
+from edgekd.export.int8_ref import Int8Model  # noqa: E402
+from edgekd.export.tflm import run_tflm  # noqa: E402
+from edgekd.nn.io import save_model  # noqa: E402
+from edgekd.nn.model import Sequential  # noqa: E402
+
+EDGEKD = [sys.executable, "-m", "edgekd"]
+
+
+def models(d):
+    ds = load_dataset("digits")
+    student = Sequential(digits_mlp(32), seed=0)
+    fit(student, ds, epochs=15, batch=32, lr=3e-3)
+    teacher = Sequential(digits_mlp(256, 256), seed=1)
+    fit(teacher, ds, epochs=15, batch=32, lr=3e-3)
+    save_model(os.path.join(d, "teacher.npz"), teacher)
+    path = os.path.join(d, "student.tflite")
+    export_tflite(student, path, int8=True, calib_x=ds.x_train[:256])
+    data = open(path, "rb").read()
+    ref = Int8Model.from_tflite(data)
+    y = run_tflm(data, ref.quantize_input(ds.x_test))
+    return ds, path, os.path.join(d, "teacher.npz"), y
+
+
+def image_sizes(kind, out):
+    if kind not in QEMU_MACHINES:
+        return None
+    r = subprocess.run(EDGEKD + ["board", "firmware", "--target", QEMU_MACHINES[kind], "-o",
+                                 out, "--json"], check=True, capture_output=True, text=True)
+    return json.loads(r.stdout)
+
+
+def one_board(kind, boards, student, teacher, tflm_y, ds, out):
+    sizes = image_sizes(kind, out)
+    with boards.start(kind) as board:
+        p = board.port
+        dep = ok(p, "deploy", student)
+        inf = ok(p, "infer", "--data", "digits", timeout=600)
+        tr = ok(p, "train-last", "--teacher", teacher, "--data", "digits", timeout=3600)
+        after = ok(p, "infer", "--data", "digits", timeout=600)
+        ok(p, "reset")
+        bench = ok(p, "bench", "--data", "digits", "-n", "20")
+    tflm_sha = hashlib.sha256(tflm_y.astype(np.int8).tobytes()).hexdigest()
+    return {"kind": kind, "sizes": sizes, "model_bytes": dep["model_bytes"],
+            "accuracy": inf["test_accuracy"],
+            "tflm_accuracy": float(np.mean(tflm_y.argmax(axis=1) == ds.y_test)),
+            "bit_exact": inf["outputs_sha256"] == tflm_sha, "train_last": tr,
+            "accuracy_after": after["test_accuracy"],
+            "instructions_per_inference": bench["instructions_per_inference"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kinds", default="emulator,host-c,qemu-m4f,qemu-m3")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        ds, student, teacher, tflm_y = models(d)
+        boards = Boards(d)
+        for kind in a.kinds.split(","):
+            why = missing(kind)
+            if why:
+                print(f"{kind}: skipped ({why})", file=sys.stderr)
+                continue
+            rows.append(one_board(kind, boards, student, teacher, tflm_y, ds, d))
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print(f"{'board':10} {'image text / bss':>17} {'accuracy (TFLM)':>16} {'bit-exact':>9} "
+          f"{'held-out acc before -> kept':>28} {'KD loss before -> after':>24} "
+          f"{'link bytes (naive)':>21} {'test acc after':>14} {'instr/inference':>15}")
+    for r in rows:
+        s = r["sizes"]
+        img = f"{s['text']:,} / {s['bss']:,}" if s else "-"
+        t, h = r["train_last"], r["train_last"]["holdout"]
+        print(f"{r['kind']:10} {img:>17} {r['accuracy']:.4f} ({r['tflm_accuracy']:.4f}) "
+              f"{'yes' if r['bit_exact'] else 'NO':>9} "
+              f"{h['accuracy_before']:.4f} -> {h['accuracy_after']:.4f} ({t['kept']:>7}) "
+              f"{t['loss_before']:>11.3f} -> {t['loss_after']:<9.3f} "
+              f"{t['bytes_down'] + t['bytes_up']:>10,} ({t['bytes_naive']:,}) "
+              f"{r['accuracy_after']:>10.4f} "
+              f"{'-' if r['instructions_per_inference'] is None else format(r['instructions_per_inference'], ',.0f'):>15}")
+
+
+if __name__ == "__main__":
+    main()
