@@ -108,7 +108,7 @@ def main():
               f"{'yes' if r['bit_exact'] else 'NO':>9} "
               f"{h['accuracy_before']:.4f} -> {h['accuracy_after']:.4f} ({t['kept']:>7}) "
               f"{t['loss_before']:>11.3f} -> {t['loss_after']:<9.3f} "
-              f"{t['bytes_down'] + t['bytes_up']:>10,} ({t['bytes_naive']:,}) "
+              f"{t['bytes_down'] + t['bytes_up']:>10,} ({t['bytes_naive_run']:,}) "
               f"{r['accuracy_after']:>10.4f} "
               f"{'-' if r['instructions_per_inference'] is None else format(r['instructions_per_inference'], ',.0f'):>15}")
 

@@ -55,7 +55,7 @@ def train_last(client, x, y, teacher_logits, cfg=None, on_epoch=None):
     held-out slice), holdout (its accuracy and KD loss before and for the layer kept),
     epoch_losses (the mean loss of each epoch's streamed batches, before their steps),
     bytes_down (host -> board) and bytes_up (board -> host) of the training epochs,
-    bytes_eval of the two measuring passes, bytes_naive (the epochs without halting),
+    bytes_eval of the two measuring passes, bytes_naive_run and bytes_naive_planned (the epochs run, and all planned, without halting),
     epochs_run, samples_streamed, settled_fraction, stop_reason."""
     cfg = cfg or TrainLastConfig()
     link = client.link
@@ -170,7 +170,8 @@ def train_last(client, x, y, teacher_logits, cfg=None, on_epoch=None):
     return {"board": board.name, "loss_before": before, "loss_after": after,
             "kept": kept, "holdout": hold,
             "bytes_down": down, "bytes_up": up, "bytes_eval": eval_down + eval_up + e_down + e_up,
-            "bytes_naive": (naive_epoch or 0) * cfg.epochs, "epochs_run": epochs_run,
+            "bytes_naive_run": (naive_epoch or 0) * epochs_run,
+            "bytes_naive_planned": (naive_epoch or 0) * cfg.epochs, "epochs_run": epochs_run,
             "samples_streamed": streamed, "samples_naive": len(train_ids) * cfg.epochs,
             "settled_fraction": float(tracker.settled[train_ids].mean()) if len(train_ids) else 1.0,
             "stop_reason": stop, "epoch_losses": epoch_losses, "batch": n, "resends": client.resends,

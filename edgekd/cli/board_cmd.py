@@ -200,7 +200,8 @@ def train_last(teacher_path, data, epochs, lr, lr_decay, holdout, batch, tempera
     kept (`kept`: trained, epoch N, or before). Reports loss_before and loss_after (KD loss
     over the streamed samples, measured on the board), holdout (accuracy and KD loss before
     and of the layer kept), bytes_down/bytes_up of training, bytes_eval of the measuring
-    passes, and bytes_naive (the same epochs without halting).
+    passes, and bytes_naive_run (the same epochs without halting; bytes_naive_planned for all
+    of --epochs).
     """
     from edgekd.distill.halting import HaltingConfig
     from edgekd.teachers import load_teacher
@@ -226,7 +227,7 @@ def train_last(teacher_path, data, epochs, lr, lr_decay, holdout, batch, tempera
                                  f"kept the {'layer from before training' if r['kept'] == 'before' else r['kept'] + ' layer'}"
                                  f"{_holdout_text(r['holdout'])}; "
                                  f"link {r['bytes_down'] + r['bytes_up']:,} B vs "
-                                 f"{r['bytes_naive']:,} without halting")
+                                 f"{r['bytes_naive_run']:,} without halting")
 
 
 def _holdout_text(h):
