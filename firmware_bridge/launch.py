@@ -13,6 +13,17 @@ import time
 from edgekd.errors import EdgekdError
 
 
+def stop_process(proc, grace_s=5):
+    """Wake (a paused board), ask it to end, and kill it if it has not within `grace_s`."""
+    proc.send_signal(signal.SIGCONT)
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class BoardProcess:
     """A running board: `.port` is its serial device, `.announce` its first line as a dict."""
 
@@ -59,13 +70,7 @@ class BoardProcess:
                     os.kill(self.board_pid, signal.SIGCONT)
                 except ProcessLookupError:
                     pass
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         self.proc.stdout.close()
         self.log.close()
 

@@ -24,6 +24,7 @@ import tty
 from edgekd.errors import EdgekdError
 
 from .build import APT_HINT, get_target
+from .launch import stop_process
 
 MACHINES = ("mps2-an386", "mps2-an385")
 QEMU = "qemu-system-arm"
@@ -133,13 +134,7 @@ class QemuBoard:
     def close(self):
         self._stop.set()
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         if self._relay is not None:
             self._relay.join(2)
         for closer in (self.sock and self.sock.close,
