@@ -514,7 +514,8 @@ def test_conversation_matches_the_doc_and_bytes_count_every_frame():
     assert hello["proto"] == 2 and hello["max_frame"] == 1 << 20 and hello["replaces"] is None
     welcome, tail = m.unpack_json(decode_frame(log[2][2])[2], "WELCOME")
     assert set(welcome) == {"num_train", "num_val", "num_test", "features", "classes", "codec",
-                            "x_codec", "k", "mode", "test_split", "session", "max_frame"}
+                            "x_codec", "k", "mode", "test_split", "session", "max_frame",
+                            "auth"}
     assert len(bytes.fromhex(welcome["session"])) == m.SESSION_BYTES and welcome["test_split"]
     lo, step = affine8_params(DIGITS.x_train)
     assert tail == lo.astype("<f4").tobytes() + step.astype("<f4").tobytes()
