@@ -9,6 +9,15 @@ from .errors import EdgekdError
 
 
 def _umask():
+    """The process umask, read without setting it (os.umask would, for a moment, for every
+    thread); Linux shows it in /proc, elsewhere the set-and-restore is the only way."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -4,7 +4,6 @@ import dataclasses
 
 import click
 
-from ..design.designer import MAX_TEACHER_FRACTION
 from ..errors import EdgekdError
 from .base import backend_option, emit, json_option, load_data, main
 
@@ -60,7 +59,7 @@ def design_text(r):
               help="Weights format the storage budget is for [float32; int8 on MCU profiles].")
 @click.option("--ram-for", type=click.Choice(["train", "infer"]),
               help="What the RAM budget must hold [train; infer on MCU profiles].")
-@click.option("--max-fraction", default=MAX_TEACHER_FRACTION, show_default=True,
+@click.option("--max-fraction", default=None, show_default="0.25",
               type=click.FloatRange(0, 1, min_open=True),
               help="At most this share of the teacher's params, even where the device could "
                    "hold more (1 lifts the cap).")
@@ -73,7 +72,7 @@ def design(teacher_path, family, data, profile_name, storage, ram, speed, max_la
     Searches depth and a width multiplier within the teacher's family and prints the
     predicted params, FLOPs, storage, training RAM, latency and the constraint that binds.
     """
-    from ..design.designer import Constraints, template_spec
+    from ..design.designer import MAX_TEACHER_FRACTION, Constraints, template_spec
     from ..design.designer import design as run_design
     from ..design.profiles import get_profile
     from ..fileio import write_json
@@ -91,7 +90,8 @@ def design(teacher_path, family, data, profile_name, storage, ram, speed, max_la
     if base.max_latency_s is not None and base.flops_per_s is None:
         raise EdgekdError("--max-latency needs a device speed: give --speed or a --profile")
     base = dataclasses.replace(base, batch=batch, optimizer=optimizer,
-                               max_teacher_fraction=None if max_fraction >= 1 else max_fraction)
+                               max_teacher_fraction=None if max_fraction == 1 else
+                               max_fraction or MAX_TEACHER_FRACTION)
     result = run_design(spec, base).to_dict()
     result["teacher"] = teacher_path   # None: designed from a family template
     if output:

@@ -49,6 +49,7 @@ class LinkSource(SoftLabelSource):
         self.reconnects = 0
         self.strikes = 0             # link failures since the last progress
         self.session_token = None    # from WELCOME: proves a reconnect is this run
+        self.said_no_auth = False    # the "host asks for no token" note, said once
         self.epoch_no, self.cursor = -1, 0
         self.hello = None
         self.halted = None
@@ -121,8 +122,8 @@ class LinkSource(SoftLabelSource):
             raise ProtocolError("WELCOME lacks a session token")
         self.host_cap = m.json_int(info, "max_frame", m.MIN_FRAME_CAP, 2 ** 32 - 1, "WELCOME")
         self.session_token = session
-        if self.token and info.get("auth") is False and not getattr(self, "_said_no_auth", False):
-            self._said_no_auth = True
+        if self.token and info.get("auth") is False and not self.said_no_auth:
+            self.said_no_auth = True
             self.log("the host does not ask for a token: --token is not needed, and any "
                      "device that reaches the host may train from it")
         self.info = info
