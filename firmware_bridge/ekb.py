@@ -96,7 +96,7 @@ def _from_graph(data, where):
     reference inference matches TFLM): RESHAPEs vanish (channels-last rows are already
     [length][channels]), every other op becomes one layer."""
     from edgekd.export import qmath
-    from edgekd.export.float_eval import same_pads
+    from edgekd.kernels.conv import same_padding
     from edgekd.export.tflite_read import read_graph
     try:
         g = read_graph(data)
@@ -146,7 +146,7 @@ def _from_graph(data, where):
                 if kh != 1 or op.stride[0] != 1:
                     raise EdgekdError(f"{where}: the C firmware runs height-1 convolutions only")
                 kind, stride = CONV1D, op.stride[1]
-                pad = same_pads(length, k, stride)[0] if op.padding == "SAME" else 0
+                pad = same_padding(length, k, stride)[0] if op.padding == "SAME" else 0
                 l_out = oshape[2]
                 body = _channels(op, in_scale, out_scale) + op.q_weight.astype(np.int8).tobytes()
             else:

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from edgekd.design import cost as costmod
 from edgekd.design.cost import OPTIMIZER_SLOTS, latency_s, model_cost
 from edgekd.design.designer import (
     MULTIPLIERS,
@@ -28,6 +27,7 @@ from edgekd.design.units import (
     parse_seconds,
 )
 from edgekd.errors import EdgekdError
+from edgekd.nn.layers import Layer
 from edgekd.nn.model import Sequential
 from edgekd.nn.spec import build_layers
 
@@ -298,10 +298,10 @@ def test_cost_errors():
     assert latency_s(1e6, None) is None
 
 
-def test_cost_allocates_nothing_without_validation(monkeypatch):
-    monkeypatch.setattr(costmod, "build_layers", lambda spec: pytest.fail("built layers"))
+def test_cost_allocates_nothing(monkeypatch):
+    monkeypatch.setattr(Layer, "allocate", lambda layer: pytest.fail("allocated weights"))
     big = mlp(4096, 4096, n_in=4096)
-    assert model_cost(big, validate=False).params == 2 * 4096 * 4097 + 4096 * 10 + 10
+    assert model_cost(big).params == 2 * 4096 * 4097 + 4096 * 10 + 10
 
 
 # -- designer ---------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def test_8kib_budget_gives_the_largest_fitting_student_on_the_grid():
     assert d.storage_bytes <= 8192
     assert d.params == Sequential(d.spec).num_params()
     assert d.binding == "storage" and 0.8 < d.usage["storage"] <= 1
-    grid = [model_cost(cand.spec, validate=False) for cand in candidates(TEACHER)]
+    grid = [model_cost(cand.spec) for cand in candidates(TEACHER)]
     assert max(g.params for g in grid if fits(g, c)) == d.params
     last = d.spec["layers"][-1]
     assert last == {"type": "dense", "units": 10}
@@ -446,7 +446,7 @@ def test_every_candidate_is_valid_and_no_larger_than_the_teacher():
     for teacher in (TEACHER, CONV1D_TEACHER, CONV2D_TEACHER, SPECS[3], SPECS[6], SPECS[7]):
         t = model_cost(teacher)
         for cand in candidates(teacher):
-            c = model_cost(cand.spec)          # validates with build_layers
+            c = model_cost(cand.spec)          # validates with plan_layers
             assert c.params <= t.params
             assert cand.spec["layers"][-1] == {"type": "dense", "units": teacher["num_classes"]}
 

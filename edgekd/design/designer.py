@@ -30,8 +30,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import EdgekdError
-from ..nn.spec import build_layers
-from .cost import ModelCost, check_batch, check_optimizer, layer_costs, model_cost
+from ..nn.spec import plan_layers
+from .cost import ModelCost, check_batch, check_optimizer, model_cost
 from .tflm_cost import tflm_cost
 from .units import format_bytes, format_flops, format_seconds
 
@@ -92,7 +92,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Design:
-    spec: dict                   # the student, valid for build_layers
+    spec: dict                   # the student, valid for plan_layers
     family: str                  # "mlp", "conv1d" or "conv2d"
     params: int
     flops: int                   # one inference, one sample
@@ -142,7 +142,7 @@ def _structure(teacher):
         body = layers[:width_idx[-1]]
     else:
         body = list(layers)
-    shapes = layer_costs({**teacher, "layers": body}) if body else []
+    shapes = plan_layers({**teacher, "layers": body}, "teacher spec", whole=False) if body else []
     end_rank = len(shapes[-1].out_shape) if shapes else len(teacher["input_shape"])
     first = next((i for i, e in enumerate(body) if e["type"] in WIDTH_KEY), len(body))
     prefix, blocks = body[:first], []
@@ -216,10 +216,9 @@ def _costed(teacher_spec, batch=32, optimizer="adam"):
     """(structure, teacher params, [(candidate, cost)]) for every distinct student on the grid
     with no more params than the teacher (dropping a strided conv can grow a flatten head),
     the teacher-size one first."""
-    build_layers(teacher_spec, where="teacher spec", allocate=False)
-    teacher_params = sum(lc.params for lc in layer_costs(teacher_spec))
+    teacher_params = sum(p.param_elems for p in plan_layers(teacher_spec, "teacher spec"))
     s = _structure(teacher_spec)
-    costed = [(cand, model_cost(cand.spec, batch, optimizer, validate=False))
+    costed = [(cand, model_cost(cand.spec, batch, optimizer))
               for cand in _candidates(s)]
     return s, teacher_params, [(a, c) for a, c in costed if c.params <= teacher_params]
 
@@ -360,7 +359,7 @@ def design(teacher_spec, constraints=None):
     if capped:
         small = [t for t in fitting if t[2].params <= c.max_teacher_fraction * teacher_params]
         i, cand, cost = largest(small) if small else min(fitting, key=lambda t: t[2].params)
-    build_layers(cand.spec, where="designed student", allocate=False)   # it must be valid
+    plan_layers(cand.spec, where="designed student")   # it must be valid
     used = uses[i]
     tflm = tflm_cost(cand.spec, int8=c.storage_format == "int8")
     usage = {n: (_ratio(*used[n]) if n in used else None) for n in CONSTRAINT_NAMES}
@@ -417,5 +416,5 @@ def template_spec(family, input_shape, num_classes):
         raise EdgekdError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     spec = {"input_shape": shape, "num_classes": num_classes,
             "layers": layers + [{"type": "dense", "units": num_classes}]}
-    build_layers(spec, where=f"{family} template", allocate=False)
+    plan_layers(spec, where=f"{family} template")
     return spec

@@ -1,9 +1,8 @@
 """Predicted size of a student exported for TFLM: the .tflite flatbuffer (flash) and the
 tensor arena (RAM), from the spec alone, so the designer can size students for a board.
 
-The spec is walked the way `edgekd.export` lowers it (dense -> FULLY_CONNECTED, conv1d and
-1-D pools as height-1 2-D ops behind a RESHAPE, global_avgpool -> MEAN, flatten ->
-RESHAPE, tanh a separate TANH op, dropout and batchnorm gone), and each part is costed:
+The ops are those `edgekd export` writes: the layers' plans strung into an OpChain
+(edgekd/nn/plan.py), the exporter's own walk. Each part is costed:
 
   model bytes = weights (int8: 1 per kernel weight, 4 per int32 bias; float32: 4 each),
                 each constant buffer padded to 16 bytes
@@ -25,11 +24,10 @@ measurements on other students.
 from dataclasses import dataclass
 from math import prod
 
-from ..nn.layers import REGISTRY
-from .cost import layer_costs
+from ..nn.plan import CONV_2D, FULLY_CONNECTED, MEAN, RESHAPE, chain
+from ..nn.spec import plan_layers
 
-WEIGHTED = {"dense", "conv1d", "conv2d"}
-POOL_1D = {"maxpool1d", "avgpool1d"}
+CONSTS = {FULLY_CONNECTED: 2, CONV_2D: 2, MEAN: 1, RESHAPE: 1}   # weights + bias, axes, shape
 
 
 @dataclass(frozen=True)
@@ -40,35 +38,14 @@ class TflmOp:
     consts: int = 0        # constant input tensors (weights, bias, shape, axes)
     channels: int = 0      # output channels of a FULLY_CONNECTED / CONV_2D
     weights: int = 0       # kernel elements
-    act_after: bool = False
 
 
 def lowered_ops(spec):
-    """The TFLite ops `edgekd export` emits for `spec` (a valid spec), in order."""
-    ops, rank4 = [], len(spec["input_shape"]) == 3
-    for lc in layer_costs(spec):
-        entry = spec["layers"][lc.index]
-        cfg = {k: entry.get(k, d) for k, d in REGISTRY[lc.type].options.items()}
-        n_in, n_out = prod(lc.in_shape), prod(lc.out_shape)
-        if (lc.type == "conv1d" or lc.type in POOL_1D) and not rank4:
-            ops.append(TflmOp("RESHAPE", n_in, n_in, consts=1))
-            rank4 = True
-        if lc.type in WEIGHTED:
-            ch = lc.out_shape[-1]
-            kind = "FULLY_CONNECTED" if lc.type == "dense" else "CONV_2D"
-            ops.append(TflmOp(kind, n_in, n_out, consts=2, channels=ch, weights=lc.params - ch))
-            if cfg["activation"] == "tanh":
-                ops.append(TflmOp("TANH", n_out, n_out))
-            rank4 = rank4 or lc.type == "conv2d"
-        elif lc.type in POOL_1D or lc.type.endswith("pool2d"):
-            ops.append(TflmOp("POOL_2D", n_in, n_out))
-        elif lc.type == "global_avgpool":
-            ops.append(TflmOp("MEAN", n_in, n_out, consts=1))
-            rank4 = False
-        elif lc.type == "flatten" and len(lc.in_shape) > 1:
-            ops.append(TflmOp("RESHAPE", n_in, n_out, consts=1))
-            rank4 = False
-    return ops
+    """The TFLite ops `edgekd export` emits for `spec` (logits out), in order."""
+    plans = plan_layers(spec)
+    ops = chain(spec["input_shape"], plans, (1,) + tuple(plans[-1].out_shape)).ops
+    return [TflmOp(op.kind, prod(op.in_shape), prod(op.out_shape), CONSTS.get(op.kind, 0),
+                   op.channels, op.weight_elems) for op in ops]
 
 
 @dataclass(frozen=True)
@@ -101,7 +78,7 @@ def _pad16(n):
 
 
 def tflm_cost(spec, int8=True):
-    """Predicted .tflite size and TFLM arena of `spec` (valid) exported as int8 or float32."""
+    """Predicted .tflite size and TFLM arena of `spec` exported as int8 or float32."""
     ops, o = lowered_ops(spec), INT8 if int8 else FLOAT32
     elem = 1 if int8 else 4
     channels = sum(op.channels for op in ops)

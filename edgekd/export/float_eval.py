@@ -1,20 +1,14 @@
 """Float32 inference of an export Graph in NumPy, for calibration: int8 ranges are measured
 on exactly the ops that will run (batchnorm folded, dropout gone), not on the training
-layers. Self-contained on purpose, so export does not move with the training kernels."""
+layers. It runs TFLite ops, not layers, so graphs read back from .tflite bytes run too; the
+convolution's columns, SAME padding and softmax are the training kernels' own."""
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .graph import (
-    AVERAGE_POOL_2D,
-    CONV_2D,
-    FULLY_CONNECTED,
-    MAX_POOL_2D,
-    MEAN,
-    RESHAPE,
-    SOFTMAX,
-    TANH,
-)
+from ..kernels.conv import im2col, out_size, same_padding
+from ..kernels.softmax import softmax
+from . import graph as g
 
 
 def run(graph, x, keep=False):
@@ -25,12 +19,6 @@ def run(graph, x, keep=False):
         t = _EVAL[op.kind](op, t).astype(np.float32, copy=False)
         out.append(t)
     return out if keep else t
-
-
-def same_pads(size, kernel, stride):
-    """TensorFlow's (and TFLite's) SAME padding of one axis: (before, after)."""
-    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
 
 
 def _act(op, y):
@@ -50,35 +38,35 @@ def _fc(op, x):
     return _act(op, x.reshape(len(x), -1) @ op.weight.T + op.bias)
 
 
-def _conv(op, x):
-    _, kh, kw, _ = op.weight.shape
+def columns(x, kernel, op):
+    """[N,H,W,C] -> [N,Ho,Wo,kh*kw*C]: CONV_2D's im2col columns of `x` (SAME padding with
+    zeros), in the (kh, kw, C) order of an OHWI kernel row."""
+    (kh, kw), (sh, sw) = kernel, op.stride
     if op.padding == "SAME":
-        (pt, pb), (pl, pr) = (same_pads(x.shape[1], kh, op.stride[0]),
-                              same_pads(x.shape[2], kw, op.stride[1]))
-        x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    win = windows(x, (kh, kw), op.stride)                      # N,Ho,Wo,C,kh,kw
-    cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(win.shape[:3] + (-1,))
+        pads = [same_padding(x.shape[1 + a], kernel[a], op.stride[a]) for a in (0, 1)]
+        x = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    ho, wo = out_size(x.shape[1], kh, sh), out_size(x.shape[2], kw, sw)
+    return im2col(x, kh, kw, sh, sw, ho, wo).reshape(len(x), ho, wo, -1)
+
+
+def _conv(op, x):
+    cols = columns(x, op.weight.shape[1:3], op)
     return _act(op, cols @ op.weight.reshape(len(op.weight), -1).T + op.bias)
 
 
 def _pool(op, x):
     win = windows(x, op.pool, op.stride)
-    y = win.max(axis=(-2, -1)) if op.kind == MAX_POOL_2D else win.mean(axis=(-2, -1))
+    y = win.max(axis=(-2, -1)) if op.kind == g.MAX_POOL_2D else win.mean(axis=(-2, -1))
     return _act(op, y)
 
 
-def _softmax(op, x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 _EVAL = {
-    FULLY_CONNECTED: _fc,
-    CONV_2D: _conv,
-    MAX_POOL_2D: _pool,
-    AVERAGE_POOL_2D: _pool,
-    MEAN: lambda op, x: x.mean(axis=op.axes),
-    RESHAPE: lambda op, x: x.reshape((len(x),) + tuple(op.out_shape[1:])),
-    TANH: lambda op, x: np.tanh(x),
-    SOFTMAX: _softmax,
+    g.FULLY_CONNECTED: _fc,
+    g.CONV_2D: _conv,
+    g.MAX_POOL_2D: _pool,
+    g.AVERAGE_POOL_2D: _pool,
+    g.MEAN: lambda op, x: x.mean(axis=op.axes),
+    g.RESHAPE: lambda op, x: x.reshape((len(x),) + tuple(op.out_shape[1:])),
+    g.TANH: lambda op, x: np.tanh(x),
+    g.SOFTMAX: lambda op, x: softmax(x),
 }

@@ -11,14 +11,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# TFLite builtin operators the exporter emits, by their schema names.
-FULLY_CONNECTED, CONV_2D = "FULLY_CONNECTED", "CONV_2D"
-MAX_POOL_2D, AVERAGE_POOL_2D = "MAX_POOL_2D", "AVERAGE_POOL_2D"
-MEAN, RESHAPE, TANH, SOFTMAX = "MEAN", "RESHAPE", "TANH", "SOFTMAX"
+# TFLite builtin operators the exporter emits, by their schema names (the layers' plans
+# lower to them)
+from ..nn.plan import (  # noqa: F401 - this module is where export code takes them from
+    AVERAGE_POOL_2D,
+    CONV_2D,
+    FULLY_CONNECTED,
+    MAX_POOL_2D,
+    MEAN,
+    RESHAPE,
+    SOFTMAX,
+    TANH,
+)
+
 WEIGHTED = (FULLY_CONNECTED, CONV_2D)
 POOLS = (MAX_POOL_2D, AVERAGE_POOL_2D)
 OPS = (FULLY_CONNECTED, CONV_2D, MAX_POOL_2D, AVERAGE_POOL_2D, MEAN, RESHAPE, TANH, SOFTMAX)
-FUSED = ("none", "relu", "relu6")
 
 
 @dataclass

@@ -17,20 +17,12 @@ schema shipped by tflite-micro.
 import numpy as np
 
 from ..errors import EdgekdError
+from ..kernels.softmax import softmax
+from . import graph as g
 from . import qmath
-from .float_eval import same_pads, windows
-from .graph import (
-    AVERAGE_POOL_2D,
-    CONV_2D,
-    FULLY_CONNECTED,
-    MAX_POOL_2D,
-    MEAN,
-    RESHAPE,
-    SOFTMAX,
-    TANH,
-)
+from .float_eval import columns, windows
 
-TOLERANCE = {SOFTMAX: 1}   # max |ours - TFLM| in int8 steps; 0 for every other op
+TOLERANCE = {g.SOFTMAX: 1}   # max |ours - TFLM| in int8 steps; 0 for every other op
 
 
 class Int8Model:
@@ -80,24 +72,24 @@ class Int8Model:
 
 def _prepare(op, in_shape, qin, qout):
     """A function int64 batch -> int64 batch computing `op` as TFLM does."""
-    if op.kind in (FULLY_CONNECTED, CONV_2D):
+    if op.kind in g.WEIGHTED:
         return _weighted(op, in_shape, qin, qout)
-    if op.kind == MAX_POOL_2D:
+    if op.kind == g.MAX_POOL_2D:
         lo, hi = qmath.activation_range(op.act, *qout)
         return lambda x: np.clip(windows(x, op.pool, op.stride).max(axis=(-2, -1)), lo, hi)
-    if op.kind == AVERAGE_POOL_2D:
+    if op.kind == g.AVERAGE_POOL_2D:
         lo, hi = qmath.activation_range(op.act, *qout)
         n = op.pool[0] * op.pool[1]
         return lambda x: np.clip(_div_round(windows(x, op.pool, op.stride).sum(axis=(-2, -1)), n),
                                  lo, hi)
-    if op.kind == MEAN:
+    if op.kind == g.MEAN:
         return _mean(op, in_shape, qin, qout)
-    if op.kind == RESHAPE:
+    if op.kind == g.RESHAPE:
         return lambda x: x.reshape((len(x),) + tuple(op.out_shape[1:]))
-    if op.kind == TANH:
+    if op.kind == g.TANH:
         return _via_float(np.tanh, qin, qout)
-    if op.kind == SOFTMAX:
-        return _via_float(_softmax, qin, qout)
+    if op.kind == g.SOFTMAX:
+        return _via_float(softmax, qin, qout)
     raise EdgekdError(f"the int8 reference does not run {op.kind}")   # pragma: no cover
 
 
@@ -116,19 +108,13 @@ def _weighted(op, in_shape, qin, qout):
         y = qmath.multiply_by_quantized_multiplier(acc + bias, mult, shift) + out_zp
         return np.clip(y, lo, hi)
 
-    if op.kind == FULLY_CONNECTED:
+    if op.kind == g.FULLY_CONNECTED:
         # exact: |products| < 2^15 and far fewer than 2^38 terms, so float64 sums are integers
         return lambda x: requantize(np.rint((x.reshape(len(x), -1) - in_zp) @ w).astype(np.int64))
 
-    _, kh, kw, _ = op.q_weight.shape
-
     def conv(x):
         xo = (x - in_zp).astype(np.float64)        # padding contributes 0, as TFLM skips it
-        if op.padding == "SAME":
-            pads = [same_pads(x.shape[1 + a], (kh, kw)[a], op.stride[a]) for a in (0, 1)]
-            xo = np.pad(xo, ((0, 0), pads[0], pads[1], (0, 0)))
-        win = windows(xo, (kh, kw), op.stride)                       # N,Ho,Wo,C,kh,kw
-        cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(win.shape[:3] + (-1,))
+        cols = columns(xo, op.q_weight.shape[1:3], op)
         return requantize(np.rint(cols @ w).astype(np.int64))
     return conv
 
@@ -155,11 +141,6 @@ def _trunc_div(a, n):
 def _div_round(acc, n):
     """TFLM's average pool rounding: (acc +- n/2) / n, halves away from zero."""
     return np.where(acc > 0, _trunc_div(acc + n // 2, n), _trunc_div(acc - n // 2, n))
-
-
-def _softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _via_float(f, qin, qout):

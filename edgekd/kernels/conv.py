@@ -21,7 +21,7 @@ def out_size(size, kernel, stride):
     return (size - kernel) // stride + 1
 
 
-def _cols(x, kh, kw, sh, sw, ho, wo):
+def im2col(x, kh, kw, sh, sw, ho, wo):
     """[N,H,W,C] -> [N*Ho*Wo, kh*kw*C], columns ordered (kh, kw, C) like an HWIO kernel."""
     # the strided window view built directly: sliding_window_view's checks cost ~10 Python
     # calls per use, a real share of a small step on an in-order core (benchmarks/device_cost.py)
@@ -35,7 +35,7 @@ def conv2d_forward(x, w, b, sh, sw, code, out):
     """out [N,Ho,Wo,F] = act(conv(x, w) + b)."""
     kh, kw, c, f = w.shape
     _, ho, wo, _ = out.shape
-    np.matmul(_cols(x, kh, kw, sh, sw, ho, wo), w.reshape(kh * kw * c, f), out=out.reshape(-1, f))
+    np.matmul(im2col(x, kh, kw, sh, sw, ho, wo), w.reshape(kh * kw * c, f), out=out.reshape(-1, f))
     out += b
     activate_(out, code)
 
@@ -46,7 +46,7 @@ def conv2d_backward(x, w, y, dy, sh, sw, code, dw, db, dx):
     n, ho, wo, _ = dy.shape
     activation_grad_(y, dy, code)
     dy2 = dy.reshape(-1, f)
-    np.matmul(_cols(x, kh, kw, sh, sw, ho, wo).T, dy2, out=dw.reshape(kh * kw * c, f))
+    np.matmul(im2col(x, kh, kw, sh, sw, ho, wo).T, dy2, out=dw.reshape(kh * kw * c, f))
     np.add.reduce(dy2, axis=0, out=db)
     if dx is None:
         return

@@ -70,6 +70,20 @@ def check_spec(spec, where="spec"):
 def build_layers(spec, where="spec", allocate=True):
     """Instantiate the layers, threading shapes through; checks the logits width and the
     size limits, then (unless `allocate=False`) allocates the weights."""
+    layers = _planned_layers(spec, where, whole=True)
+    if allocate:
+        for layer in layers:
+            layer.allocate()
+    return layers
+
+
+def plan_layers(spec, where="spec", whole=True):
+    """The LayerPlan of every layer of `spec`, validated, nothing allocated. `whole=False`
+    plans the first layers of a model (their output need not be the logits)."""
+    return [layer.plan for layer in _planned_layers(spec, where, whole)]
+
+
+def _planned_layers(spec, where, whole):
     check_spec(spec, where)
     shape = tuple(spec["input_shape"])
     layers = []
@@ -86,12 +100,9 @@ def build_layers(spec, where="spec", allocate=True):
         if activations > limits.MAX_ACTIVATIONS:
             raise EdgekdError(f"{where}: more than {limits.MAX_ACTIVATIONS:,} activation "
                               f"elements per sample by layer {i}")
-    if shape != (spec["num_classes"],):
+    if whole and shape != (spec["num_classes"],):
         raise EdgekdError(f"{where}: the last layer must emit [num_classes] = "
                           f"[{spec['num_classes']}] logits, but it emits {list(shape)}")
-    if allocate:
-        for layer in layers:
-            layer.allocate()
     return layers
 
 

@@ -1,6 +1,7 @@
-"""All layer types; importing this package fills the registry."""
+"""All layer types; importing this package fills the registry, in the order DESIGN's layer
+list gives them (the order error messages name them in)."""
 
-from . import batchnorm, conv, dense, dropout, pool, reshape  # noqa: F401
+from . import dense, conv, pool, reshape, dropout, batchnorm  # noqa: F401, I001
 from .base import REGISTRY, Layer
 
 __all__ = ["REGISTRY", "Layer"]

@@ -1,20 +1,27 @@
 """The layer contract and the registry that maps spec `type` names to layer classes.
 
-A layer is built from its spec entry and its input shape (without the batch axis). It owns
-`params` (trained), `grads` (same keys) and `buffers` (saved, not trained). `forward` keeps
-what `backward` needs; `backward` fills `grads` and returns the gradient of its input.
+A layer is made in two steps. First its plan, from its spec entry and its input shape
+(without the batch axis): `build` validates the entry, derives the geometry and declares
+params and buffers, and the plan methods (`flops`, `kept_elems`, `scratch_elems`,
+`lowered_ops`) say what it costs and which TFLite ops it becomes; nothing is allocated, so
+a spec is sized, costed and lowered before it costs memory (`Layer.plan`, a LayerPlan). Then
+`allocate`: `params` (trained), `grads` (same keys) and `buffers` (saved, not trained).
+`forward` keeps what `backward` needs; `backward` fills `grads` and returns the gradient
+of its input.
 
 Kernels come from the active backend (numpy or numba). In training, outputs and gradients go
 into work arrays kept per batch shape, so a step allocates nothing new; in inference every
 call returns fresh arrays.
 """
 
+from math import prod
 from typing import ClassVar
 
 import numpy as np
 
 from ...errors import EdgekdError
 from ...kernels.backend import active
+from ..plan import LayerPlan
 
 REGISTRY = {}
 
@@ -41,6 +48,7 @@ class Layer:
         self.work = {}
         self.need_dx = True   # the model turns this off for its first layer
         self.out_shape = tuple(self.build())
+        self.plan = self.make_plan()
 
     def fail(self, msg):
         raise EdgekdError(f"{self.where} ({self.type}): {msg}")
@@ -69,11 +77,47 @@ class Layer:
         if len(self.in_shape) != rank:
             self.fail(f"needs an input of rank {rank} {hint}, got shape {list(self.in_shape)}")
 
-    # the contract ---------------------------------------------------------------------------
+    # the contract: the plan ------------------------------------------------------------------
     def build(self):
         """Validate cfg, declare params/buffers (add_param, add_buffer), return the output
         shape. Nothing is allocated here, so a spec's size is known before it costs memory."""
         return self.in_shape
+
+    def flops(self):
+        """FLOPs of one sample's inference (conventions: edgekd/nn/plan.py)."""
+        return 0
+
+    def kept_elems(self):
+        """Activation elements per sample training keeps: by default input and output."""
+        return prod(self.in_shape) + prod(self.out_shape)
+
+    def scratch_elems(self):
+        """float32 scratch elements per sample beyond the activations (im2col columns)."""
+        return 0
+
+    def lowered_ops(self):
+        """The TFLite ops (LoweredOp) it becomes at inference; () when it vanishes, None
+        when it has no TFLite lowering."""
+        return None
+
+    folds = False   # True: at inference it folds into the weighted op before it (`fold`)
+
+    def make_plan(self):
+        ops = self.lowered_ops()
+        return LayerPlan(
+            self.type, self.in_shape, self.out_shape,
+            params={k: s for k, s in self.param_shapes.items() if k not in self.buffer_fills},
+            buffers={k: (self.param_shapes[k], f) for k, f in self.buffer_fills.items()},
+            flops=self.flops(), kept_elems=self.kept_elems(), scratch_elems=self.scratch_elems(),
+            ops=None if ops is None else tuple(ops), folds=self.folds,
+            activation=self.cfg.get("activation"))
+
+    @classmethod
+    def plan_of(cls, cfg, in_shape, where="layer"):
+        """The plan of a layer of this type: pure, nothing allocated."""
+        return cls(cfg, in_shape, where).plan
+
+    # the contract: training ------------------------------------------------------------------
 
     def init(self, rng):
         """Draw initial parameters from a seeded numpy Generator."""
@@ -107,13 +151,13 @@ class Layer:
 
     def num_weights(self):
         """Elements of every declared param and buffer."""
-        return sum(int(np.prod(s, dtype=np.int64)) for s in self.param_shapes.values())
+        return self.plan.param_elems + self.plan.buffer_elems
 
     def allocate(self):
-        """Create the declared arrays: zeroed params and grads, filled buffers."""
+        """Create the planned arrays: zeroed params and grads, filled buffers."""
         for name, shape in self.param_shapes.items():
-            if name in self.buffer_fills:
-                self.buffers[name] = np.full(shape, self.buffer_fills[name], np.float32)
+            if name in self.plan.buffers:
+                self.buffers[name] = np.full(shape, self.plan.buffers[name][1], np.float32)
             else:
                 self.params[name] = np.zeros(shape, np.float32)
                 self.grads[name] = np.zeros(shape, np.float32)

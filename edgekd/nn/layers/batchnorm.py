@@ -29,6 +29,25 @@ class BatchNorm(Layer):
         self.add_buffer("running_var", (c,), 1)
         return self.in_shape
 
+    def flops(self):
+        """Scale and shift of every element (the running statistics folded)."""
+        return 2 * int(np.prod(self.in_shape))
+
+    def lowered_ops(self):
+        return ()
+
+    folds = True
+
+    def fold(self, weight, bias):
+        """(weight, bias) of the dense/conv op before it (output channels first) with this
+        layer's inference map folded in: scaled by gamma/sqrt(var+eps), bias shifted."""
+        p, bufs = self.params, self.buffers
+        scale = p["gamma"].astype(np.float64) / np.sqrt(
+            bufs["running_var"].astype(np.float64) + float(self.cfg["epsilon"]))
+        w = weight.astype(np.float64) * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+        b = (bias - bufs["running_mean"].astype(np.float64)) * scale + p["beta"]
+        return np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32)
+
     def init(self, rng):
         self.params["gamma"][...] = 1
         self.params["beta"][...] = 0

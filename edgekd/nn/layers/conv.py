@@ -7,13 +7,12 @@ import numpy as np
 from ...kernels.activations import CODES, NAMES
 from ...kernels.conv import out_size, same_padding
 from ..init import kernel_init
+from ..plan import CONV_2D, LoweredOp, with_activation
 from .base import Layer, register
 
 
-@register
-class Conv2D(Layer):
-    type = "conv2d"
-    rank = 3
+class _Conv(Layer):
+    """A 2-D convolution of rank-`rank` input; conv1d is its height-1 case."""
     param_order = ("kernel", "bias")
     options: ClassVar[dict] = {"filters": None, "kernel_size": None, "stride": 1,
                                "padding": "valid", "activation": "none"}
@@ -35,17 +34,33 @@ class Conv2D(Layer):
         if hp < kh or wp < kw:
             self.fail(f"kernel {[kh, kw]} is larger than its input {[h, w]}")
         self.padded_hwc = (hp, wp, self.in_shape[-1])
+        self.kernel_hw = (kh, kw)
         self.out_hwc = (out_size(hp, kh, self.stride[0]), out_size(wp, kw, self.stride[1]), self.filters)
         self.add_param("kernel", self.kernel_shape(kh, kw, self.in_shape[-1]))
         self.add_param("bias", (self.filters,))
         return self.out_hwc if self.rank == 3 else self.out_hwc[1:]
 
-    def kernel_shape(self, kh, kw, cin):
-        return (kh, kw, cin, self.filters)
+    def column(self):
+        """Elements of one im2col column: kh * kw * cin."""
+        return self.kernel_hw[0] * self.kernel_hw[1] * self.in_shape[-1]
 
-    def hwio(self, a):
-        """The kernel (or its gradient) as a [kh, kw, cin, f] view."""
-        return a
+    def flops(self):
+        positions = self.out_hwc[0] * self.out_hwc[1]
+        outs = self.filters * positions
+        return 2 * self.column() * self.filters * positions + outs + (outs if self.act != "none" else 0)
+
+    def scratch_elems(self):
+        """The im2col matrix the numpy kernel materialises and keeps: a column per output
+        position."""
+        return self.column() * self.out_hwc[0] * self.out_hwc[1]
+
+    def lowered_ops(self):
+        in_hwc = self.in_shape if self.rank == 3 else (1,) + self.in_shape
+        conv = LoweredOp(CONV_2D, (1,) + tuple(in_hwc), (1,) + self.out_hwc,
+                         stride=tuple(self.stride), padding=self.padding.upper(),
+                         weight=("kernel",) + self.tflite_kernel(), bias="bias")
+        return with_activation(conv, self.act)
+
 
     def init(self, rng):
         k = self.params["kernel"]
@@ -86,7 +101,7 @@ class Conv2D(Layer):
 
 
 @register
-class Conv1D(Conv2D):
+class Conv1D(_Conv):
     """Input [length, channels]; kernel stored [k, cin, filters] as Keras/TFLite users expect."""
     type = "conv1d"
     rank = 2
@@ -100,3 +115,25 @@ class Conv1D(Conv2D):
 
     def hwio(self, a):
         return a[None]
+
+    def tflite_kernel(self):
+        """(transpose axes, shape) taking the stored kernel to TFLite's OHWI."""
+        k, cin, f = self.param_shapes["kernel"]
+        return (2, 0, 1), (f, 1, k, cin)
+
+
+@register
+class Conv2D(_Conv):
+    type = "conv2d"
+    rank = 3
+
+    def kernel_shape(self, kh, kw, cin):
+        return (kh, kw, cin, self.filters)
+
+    def hwio(self, a):
+        """The kernel (or its gradient) as a [kh, kw, cin, f] view."""
+        return a
+
+    def tflite_kernel(self):
+        kh, kw, cin, f = self.param_shapes["kernel"]
+        return (3, 0, 1, 2), (f, kh, kw, cin)

@@ -6,6 +6,7 @@ import numpy as np
 
 from ...kernels.activations import CODES, NAMES
 from ..init import kernel_init
+from ..plan import FULLY_CONNECTED, LoweredOp, with_activation
 from .base import Layer, register
 
 
@@ -23,6 +24,16 @@ class Dense(Layer):
         self.add_param("kernel", (self.in_shape[0], units))
         self.add_param("bias", (units,))
         return (units,)
+
+    def flops(self):
+        n_in, units = self.in_shape[0], self.out_shape[0]
+        return 2 * n_in * units + units + (units if self.act != "none" else 0)
+
+    def lowered_ops(self):
+        n_in, units = self.in_shape[0], self.out_shape[0]
+        fc = LoweredOp(FULLY_CONNECTED, (1, n_in), (1, units),
+                       weight=("kernel", (1, 0), (units, n_in)), bias="bias")
+        return with_activation(fc, self.act)
 
     def init(self, rng):
         fan_in, units = self.params["kernel"].shape

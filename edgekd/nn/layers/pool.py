@@ -1,9 +1,11 @@
 """Pooling layers (valid padding; stride defaults to the pool size). 1-D pools run as height 1."""
 
+from math import prod
 from typing import ClassVar
 
 import numpy as np
 
+from ..plan import AVERAGE_POOL_2D, MAX_POOL_2D, LoweredOp
 from .base import Layer, register
 
 
@@ -25,6 +27,14 @@ class _Pool2D(Layer):
         self.in_hwc = self.in_shape if self.rank == 3 else (1,) + self.in_shape
         self.out_hwc = (ho, wo, self.in_shape[-1])
         return self.out_hwc if self.rank == 3 else self.out_hwc[1:]
+
+    def flops(self):
+        """One per window element read."""
+        return prod(self.out_hwc) * self.pool[0] * self.pool[1]
+
+    def lowered_ops(self):
+        return (LoweredOp(self.tflite_op, (1,) + tuple(self.in_hwc), (1,) + self.out_hwc,
+                          pool=tuple(self.pool), stride=tuple(self.stride)),)
 
     def forward(self, x, training):
         n = len(x)
@@ -55,6 +65,8 @@ class _Pool1D(_Pool2D):
 
 
 class _Max:
+    tflite_op = MAX_POOL_2D
+
     def pool_forward(self, y4, training):
         self.arg = self.scratch("arg", y4.shape, training, np.int64)
         self.K.maxpool2d_forward(self.x4, *self.window(), y4, self.arg)
@@ -64,6 +76,8 @@ class _Max:
 
 
 class _Avg:
+    tflite_op = AVERAGE_POOL_2D
+
     def pool_forward(self, y4, training):
         self.K.avgpool2d_forward(self.x4, *self.window(), y4)
 
@@ -72,13 +86,13 @@ class _Avg:
 
 
 @register
-class MaxPool2D(_Max, _Pool2D):
-    type = "maxpool2d"
+class MaxPool1D(_Max, _Pool1D):
+    type = "maxpool1d"
 
 
 @register
-class MaxPool1D(_Max, _Pool1D):
-    type = "maxpool1d"
+class MaxPool2D(_Max, _Pool2D):
+    type = "maxpool2d"
 
 
 @register
