@@ -11,8 +11,9 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.export.qmath import activation_range, quantize_multiplier
+from edgekd.export.tflite_read import read_tflite
 
-from .tflite_graph import last_dense, read_tflite
+from .last_layer import last_dense
 
 MAGIC = b"EKB1"
 HEADER = struct.Struct("<4sBBBxfi")      # magic, layers, in_dtype, out_dtype, in_scale, in_zp

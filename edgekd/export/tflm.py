@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import EdgekdError
 from . import deps
+from .tflite_read import require_tflite
 
 RUN_ARENA_MIN = 16 << 20   # address space only: untouched pages cost nothing
 ARENA_LIMIT = 256 << 20
@@ -60,7 +61,6 @@ class Runner:
     input tensor says (as TFLM's QUANTIZE would), float ones as they are."""
 
     def __init__(self, model_bytes, where="model"):
-        from .tflite_read import require_tflite
         require_tflite(model_bytes, where)
         try:
             self.it = it = interpreter(model_bytes)
@@ -76,16 +76,21 @@ class Runner:
         self.num_classes = out_shape[0]
         self.dtype = np.dtype(d["dtype"])
         self.int8 = self.dtype == np.int8
-        q = d.get("quantization_parameters") or {}
-        scales, zps = q.get("scales", []), q.get("zero_points", [])
-        if self.int8 and (len(scales) != 1 or len(zps) != 1):
+        self.quant = tensor_quant(d) if self.int8 else None
+        if self.int8 and self.quant is None:
             raise EdgekdError(f"{where}: the int8 input has no per-tensor quantization")
-        self.quant = (float(scales[0]), int(zps[0])) if self.int8 else None
 
     def __call__(self, x):
         from .qmath import quantize
         x = np.asarray(x, np.float32)
         return _invoke_rows(self.it, quantize(x, *self.quant) if self.int8 else x)
+
+
+def tensor_quant(details):
+    """(scale, zero_point) of an interpreter tensor quantized per tensor, else None."""
+    q = details.get("quantization_parameters") or {}
+    scales, zps = q.get("scales", []), q.get("zero_points", [])
+    return (float(scales[0]), int(zps[0])) if len(scales) == 1 and len(zps) == 1 else None
 
 
 def _accepts(model_bytes, size):
@@ -111,15 +116,14 @@ def _accepts(model_bytes, size):
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-def arena_size(model_bytes):
-    """The smallest tensor arena (bytes) with which TFLM accepts and runs the model."""
-    deps.runtime()   # fail here, with the install hint, rather than in a child
-    hi = 1024
+def smallest_arena(model_bytes, limit=ARENA_LIMIT):
+    """The smallest tensor arena (bytes, at most `limit`) with which TFLM accepts and runs
+    the model, or None if `limit` is too small: doubling from 1 KiB, then bisecting."""
+    hi = min(1024, limit)
     while not _accepts(model_bytes, hi):
-        if hi >= ARENA_LIMIT:
-            interpreter(model_bytes, ARENA_LIMIT)   # raises TFLM's own reason, if it has one
-            raise EdgekdError(f"TFLM does not run the model with a {ARENA_LIMIT}-byte arena")
-        hi *= 2
+        if hi >= limit:
+            return None
+        hi = min(2 * hi, limit)
     lo = 0   # largest size known to fail (0 trivially does)
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -128,3 +132,13 @@ def arena_size(model_bytes):
         else:
             lo = mid
     return hi
+
+
+def arena_size(model_bytes):
+    """The smallest tensor arena (bytes) with which TFLM accepts and runs the model."""
+    deps.runtime()   # fail here, with the install hint, rather than in a child
+    size = smallest_arena(model_bytes)
+    if size is None:
+        interpreter(model_bytes, ARENA_LIMIT)   # raises TFLM's own reason, if it has one
+        raise EdgekdError(f"TFLM does not run the model with a {ARENA_LIMIT}-byte arena")
+    return size

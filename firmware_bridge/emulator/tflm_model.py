@@ -1,38 +1,33 @@
 """A deployed .tflite in the TFLM interpreter, within a fixed arena. The loader adds the
 last dense layer's input to the model's outputs, so one invoke yields both the outputs and
 the features TRAIN_LAST trains on (TFLM keeps output tensors alive; the arena grows by at
-most that tensor). The arena is checked in a forked child first, because TFLM's Python
-interpreter crashes the process when its arena is too small."""
-
-import faulthandler
-import os
+most that tensor). Reading, the interpreter and the arena search (in forked children, as
+TFLM's Python interpreter crashes the process when its arena is too small) are
+edgekd.export's; the board reports its arena in 16-byte steps, as firmware plans it."""
 
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.export import deps
+from edgekd.export.tflite_read import read_tflite
+from edgekd.export.tflm import interpreter, smallest_arena, tensor_quant
 
-from ..tflite_graph import last_dense, read_tflite
+from ..last_layer import last_dense
 from .head import FloatHead
+
+ARENA_STEP = 16
+SEARCH_LIMIT = 1 << 28
 
 
 class ArenaTooSmall(EdgekdError):
     pass
 
 
-def _runtime():
-    try:
-        from tflite_micro.python.tflite_micro import runtime
-    except ImportError:
-        raise EdgekdError("the board emulator needs the tflite-micro package "
-                          "(pip install 'edgekd[mcu]')") from None
-    return runtime
-
-
 def with_feature_output(model_bytes, tensor_index):
     """The model with `tensor_index` appended to its outputs."""
     import flatbuffers
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-    mt = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    schema = deps.schema()
+    mt = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     sub = mt.subgraphs[0]
     sub.outputs = [int(i) for i in sub.outputs] + [int(tensor_index)]
     b = flatbuffers.Builder(len(model_bytes) + 1024)
@@ -40,39 +35,11 @@ def with_feature_output(model_bytes, tensor_index):
     return bytes(b.Output())
 
 
-def _probe(model_bytes, arena, sample):
-    """True if TFLM can allocate and invoke the model in `arena` bytes (in a child)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            faulthandler.disable()  # a crash is the expected answer here, not news
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            it = _runtime().Interpreter.from_bytes(model_bytes, arena_size=arena)
-            it.set_input(sample, 0)
-            it.invoke()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return status == 0
-
-
-def arena_needed(model_bytes, sample, limit):
-    """Smallest arena (multiple of 16 bytes) that runs the model, or None if `limit` does
-    not."""
-    if not _probe(model_bytes, limit, sample):
-        return None
-    lo, hi = 0, limit
-    while hi - lo > 16:
-        mid = (lo + hi) // 2 // 16 * 16
-        if _probe(model_bytes, mid, sample):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+def arena_needed(model_bytes, limit):
+    """Smallest arena, in whole 16-byte steps (or `limit` itself), that runs the model;
+    None if `limit` does not."""
+    size = smallest_arena(model_bytes, limit)
+    return None if size is None else min(-(-size // ARENA_STEP) * ARENA_STEP, limit)
 
 
 class TflmModel:
@@ -80,31 +47,30 @@ class TflmModel:
     dense last layer (it can still INFER, not TRAIN_LAST)."""
 
     def __init__(self, model_bytes, arena_bytes, where="model"):
-        graph = read_tflite(model_bytes, where)
+        model = read_tflite(model_bytes, where)
         try:
-            self.last = last_dense(graph, where)
+            self.last = last_dense(model, where)
         except EdgekdError:
             self.last = None
         runnable = model_bytes
         if self.last is not None:
             runnable = with_feature_output(model_bytes, self.last.features.index)
-        rt = _runtime()
-        inp = graph.tensors[graph.inputs[0]]
+        deps.runtime()   # the install hint here, not in a probe
+        inp = model.tensors[model.inputs[0]]
         self.in_shape = tuple(inp.shape)
         self.in_dtype = np.dtype(inp.dtype)
-        sample = np.zeros(self.in_shape, self.in_dtype)
-        self.arena_used = arena_needed(runnable, sample, arena_bytes)
+        self.arena_used = arena_needed(runnable, arena_bytes)
         if self.arena_used is None:
-            big = arena_needed(runnable, sample, 1 << 28)
+            big = arena_needed(runnable, SEARCH_LIMIT)
             need = f"needs {big:,} bytes" if big else "cannot be allocated at any size"
             raise ArenaTooSmall(f"the model's tensor arena {need}; this board has "
                                 f"{arena_bytes:,}")
-        self.interp = rt.Interpreter.from_bytes(runnable, arena_size=arena_bytes)
+        self.interp = interpreter(runnable, arena_bytes)
         d_in = self.interp.get_input_details(0)
         d_out = self.interp.get_output_details(0)
-        self.in_quant = _quant(d_in)
+        self.in_quant = tensor_quant(d_in) or (1.0, 0)
         self.out_dtype = np.dtype(d_out["dtype"])
-        self.out_quant = _quant(d_out)
+        self.out_quant = tensor_quant(d_out) or (1.0, 0)
         self.in_features = int(np.prod(self.in_shape[1:]))
         self.out_features = int(np.prod(d_out["shape"][1:]))
         self.head = None
@@ -127,10 +93,3 @@ class TflmModel:
             f = (f.astype(np.float32) - self.feat_zp) * self.feat_scale
         return out, f.astype(np.float32)
 
-
-def _quant(details):
-    q = details.get("quantization_parameters", {})
-    scales, zps = q.get("scales", []), q.get("zero_points", [])
-    if len(scales):
-        return float(scales[0]), int(zps[0])
-    return 1.0, 0
