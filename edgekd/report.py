@@ -162,7 +162,7 @@ def plot(rows, path, title=None):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise EdgekdError("the plot needs matplotlib, which is not installed: "
                           "pip install 'edgekd[plot]'") from None
@@ -171,60 +171,11 @@ def plot(rows, path, title=None):
     fig = Figure(figsize=(11, 7.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     (ax_bytes, ax_settled), (ax_visited, ax_loss) = fig.subplots(2, 2, sharex=True)
-    mb = FuncFormatter(lambda v, _: f"{v / 1e6:g}")
-
-    link = [link_bytes(r) for r in rows]
-    naive = [r["bytes_naive_run"] for r in rows]
-    ax_bytes.plot(epochs, naive, "--", color="0.45", marker=".", label="naive streaming (float32)")
-    ax_bytes.plot(epochs, link, color="C0", marker="o", ms=4, label="link (down + up)")
-    ax_bytes.fill_between(epochs, link, naive, where=[a <= b for a, b in zip(link, naive)],
-                          color="C0", alpha=0.12, interpolate=True, label="saved")
-    ax_bytes.set_title("Cumulative bytes on the link")
-    ax_bytes.set_ylabel("MB (10^6 bytes)")
-    ax_bytes.yaxis.set_major_formatter(mb)
-    ax_bytes.set_ylim(bottom=0)
-    ax_bytes.legend(loc="upper left", fontsize="small")
     s = summary(rows)
-    if s["link_ratio"] is not None:
-        ax_bytes.annotate(f"{100 * s['link_ratio']:.1f}% of naive", (epochs[-1], link[-1]),
-                          textcoords="offset points", xytext=(-6, -14), ha="right", fontsize="small")
-
-    ax_settled.plot(epochs, [100 * r["settled_fraction"] for r in rows], color="C2", marker="o",
-                    ms=4)
-    ax_settled.set_title("Settled samples (halted on the link)")
-    ax_settled.set_ylabel("% of training samples")
-    ax_settled.set_ylim(-2, 102)
-    ax_settled.yaxis.set_major_formatter(PercentFormatter())
-
-    visited = [r["visited"] for r in rows]
-    rehearsed = [r.get("rehearsed") or 0 for r in rows]
-    ax_visited.bar(epochs, visited, color="C1", label="streamed")
-    if any(rehearsed):
-        ax_visited.bar(epochs, rehearsed, bottom=visited, color="C4", label="rehearsed (cache)")
-        ax_visited.legend(loc="upper right", fontsize="small")
-    ax_visited.set_title("Samples trained on per epoch")
-    ax_visited.set_ylabel("samples")
-    ax_visited.set_xlabel("epoch")
-
-    ax_loss.plot(epochs, [_finite_or(r["loss"], math.nan) for r in rows], color="C3", marker="o",
-                 ms=4, label="train loss")
-    ax_loss.set_title("Train loss and test accuracy")
-    if _rises_while_settling(rows):
-        ax_loss.annotate("train loss is over the samples still streamed:\nit rises as only "
-                         "hard ones remain", (0.02, 0.04), xycoords="axes fraction",
-                         fontsize="x-small", color="C3")
-    ax_loss.set_ylabel("train loss (KD)", color="C3")
-    ax_loss.set_xlabel("epoch")
-    ax_acc = ax_loss.twinx()
-    acc = [_finite_or(r["test_accuracy"], math.nan) for r in rows]
-    ax_acc.plot(epochs, [100 * a for a in acc], color="C0", marker="s", ms=4,
-                label="test accuracy")
-    ax_acc.set_ylabel("test accuracy", color="C0")
-    ax_acc.yaxis.set_major_formatter(PercentFormatter(decimals=_percent_decimals(acc)))
-    handles = ax_loss.get_legend_handles_labels()[0] + ax_acc.get_legend_handles_labels()[0]
-    ax_loss.legend(handles, [h.get_label() for h in handles], loc="center right",
-                   fontsize="small")
-
+    _bytes_panel(ax_bytes, epochs, rows, s)
+    _settled_panel(ax_settled, epochs, rows)
+    _visited_panel(ax_visited, epochs, rows)
+    _loss_panel(ax_loss, epochs, rows)
     for ax in (ax_bytes, ax_settled, ax_visited, ax_loss):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -235,3 +186,65 @@ def plot(rows, path, title=None):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+def _bytes_panel(ax, epochs, rows, s):
+    """Cumulative link bytes against naive streaming, the saving shaded."""
+    from matplotlib.ticker import FuncFormatter
+    link = [link_bytes(r) for r in rows]
+    naive = [r["bytes_naive_run"] for r in rows]
+    ax.plot(epochs, naive, "--", color="0.45", marker=".", label="naive streaming (float32)")
+    ax.plot(epochs, link, color="C0", marker="o", ms=4, label="link (down + up)")
+    ax.fill_between(epochs, link, naive, where=[a <= b for a, b in zip(link, naive)],
+                    color="C0", alpha=0.12, interpolate=True, label="saved")
+    ax.set_title("Cumulative bytes on the link")
+    ax.set_ylabel("MB (10^6 bytes)")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:g}"))
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left", fontsize="small")
+    if s["link_ratio"] is not None:
+        ax.annotate(f"{100 * s['link_ratio']:.1f}% of naive", (epochs[-1], link[-1]),
+                    textcoords="offset points", xytext=(-6, -14), ha="right", fontsize="small")
+
+
+def _settled_panel(ax, epochs, rows):
+    from matplotlib.ticker import PercentFormatter
+    ax.plot(epochs, [100 * r["settled_fraction"] for r in rows], color="C2", marker="o", ms=4)
+    ax.set_title("Settled samples (halted on the link)")
+    ax.set_ylabel("% of training samples")
+    ax.set_ylim(-2, 102)
+    ax.yaxis.set_major_formatter(PercentFormatter())
+
+
+def _visited_panel(ax, epochs, rows):
+    visited = [r["visited"] for r in rows]
+    rehearsed = [r.get("rehearsed") or 0 for r in rows]
+    ax.bar(epochs, visited, color="C1", label="streamed")
+    if any(rehearsed):
+        ax.bar(epochs, rehearsed, bottom=visited, color="C4", label="rehearsed (cache)")
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set_title("Samples trained on per epoch")
+    ax.set_ylabel("samples")
+    ax.set_xlabel("epoch")
+
+
+def _loss_panel(ax, epochs, rows):
+    """Train loss, and test accuracy on a twin axis."""
+    from matplotlib.ticker import PercentFormatter
+    ax.plot(epochs, [_finite_or(r["loss"], math.nan) for r in rows], color="C3", marker="o",
+            ms=4, label="train loss")
+    ax.set_title("Train loss and test accuracy")
+    if _rises_while_settling(rows):
+        ax.annotate("train loss is over the samples still streamed:\nit rises as only "
+                    "hard ones remain", (0.02, 0.04), xycoords="axes fraction",
+                    fontsize="x-small", color="C3")
+    ax.set_ylabel("train loss (KD)", color="C3")
+    ax.set_xlabel("epoch")
+    ax_acc = ax.twinx()
+    acc = [_finite_or(r["test_accuracy"], math.nan) for r in rows]
+    ax_acc.plot(epochs, [100 * a for a in acc], color="C0", marker="s", ms=4,
+                label="test accuracy")
+    ax_acc.set_ylabel("test accuracy", color="C0")
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(decimals=_percent_decimals(acc)))
+    handles = ax.get_legend_handles_labels()[0] + ax_acc.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="center right", fontsize="small")

@@ -195,6 +195,99 @@ def test_onnx_missing_runtime_says_what_to_install(mlp, tmp_path, monkeypatch):
 
 # -------------------------------------------------------------------------------- TFLite
 
+class _FlatModel:
+    """A TFLite model under construction with the schema's object API: buffers, tensors,
+    operator codes and operators, appended in order."""
+
+    def __init__(self, schema, batch_sig):
+        self.s, self.batch_sig = schema, batch_sig
+        self.buffers, self.tensors, self.ops, self.codes = [schema.BufferT()], [], [], []
+
+    def buffer(self, arr):
+        b = self.s.BufferT()
+        b.data = np.frombuffer(np.ascontiguousarray(arr).tobytes(), np.uint8).tolist()
+        self.buffers.append(b)
+        return len(self.buffers) - 1
+
+    def tensor(self, shape, name, data=None, typ=None, quant=None, batch=False):
+        s = self.s
+        t = s.TensorT()
+        t.shape, t.name = list(shape), name
+        t.type = s.TensorType.FLOAT32 if typ is None else typ
+        t.buffer = 0 if data is None else self.buffer(data)
+        if batch:
+            t.shapeSignature = [self.batch_sig, *shape[1:]]
+        if quant is not None:
+            q = s.QuantizationParametersT()
+            q.scale, q.zeroPoint = [float(quant[0])], [int(quant[1])]
+            t.quantization = q
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def opcode(self, code):
+        for i, c in enumerate(self.codes):
+            if c.builtinCode == code:
+                return i
+        c = self.s.OperatorCodeT()
+        c.builtinCode, c.deprecatedBuiltinCode, c.version = code, min(code, 127), 1
+        self.codes.append(c)
+        return len(self.codes) - 1
+
+    def operator(self, code, ins, outs, options=None):
+        op = self.s.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = self.opcode(code), ins, outs
+        if options is not None:
+            op.builtinOptionsType = self.s.BuiltinOptions.FullyConnectedOptions
+            op.builtinOptions = options
+        self.ops.append(op)
+
+    def dense(self, i, cur, k, b, relu, act_type, scales):
+        """A FULLY_CONNECTED of kernel k [in, out] and bias b reading tensor `cur`; with
+        `scales` (per tensor, input first) int8 weights and int32 biases."""
+        s, units = self.s, k.shape[1]
+        if scales:
+            w_scale = float(np.abs(k).max()) / 127
+            kq = np.clip(np.round(k.T / w_scale), -127, 127).astype(np.int8)
+            b_scale = scales[i][0] * w_scale
+            bq = np.round(b / b_scale).astype(np.int32)
+            w = self.tensor([units, k.shape[0]], f"w{i}", kq, s.TensorType.INT8, (w_scale, 0))
+            bias = self.tensor([units], f"b{i}", bq, s.TensorType.INT32, (b_scale, 0))
+            y = self.tensor([1, units], f"y{i}", typ=act_type, quant=scales[i + 1], batch=True)
+        else:
+            w = self.tensor([units, k.shape[0]], f"w{i}", np.ascontiguousarray(k.T, np.float32))
+            bias = self.tensor([units], f"b{i}", np.asarray(b, np.float32))
+            y = self.tensor([1, units], f"y{i}", batch=True)
+        opts = s.FullyConnectedOptionsT()
+        opts.fusedActivationFunction = (s.ActivationFunctionType.RELU if relu
+                                        else s.ActivationFunctionType.NONE)
+        self.operator(s.BuiltinOperator.FULLY_CONNECTED, [cur, w, bias], [y], opts)
+        return y
+
+    def finish(self, inputs, outputs, description):
+        import flatbuffers
+        s = self.s
+        g = s.SubGraphT()
+        g.tensors, g.inputs, g.operators, g.name = self.tensors, inputs, self.ops, "main"
+        g.outputs = outputs
+        m = s.ModelT()
+        m.version, m.operatorCodes, m.subgraphs, m.buffers = 3, self.codes, [g], self.buffers
+        m.description = description
+        builder = flatbuffers.Builder(4096)
+        builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+
+def _activation_scales(x, k1, b1, k2, b2):
+    """Per-tensor affine (scale, zero point) of the input, hidden and output activations."""
+    h = np.maximum(x @ k1 + b1, 0)
+    scales = []
+    for a in (x, h, h @ k2 + b2):
+        lo, hi = min(float(a.min()), 0.0), max(float(a.max()), 0.0)
+        scale = (hi - lo) / 255
+        scales.append((scale, round(-128 - lo / scale)))
+    return scales
+
+
 def tflite_mlp(model, path, quantized=False, batch_sig=-1, reshape=False, two_outputs=False,
                calibration=None):
     """A FULLY_CONNECTED(relu) + FULLY_CONNECTED model with the weights of an edgekd MLP, built
@@ -203,91 +296,23 @@ def tflite_mlp(model, path, quantized=False, batch_sig=-1, reshape=False, two_ou
     `calibration`. `reshape` puts a RESHAPE to a constant [1, IN] first, as converters do for
     batch-1 graphs, so that the batch axis cannot be resized."""
     pytest.importorskip("ai_edge_litert")
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as s
 
-    buffers, tensors, ops, codes = [s.BufferT()], [], [], []
-
-    def buffer(arr):
-        b = s.BufferT()
-        b.data = np.frombuffer(np.ascontiguousarray(arr).tobytes(), np.uint8).tolist()
-        buffers.append(b)
-        return len(buffers) - 1
-
-    def tensor(shape, name, data=None, typ=s.TensorType.FLOAT32, quant=None, batch=False):
-        t = s.TensorT()
-        t.shape, t.name, t.type = list(shape), name, typ
-        t.buffer = 0 if data is None else buffer(data)
-        if batch:
-            t.shapeSignature = [batch_sig, *shape[1:]]
-        if quant is not None:
-            q = s.QuantizationParametersT()
-            q.scale, q.zeroPoint = [float(quant[0])], [int(quant[1])]
-            t.quantization = q
-        tensors.append(t)
-        return len(tensors) - 1
-
-    def opcode(code):
-        for i, c in enumerate(codes):
-            if c.builtinCode == code:
-                return i
-        c = s.OperatorCodeT()
-        c.builtinCode, c.deprecatedBuiltinCode, c.version = code, min(code, 127), 1
-        codes.append(c)
-        return len(codes) - 1
-
-    def operator(code, ins, outs, options=None):
-        op = s.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = opcode(code), ins, outs
-        if options is not None:
-            op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.FullyConnectedOptions, options
-        ops.append(op)
-
+    f = _FlatModel(s, batch_sig)
     (k1, b1), (k2, b2) = weights(model)
     act_type = s.TensorType.INT8 if quantized else s.TensorType.FLOAT32
-    scales = []
-    if quantized:       # per-tensor affine for activations, symmetric for weights
-        x = calibration
-        h = np.maximum(x @ k1 + b1, 0)
-        for a in (x, h, h @ k2 + b2):
-            lo, hi = min(float(a.min()), 0.0), max(float(a.max()), 0.0)
-            scale = (hi - lo) / 255
-            scales.append((scale, round(-128 - lo / scale)))
-    x_t = tensor([1, IN], "x", typ=act_type, quant=scales[0] if quantized else None, batch=True)
+    scales = _activation_scales(calibration, k1, b1, k2, b2) if quantized else []
+    x_t = f.tensor([1, IN], "x", typ=act_type, quant=scales[0] if quantized else None, batch=True)
     cur = x_t
     if reshape:
-        shape_t = tensor([2], "shape", np.array([1, IN], np.int32), s.TensorType.INT32)
-        r = tensor([1, IN], "x_1", typ=act_type, quant=scales[0] if quantized else None)
-        operator(s.BuiltinOperator.RESHAPE, [cur, shape_t], [r])
+        shape_t = f.tensor([2], "shape", np.array([1, IN], np.int32), s.TensorType.INT32)
+        r = f.tensor([1, IN], "x_1", typ=act_type, quant=scales[0] if quantized else None)
+        f.operator(s.BuiltinOperator.RESHAPE, [cur, shape_t], [r])
         cur = r
     for i, (k, b, relu) in enumerate(((k1, b1, True), (k2, b2, False))):
-        units = k.shape[1]
-        if quantized:
-            w_scale = float(np.abs(k).max()) / 127
-            kq = np.clip(np.round(k.T / w_scale), -127, 127).astype(np.int8)
-            b_scale = scales[i][0] * w_scale
-            bq = np.round(b / b_scale).astype(np.int32)
-            w = tensor([units, k.shape[0]], f"w{i}", kq, s.TensorType.INT8, (w_scale, 0))
-            bias = tensor([units], f"b{i}", bq, s.TensorType.INT32, (b_scale, 0))
-            y = tensor([1, units], f"y{i}", typ=act_type, quant=scales[i + 1], batch=True)
-        else:
-            w = tensor([units, k.shape[0]], f"w{i}", np.ascontiguousarray(k.T, np.float32))
-            bias = tensor([units], f"b{i}", np.asarray(b, np.float32))
-            y = tensor([1, units], f"y{i}", batch=True)
-        opts = s.FullyConnectedOptionsT()
-        opts.fusedActivationFunction = (s.ActivationFunctionType.RELU if relu
-                                        else s.ActivationFunctionType.NONE)
-        operator(s.BuiltinOperator.FULLY_CONNECTED, [cur, w, bias], [y], opts)
-        cur = y
-    g = s.SubGraphT()
-    g.tensors, g.inputs, g.operators, g.name = tensors, [x_t], ops, "main"
-    g.outputs = [cur, cur - 1] if two_outputs else [cur]
-    m = s.ModelT()
-    m.version, m.operatorCodes, m.subgraphs, m.buffers = 3, codes, [g], buffers
-    m.description = "edgekd test MLP"
-    builder = flatbuffers.Builder(4096)
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
+        cur = f.dense(i, cur, k, b, relu, act_type, scales)
+    outputs = [cur, cur - 1] if two_outputs else [cur]
+    path.write_bytes(f.finish([x_t], outputs, "edgekd test MLP"))
     return path
 
 
