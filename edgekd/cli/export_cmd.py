@@ -56,7 +56,7 @@ def export(model_path, fmt, int8, calib, calib_samples, softmax, profile_name, a
     tensor arena is the smallest the TFLM interpreter accepts, found by search. Nothing is
     written when anything fails.
     """
-    from ..export.command import run_export
+    from ..export.pipeline import run_export
     res = run_export(model_path, output, fmt, int8, calib, calib_samples, softmax, profile_name,
                      allow_misfit)
     emit(res, as_json, export_text)

@@ -1,4 +1,5 @@
-"""What `edgekd export` does, apart from flags and printing (edgekd/cli/export_cmd.py)."""
+"""The export pipeline behind `edgekd export`: model file -> calibration -> .tflite bytes ->
+board fit -> files (flags and printing are edgekd/cli/export_cmd.py)."""
 
 import numpy as np
 
