@@ -10,6 +10,7 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.export.qmath import quantize as quantize_input
+from edgekd.export.tflite_read import require_tflite
 
 from . import ekb
 from . import messages as m
@@ -39,8 +40,7 @@ def model_for_board(board, tflite_bytes, where="model"):
     """The bytes to DEPLOY: the .tflite itself for a board that runs TFLM, the EKB int8 blob
     for the reference C firmware."""
     if board.format == m.FORMAT_TFLITE:
-        if len(tflite_bytes) < 8 or tflite_bytes[4:8] != b"TFL3":
-            raise EdgekdError(f"{where}: not a TFLite flatbuffer (no TFL3 identifier)")
+        require_tflite(tflite_bytes, where)
         return bytes(tflite_bytes)
     if board.format == m.FORMAT_EKB:
         return ekb.from_tflite(tflite_bytes, where)

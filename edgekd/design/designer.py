@@ -30,13 +30,16 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import EdgekdError
+from ..nn.layers import REGISTRY
 from ..nn.spec import plan_layers
 from .cost import ModelCost, check_batch, check_optimizer, model_cost
 from .tflm_cost import tflm_cost
 from .units import format_bytes, format_flops, format_seconds
 
-WIDTH_KEY = {"dense": "units", "conv1d": "filters", "conv2d": "filters"}
-STRUCTURAL = {"maxpool1d", "maxpool2d", "avgpool1d", "global_avgpool", "flatten"}
+# what the layers say of themselves: the spec key of their width, and whether a dropped
+# block keeps them (they shrink or reshape the tensor without weights)
+WIDTH_KEY = {t: cls.width_key for t, cls in REGISTRY.items() if cls.width_key}
+STRUCTURAL = {t for t, cls in REGISTRY.items() if cls.structural}
 MULTIPLIERS = tuple(2.0 ** (-k / 8) for k in range(49))   # 1 .. 1/64
 MIN_WIDTH = 2
 CONSTRAINT_NAMES = ("storage", "ram", "latency")

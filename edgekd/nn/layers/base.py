@@ -100,7 +100,9 @@ class Layer:
         when it has no TFLite lowering."""
         return None
 
-    folds = False   # True: at inference it folds into the weighted op before it (`fold`)
+    folds = False       # True: at inference it folds into the weighted op before it (`fold`)
+    width_key = None    # the spec key of its width, which the designer scales
+    structural = False  # shrinks or reshapes the tensor without weights (the designer keeps it)
 
     def make_plan(self):
         ops = self.lowered_ops()

@@ -16,6 +16,7 @@ class _Conv(Layer):
     param_order = ("kernel", "bias")
     options: ClassVar[dict] = {"filters": None, "kernel_size": None, "stride": 1,
                                "padding": "valid", "activation": "none"}
+    width_key = "filters"
 
     def geometry(self):
         """(kernel hw, stride hw, input hw) of the equivalent 2-D convolution."""

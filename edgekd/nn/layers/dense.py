@@ -15,6 +15,7 @@ class Dense(Layer):
     type = "dense"
     param_order = ("kernel", "bias")
     options: ClassVar[dict] = {"units": None, "activation": "none"}
+    width_key = "units"
 
     def build(self):
         self.need_rank(1, "(add a flatten layer before dense)")

@@ -11,6 +11,7 @@ from .base import Layer, register
 
 class _Pool2D(Layer):
     rank = 3
+    structural = True
     options: ClassVar[dict] = {"pool_size": 2, "stride": None}
 
     def geometry(self):

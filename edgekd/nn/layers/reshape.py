@@ -10,6 +10,7 @@ from .base import Layer, register
 class GlobalAvgPool(Layer):
     """Mean over every spatial axis: [L, C] or [H, W, C] -> [C]."""
     type = "global_avgpool"
+    structural = True
 
     def build(self):
         if len(self.in_shape) < 2:
@@ -39,6 +40,7 @@ class GlobalAvgPool(Layer):
 @register
 class Flatten(Layer):
     type = "flatten"
+    structural = True
 
     def build(self):
         return (int(np.prod(self.in_shape)),)
