@@ -37,7 +37,8 @@ def lower(model, softmax=False):
         for op in plan.ops:
             c.add(op, i)
         if plan.ops:
-            last = where if plan.activation is None else f"{where} with activation {plan.activation}"
+            act = plan.activation
+            last = where if act is None else f"{where} with activation {act}"
         if c.appended != appended:
             top = c.ops[-1]
             foldable = len(c.ops) - 1 if top.weight is not None and top.act == "none" else None

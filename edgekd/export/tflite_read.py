@@ -80,7 +80,8 @@ def read_tflite(data, where="model"):
     except EdgekdError:
         raise
     except Exception as e:  # noqa: BLE001 - a damaged flatbuffer fails in many ways
-        raise EdgekdError(f"{where}: cannot read the TFLite model ({type(e).__name__}: {e})") from None
+        raise EdgekdError(f"{where}: cannot read the TFLite model "
+                          f"({type(e).__name__}: {e})") from None
 
 
 def _model(fb, m, raw):

@@ -119,6 +119,8 @@ class OpChain:
         self._append(LoweredOp(RESHAPE, self.shape, shape, layer=layer))
 
     def add(self, op, layer=None):
+        """Append `op` (from layer number `layer`), reshaping the tensor to the view it reads;
+        a MEAN without axes reduces every axis of that view but batch and channels."""
         if op.kind == RESHAPE:
             self.reshape_to(op.out_shape, layer)
             return

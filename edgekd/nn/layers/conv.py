@@ -48,7 +48,8 @@ class _Conv(Layer):
     def flops(self):
         positions = self.out_hwc[0] * self.out_hwc[1]
         outs = self.filters * positions
-        return 2 * self.column() * self.filters * positions + outs + (outs if self.act != "none" else 0)
+        macs = self.column() * self.filters * positions
+        return 2 * macs + outs + (outs if self.act != "none" else 0)
 
     def scratch_elems(self):
         """The im2col matrix the numpy kernel materialises and keeps: a column per output
