@@ -70,10 +70,17 @@ def serve(teacher_path, data, bind, token, max_devices, idle_timeout, frame_time
     h, p = srv.address
     click.echo(json.dumps({"host": h, "port": p}) if as_json else f"listening on {h}:{p}")
     sys.stdout.flush()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGINT is set here too: a shell starts a background job with SIGINT ignored, Python then
+    # leaves it ignored, and Ctrl-C's signal (kill -INT) would never stop the host
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
         click.echo("edgekd serve: stopped", err=True)
     finally:
         srv.shutdown()
+
+
+def _stop(*_):
+    raise KeyboardInterrupt

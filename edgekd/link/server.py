@@ -83,6 +83,7 @@ class Server:
         self.handshake_timeout_s = handshake_timeout_s
         self.max_payload = max_payload
         self.stopping = threading.Event()
+        self.live, self.live_lock = {}, threading.Lock()   # session socket -> its thread
         self.next_id = 0
         self.refused_pending = 0
         self.open_warning = None
@@ -123,17 +124,36 @@ class Server:
                 conn.close()
                 continue
             self.next_id += 1
+            thread = threading.Thread(target=self.session, args=(conn, addr, self.next_id),
+                                      daemon=True, name=f"edgekd-session-{self.next_id}")
+            with self.live_lock:
+                self.live[conn] = thread
             try:
-                threading.Thread(target=self.session, args=(conn, addr, self.next_id),
-                                 daemon=True, name=f"edgekd-session-{self.next_id}").start()
+                thread.start()
             except RuntimeError:  # cannot start a thread: treat like the fd limit
+                with self.live_lock:
+                    self.live.pop(conn, None)
                 self.admission.leave_pending()
                 conn.close()
                 time.sleep(pause)
 
-    def shutdown(self):
+    def shutdown(self, grace_s=5.0):
+        """Stop listening and end every session: shutting its socket down wakes a thread that
+        waits in a TLS handshake, a recv or a send at once; wait for them `grace_s` at most
+        (they are daemon threads, so the process never waits on a stuck one)."""
         self.stopping.set()
         self.sock.close()
+        with self.live_lock:
+            live = list(self.live.items())
+        for conn, _ in live:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        end = time.monotonic() + grace_s
+        for _, thread in live:
+            if thread.ident is not None:
+                thread.join(max(0.0, end - time.monotonic()))
 
     def session(self, conn, addr, sid):
         peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
@@ -213,6 +233,8 @@ class Server:
                 t.close()
             else:
                 conn.close()
+            with self.live_lock:
+                self.live.pop(conn, None)
 
     @staticmethod
     def _describe(proto):

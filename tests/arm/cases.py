@@ -25,6 +25,12 @@ LAYERS = [
 MLP = {"input_shape": [64], "num_classes": 10,
        "layers": [{"type": "dense", "units": 32, "activation": "relu"}, {"type": "dense", "units": 10}]}
 CLASSES, BATCH = 5, 6
+# The trainer run both sides make (digits, numpy backend): per-sample halting on, epoch halting
+# by settled fraction off and patience long, so that it lasts TRAIN_EPOCHS epochs and a run
+# killed after a few of them has epochs left to resume
+TRAIN_EPOCHS = 8
+TRAIN_FLAGS = ["--epochs", TRAIN_EPOCHS, "--backend", "numpy", "--rho", 1.0, "--patience-epochs", 40,
+               "--json"]
 # float32 round-off differs across instruction sets and BLAS builds (FMA, summation order)
 RTOL, ATOL = 1e-4, 1e-5
 

@@ -4,6 +4,7 @@ host-data and device-data, directly and through the fault-injecting proxy), then
 per-step and memory benchmark on both sides. Exits non-zero on the first failed check."""
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,22 @@ TEACHER = {"input_shape": [64], "num_classes": 10,
                       {"type": "dense", "units": 10}]}
 IN_ROOT = "/var/tmp/edgekd-arm"        # the work directory as the userland sees it
 DEVICE_PY = "/opt/edgekd-venv/bin/python"
-EPOCHS = 12
+EPOCHS = 6   # enough for the proxy to cut both modes' connections and for the ARM runs to agree
+
+
+@contextlib.contextmanager
+def phase(name, results):
+    """Print and record what `name` took: wall, and CPU (user + sys) of this process and of the
+    processes it waited for, the emulated ones included."""
+    t0, c0 = time.time(), os.times()
+    try:
+        yield
+    finally:
+        c1 = os.times()
+        cpu = sum(getattr(c1, k) - getattr(c0, k) for k in ("user", "system", "children_user", "children_system"))
+        wall = time.time() - t0
+        results.setdefault("phases", {})[name] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+        print(f"   [{name}: {wall:.0f} s wall, {cpu:.0f} s CPU]", flush=True)
 
 
 class Failed(Exception):
@@ -97,37 +113,47 @@ def store_references(ref):
         data[name] = {"train_class_counts": np.bincount(ds.y_train.astype(np.intp),
                                                         minlength=ds.num_classes).tolist(),
                       **{k: sha(getattr(ds, k)) for k in ("x_train", "y_train", "x_test", "y_test")}}
-    in_process = last_json(host_edgekd(
-        "train", "--student", ref / "student.json", "--teacher", ref / "teacher.npz", "--data",
-        "digits", "--epochs", EPOCHS, "--backend", "numpy", "--json", "--out", ref / "x86-run"))
-    (ref / "meta.json").write_text(json.dumps({"data": data, "in_process": in_process}))
+    run = ["train", "--student", ref / "student.json", "--teacher", ref / "teacher.npz", "--data", "digits"]
+    in_process = last_json(host_edgekd(*run, *cases.TRAIN_FLAGS, "--out", ref / "x86-run"))
+    one_epoch = last_json(host_edgekd(*run, "--epochs", 1, "--backend", "numpy", "--json",
+                                      "--out", ref / "x86-one-epoch"))
+    (ref / "meta.json").write_text(json.dumps({"data": data, "in_process": in_process,
+                                               "one_epoch": one_epoch}))
 
 
 class Serve:
-    def __init__(self, teacher):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgekd", "serve", "--teacher", str(teacher), "--data", "digits",
-             "--bind", "127.0.0.1:0", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    """`edgekd serve` on x86; its session log goes to a file (a pipe nobody reads while the
+    runs go on would fill up and stall the sessions that write to it)."""
+
+    def __init__(self, teacher, log):
+        self.log = Path(log)
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edgekd", "serve", "--teacher", str(teacher), "--data", "digits",
+                 "--bind", "127.0.0.1:0", "--json"], stdout=subprocess.PIPE, stderr=err,
+                text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
         info = json.loads(self.proc.stdout.readline())
         self.address = (info["host"], info["port"])
 
     def stop(self):
         self.proc.send_signal(signal.SIGINT)
         try:
-            _, err = self.proc.communicate(timeout=120)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-            raise Failed(f"edgekd serve did not stop within 120 s of SIGINT; its log ends:\n{err[-2000:]}")
-        return self.proc.returncode, err
+            self.proc.wait()
+            raise Failed(f"edgekd serve did not stop within 60 s of SIGINT; its log ends:\n"
+                         f"{self.log.read_text()[-2000:]}")
+        finally:
+            self.proc.stdout.close()
+        return self.proc.returncode, self.log.read_text()
 
 
 def cross_isa(u, ref_host, results):
     """serve (x86) <-> train --connect (ARM): host-data and device-data, direct and through the
     fault proxy; ARM runs must agree bit for bit, and with the x86 device within 0.5 point."""
     from edgekd.link.faultproxy import FaultProxy
-    serve = Serve(ref_host / "teacher.npz")
+    serve = Serve(ref_host / "teacher.npz", ref_host.parent / "serve-cross-isa.log")
     proxy = FaultProxy(serve.address, cut_bytes=(20_000, 60_000), flip_prob=0.02, seed=12)
     out = {}
     try:
@@ -164,7 +190,7 @@ def cross_isa(u, ref_host, results):
 
 def benchmark(u, ref_host, results):
     """benchmarks/device_cost.py on x86 and in the userland against one x86 `edgekd serve`."""
-    serve = Serve(ref_host / "teacher.npz")
+    serve = Serve(ref_host / "teacher.npz", ref_host.parent / "serve-benchmark.log")
     try:
         connect = f"{serve.address[0]}:{serve.address[1]}"
         bench = "benchmarks/device_cost.py"
@@ -206,18 +232,22 @@ def main(argv=None):
     t0 = time.time()
     try:
         print("-- x86 references", flush=True)
-        store_references(ref)
+        with phase("x86 references", results):
+            store_references(ref)
         print(f"-- on-device tests ({a.target})", flush=True)
-        p = u.run(DEVICE_PY, "-m", "pytest", "-c", "/opt/edgekd-src/tests/arm/pytest.ini",
-                  "-rs", "/opt/edgekd-src/tests/arm/test_on_device.py", check_rc=False,
-                  EDGEKD_ARM_REF=f"{IN_ROOT}/ref", EDGEKD_ARM_TARGET=a.target)
+        with phase("on-device tests", results):
+            p = u.run(DEVICE_PY, "-m", "pytest", "-c", "/opt/edgekd-src/tests/arm/pytest.ini",
+                      "-rs", "--durations=0", "/opt/edgekd-src/tests/arm/test_on_device.py",
+                      check_rc=False, EDGEKD_ARM_REF=f"{IN_ROOT}/ref", EDGEKD_ARM_TARGET=a.target)
         print(p.stdout + p.stderr, flush=True)
         check(p.returncode == 0, f"{a.target}: on-device tests pass")
         print("-- cross-ISA: edgekd serve (x86) <-> edgekd train --connect "
               f"({a.target}) through the fault proxy", flush=True)
-        cross_isa(u, ref, results)
+        with phase("cross-ISA", results):
+            cross_isa(u, ref, results)
         print("-- benchmark: per-step calls and time, memory net of the idle interpreter", flush=True)
-        benchmark(u, ref, results)
+        with phase("benchmark", results):
+            benchmark(u, ref, results)
     except Failed as e:
         print(f"tests/arm/run: {a.target}: FAILED: {e}", file=sys.stderr)
         return 1
