@@ -1,3 +1,8 @@
+/* The training loops are the board's hot path: build them for speed even where the rest of
+ * the firmware is built for size (-Os on Cortex-M). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
 #include "ekb_train.h"
 
 #include <math.h>
@@ -172,17 +177,18 @@ static uint16_t argmax(const float *v, uint16_t n)
     return best;
 }
 
-/* log_softmax(v / T) into out. */
-static void log_softmax(const float *v, uint16_t n, float T, float *out)
+/* softmax(v / T) into p and its log into lp, with one expf per value. */
+static void softmax_t(const float *v, uint16_t n, float T, float *p, float *lp)
 {
     uint16_t i;
-    float mx, sum = 0.0f, lse;
-    for (i = 0; i < n; i++) out[i] = v[i] / T;
-    mx = out[0];
-    for (i = 1; i < n; i++) if (out[i] > mx) mx = out[i];
-    for (i = 0; i < n; i++) { out[i] -= mx; sum += expf(out[i]); }
+    float mx, sum = 0.0f, lse, inv;
+    for (i = 0; i < n; i++) lp[i] = v[i] / T;
+    mx = lp[0];
+    for (i = 1; i < n; i++) if (lp[i] > mx) mx = lp[i];
+    for (i = 0; i < n; i++) { lp[i] -= mx; p[i] = expf(lp[i]); sum += p[i]; }
     lse = logf(sum);
-    for (i = 0; i < n; i++) out[i] -= lse;
+    inv = 1.0f / sum;
+    for (i = 0; i < n; i++) { lp[i] -= lse; p[i] *= inv; }
 }
 
 /* The KD loss of one row (DESIGN.md); its gradient, divided by the batch, replaces the
@@ -190,30 +196,30 @@ static void log_softmax(const float *v, uint16_t n, float T, float *out)
 static float kd_row(float *s, const uint8_t *teacher, uint16_t label, uint16_t batch,
                     float *kl, uint8_t *agree, uint8_t *correct)
 {
-    float t[EKB_MAX_CLASSES], lps[EKB_MAX_CLASSES], lpt[EKB_MAX_CLASSES], lp[EKB_MAX_CLASSES];
+    float t[EKB_MAX_CLASSES], ps[EKB_MAX_CLASSES], lps[EKB_MAX_CLASSES];
+    float pt[EKB_MAX_CLASSES], lpt[EKB_MAX_CLASSES], p[EKB_MAX_CLASSES], lp[EKB_MAX_CLASSES];
     const uint16_t C = ekb_train_classes();
     const float T = setup.temperature, a = setup.alpha, nb = (float)batch;
+    const float ka = a * T / nb, kb = (1.0f - a) / nb;
     const uint8_t code = setup.act[setup.n_layers - 1];
     float d = 0.0f, loss;
     uint16_t c;
     for (c = 0; c < C; c++) t[c] = rdf(teacher + 4 * c);
     *agree = argmax(s, C) == argmax(t, C);
     *correct = argmax(s, C) == label;
-    log_softmax(s, C, T, lps);
-    log_softmax(t, C, T, lpt);
-    for (c = 0; c < C; c++) {
-        float pt = expf(lpt[c]);
-        d += pt * (lpt[c] - lps[c]);
-        lpt[c] = pt;
-    }
+    softmax_t(s, C, T, ps, lps);
+    softmax_t(t, C, T, pt, lpt);
+    for (c = 0; c < C; c++) d += pt[c] * (lpt[c] - lps[c]);
     if (d < 0.0f) d = 0.0f;
     *kl = d;
     loss = a * T * T * d;
-    if (a < 1.0f) log_softmax(s, C, 1.0f, lp);
-    if (a < 1.0f) loss -= (1.0f - a) * lp[label];
+    if (a < 1.0f) {
+        softmax_t(s, C, 1.0f, p, lp);
+        loss -= (1.0f - a) * lp[label];
+    }
     for (c = 0; c < C; c++) {
-        float g = (expf(lps[c]) - lpt[c]) * (a * T / nb);
-        if (a < 1.0f) g += (expf(lp[c]) - (c == label ? 1.0f : 0.0f)) * ((1.0f - a) / nb);
+        float g = (ps[c] - pt[c]) * ka;
+        if (a < 1.0f) g += (p[c] - (c == label ? 1.0f : 0.0f)) * kb;
         s[c] = act_grad(s[c], g, code);
     }
     return loss;
