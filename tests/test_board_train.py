@@ -121,3 +121,51 @@ def test_numerics_match_the_numpy_trainer(kind, running, digits):
             assert res["instructions_per_sample"] > 0
         else:
             assert res["instructions_per_sample"] is None
+
+
+def edgekd_train(spec_path, teacher, seed, out):
+    r = subprocess.run(EDGEKD + ["train", "--student", str(spec_path), "--teacher", str(teacher),
+                                 "--data", "digits", "--seed", str(seed), "--out", str(out),
+                                 "--json"], check=False, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", board_params("host-c", "emulator"))
+def test_board_train_on_digits_matches_edgekd_train(kind, running, board_models, tmp_path):
+    spec_path = tmp_path / "student.json"
+    spec_path.write_text(json.dumps(digits_mlp(32)))
+    teacher = board_models["teacher"]
+    seeds = (0, 1, 2) if kind == "host-c" else (0,)
+    port = running(kind).port
+    runs = [ok(port, "train", "--student", str(spec_path), "--teacher", str(teacher), "--data",
+               "digits", "--seed", str(s), timeout=300) for s in seeds]
+    refs = [edgekd_train(spec_path, teacher, s, tmp_path / f"run{s}") for s in seeds]
+    board_acc = np.mean([r["test_accuracy"] for r in runs])
+    ref_acc = np.mean([r["test_accuracy"] for r in refs])
+    print(kind, "board", [r["test_accuracy"] for r in runs], "edgekd train",
+          [r["test_accuracy"] for r in refs],
+          "link/naive", [round(r["link_fraction_of_naive"], 3) for r in runs])
+    assert board_acc >= ref_acc - 0.01, (board_acc, ref_acc)
+    for r in runs:
+        assert r["bytes_down"] + r["bytes_up"] < 0.25 * r["bytes_naive"], r
+        assert r["loss_after"] < 0.2 * r["loss_before"]
+        assert 0 < r["settled_fraction"] <= 1 and 1 <= r["epochs_run"] <= 30
+        assert r["memory"]["board"]["arena"] == r["memory"]["predicted"]["arena"]
+
+    # the student comes back as an edgekd model that eval and export read
+    w = ok(port, "weights", "-o", str(tmp_path / "board_student.npz"))
+    assert w["kind"] == "student" and w["spec"] == json.loads(spec_path.read_text()) | {
+        "layers": [dict(layer, activation=layer.get("activation", "none"))
+                   for layer in digits_mlp(32)["layers"]]}
+    ev = subprocess.run(EDGEKD + ["eval", str(tmp_path / "board_student.npz"), "--data", "digits",
+                                  "--json"], check=False, capture_output=True, text=True,
+                        timeout=120)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["test_accuracy"] == runs[-1]["test_accuracy"]
+    ex = subprocess.run(EDGEKD + ["export", str(tmp_path / "board_student.npz"), "-o",
+                                  str(tmp_path / "s.tflite"), "--json"], check=False,
+                        capture_output=True, text=True, timeout=300)
+    assert ex.returncode == 0, ex.stderr
+    assert (tmp_path / "s.tflite").read_bytes()[4:8] == b"TFL3"
