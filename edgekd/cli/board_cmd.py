@@ -448,30 +448,73 @@ def _exit_on_sigterm():
 
 
 @board.command()
-@click.option("--data", required=True, help=DATA_HELP + " Its first test sample is the input.")
+@click.option("--data", required=True, help=DATA_HELP + " Its first test sample is the input; "
+                                                        "its first training samples train.")
 @click.option("-n", "runs", default=20, show_default=True, type=click.IntRange(1, 65535),
               help="Inferences the board runs in one BENCH request.")
+@click.option("--train-student", "train_spec", type=click.Path(dir_okay=False),
+              help="Also count instructions per training sample of this dense student spec "
+                   "(TRAIN_STEP, SGD and Adam, batch 1 and --batch).")
+@click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False),
+              help="Teacher logits for the training count [the labels as one-hot logits; "
+                   "the count hardly depends on them].")
+@click.option("--batch", default=_TRAIN.batch, show_default=True, type=click.IntRange(2, 65535),
+              help="The default batch for the training count.")
 @port_options
 @json_option
-def bench(data, runs, port, baud, timeout, retries, verbose, as_json):
-    """Count the cost of one inference of the deployed model on the board.
+def bench(data, runs, train_spec, teacher_path, batch, port, baud, timeout, retries, verbose,
+          as_json):
+    """Count the cost of one inference of the deployed model on the board, and with
+    --train-student of one training sample (input decoding, forward, KD loss, backward and
+    the optimizer step, averaged over two batches).
 
     The Cortex-M firmware counts retired instructions with SysTick, which under QEMU's
     `-icount shift=0` (`board qemu`'s default) advances with them, calibrated at boot; the
-    emulator and the host build cannot count and say so (instructions_per_inference null).
+    emulator and the host build cannot count and say so (counted false, the figures null).
     """
     from firmware_bridge.commands import bench as board_bench
     from firmware_bridge.commands import info as board_info
     ds = load_data(data)
     with _connect(port, baud, timeout, retries, verbose) as client:
         b = board_info(client)
-        ticks, counted = board_bench(client, ds.x_test[0], runs, b)
-        res = {"board": b.name, "runs": runs, "counted": counted,
-               "instructions_per_inference": ticks / runs if counted else None,
-               **_bytes(client)}
-    emit(res, as_json, lambda r: f"{r['board']}: {r['instructions_per_inference']:,.0f} "
-                                 f"instructions per inference ({r['runs']} runs)"
-         if r["counted"] else f"{r['board']} cannot count instructions")
+        res = {"board": b.name, "runs": runs, "counted": None, "instructions_per_inference": None}
+        if b.has_model:
+            ticks, counted = board_bench(client, ds.x_test[0], runs, b)
+            res.update(counted=counted, instructions_per_inference=ticks / runs if counted else None)
+        elif train_spec is None:
+            raise EdgekdError(f"board {b.name} has no model: deploy one, or give --train-student")
+        if train_spec is not None:
+            res["training"] = _train_costs(client, ds, train_spec, teacher_path, batch)
+            res["counted"] = all(r["counted"] for r in res["training"])
+        res.update(_bytes(client))
+
+    def text(r):
+        if not r["counted"]:
+            return f"{r['board']} cannot count instructions"
+        lines = [f"{r['board']}: {r['instructions_per_inference']:,.0f} instructions per "
+                 f"inference ({r['runs']} runs)"] if r["instructions_per_inference"] else []
+        lines += [f"{r['board']}: {t['instructions_per_sample']:,.0f} instructions per training "
+                  f"sample ({t['optimizer']}, batch {t['batch']})" for t in r.get("training", [])]
+        return "\n".join(lines)
+    emit(res, as_json, text)
+
+
+def _train_costs(client, ds, spec_path, teacher_path, batch):
+    import numpy as np
+
+    from edgekd.nn.model import Sequential
+    from firmware_bridge.bench_train import train_cost
+    model = Sequential(load_spec_file(spec_path), where=spec_path)
+    n = min(len(ds.y_train), 2 * batch)
+    x, y = ds.x_train[:n], ds.y_train[:n]
+    if teacher_path is not None:
+        from edgekd.teachers import load_teacher
+        t = load_teacher(teacher_path, ds).logits(x)
+    else:
+        t = 4.0 * np.eye(model.num_classes, dtype=np.float32)[y]
+    return [train_cost(client, model.spec, model.flat_params, x, y, t, opt, b,
+                       steps=2 if b > 1 else 8)
+            for opt in ("sgd", "adam") for b in (1, batch)]
 
 
 def _byte_size(ctx, param, value):
