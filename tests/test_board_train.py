@@ -297,3 +297,45 @@ def test_bad_training_frames_change_nothing(kind, running, digits):
         r = m.unpack_step_reply(client.request(m.TRAIN_STEP, frame()))
         assert r.n == 4 and np.isfinite(r.loss_sum)
         assert not np.array_equal(get_params(client, board), w0)
+
+
+def test_training_message_layouts_match_the_doc():
+    """docs/protocol.md 11.8, re-derived with struct."""
+    import struct
+
+    from firmware_bridge import messages as m
+    assert [m.TRAIN_SETUP, m.TRAIN_STEP, m.EVAL, m.PARAMS_GET, m.PARAMS_SET] == \
+        list(range(0x2A, 0x2F))
+    s = m.StudentSetup(1, m.X_U8, True, 64, 18, 1000, 4.0, 0.9, 0.9, 0.999, 1e-8, 0.05, 2,
+                       0.5, 0.25, [(32, 1), (10, 0)])
+    assert s.pack() == (struct.pack("<BBBBHHIffffffB3xff", 1, 2, 2, 1, 64, 18, 1000, 4.0, 0.9,
+                                    0.9, 0.999, 1e-8, 0.05, 2, 0.5, 0.25)
+                        + struct.pack("<HBxHBx", 32, 1, 10, 0))
+    assert m.StudentSetup.unpack(s.pack()).pack() == s.pack()
+    f = m.StepFrame(3, m.X_U8, 5, 0.5, np.array([7]), np.array([2]), np.array([[9, 8]], np.uint8),
+                    np.array([[1.0, 2.0]], np.float32))
+    assert m.pack_step(f) == (struct.pack("<BBHHHfI", 3, 2, 1, 5, 0, 0.5, 0)
+                              + struct.pack("<IH", 7, 2) + bytes([9, 8]) + struct.pack("<2f", 1, 2))
+    r = m.StepResult(1.5, 0.25, 1, 1, 0, 12345, True, np.array([7]))
+    assert m.pack_step_reply(r) == struct.pack("<ffHHHHQB3xI", 1.5, 0.25, 1, 1, 0, 1, 12345, 1, 7)
+    assert m.PLAN_S.size == 32 and m.EVAL_HEAD.size == 4 and m.PARAMS_REPLY.size == 8
+
+
+AIFES_SGD_B32, AIFES_ADAM_B32 = 60_729, 128_620   # issue 11: AIfES on the same QEMU, 64-32-10
+
+
+@pytest.mark.parametrize("kind", board_params("qemu-m4f"))
+def test_instructions_per_training_sample_at_most_half_of_aifes(kind, running, tmp_path):
+    """`board bench --train-student` on the M4F: the digits MLP 64-32-10 with the KD loss at
+    T = 4, SGD and Adam at batch 32, counted by SysTick under -icount (deterministic)."""
+    spec_path = tmp_path / "mlp.json"
+    spec_path.write_text(json.dumps(digits_mlp(32)))
+    r = ok(running(kind).port, "bench", "--data", "digits", "--train-student", str(spec_path),
+           timeout=300)
+    assert r["counted"]
+    cost = {(t["optimizer"], t["batch"]): t["instructions_per_sample"] for t in r["training"]}
+    print(cost)
+    assert set(cost) == {("sgd", 1), ("sgd", 32), ("adam", 1), ("adam", 32)}
+    assert cost["sgd", 32] <= AIFES_SGD_B32 / 2
+    assert cost["adam", 32] <= AIFES_ADAM_B32 / 2
+    assert cost["sgd", 1] > cost["sgd", 32] and cost["adam", 1] > cost["adam", 32]
