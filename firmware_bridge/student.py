@@ -5,7 +5,7 @@ batch) and EVAL (logits). The epoch loop built on these is board_train.py."""
 
 import numpy as np
 
-from edgekd.design.board_memory import dense_units, train_plan
+from edgekd.design.board_memory import dense_units, frame_rows, train_plan
 from edgekd.errors import EdgekdError
 
 from . import messages as m
@@ -104,10 +104,7 @@ def logits(client, setup, x_rows, classes):
 
 def rows_per_frame(board, inputs, x_dtype, classes, cap=64):
     """Samples one TRAIN_STEP (and its EVAL reply) can carry on this board."""
-    room = board.max_payload - m.SEQ.size
-    per = m.step_request_size(1, inputs, x_dtype, classes) - m.STEP_HEAD.size
-    n = min((room - m.STEP_HEAD.size) // per, (room - m.EVAL_REPLY.size) // (4 * classes),
-            (room - m.STEP_REPLY.size) // 4, cap)
+    n = frame_rows(board.max_payload, inputs, classes, 4 if x_dtype == m.X_F32 else 1, cap)
     if n < 1:
         raise DoesNotFit(f"board {board.name}'s frames ({board.max_payload} bytes) cannot carry "
                          f"one training sample")

@@ -224,6 +224,23 @@ def test_planner_matches_what_the_boards_allocate(running):
                 assert abs(plan["arena"] - want.arena) <= 0.1 * plan["arena"]
 
 
+def test_the_designer_predicts_what_the_board_allocates(running):
+    """`edgekd design` for a board profile: its board_train figure is the C firmware's plan
+    for the designed student (settle bytes aside: one per training sample, known later)."""
+    from edgekd.design.designer import Constraints, design
+    from edgekd.design.profiles import get_profile
+    from firmware_bridge import messages as m
+    from firmware_bridge.commands import connect
+    for opt in ("sgd", "adam"):
+        d = design(digits_mlp(48), Constraints.from_profile(get_profile("nrf52840"),
+                                                              optimizer=opt))
+        pred = d.board_train
+        with connect(running("host-c").port) as client:
+            plan, _ = m.unpack_setup_reply(client.request(
+                m.TRAIN_SETUP, setup_of(d.spec, opt, pred["rows"], 0).pack()))
+        assert plan["arena"] == pred["arena"] and plan["frame_buffers"] == pred["frame_buffers"]
+
+
 @pytest.mark.parametrize("kind", board_params("host-c", "emulator", "qemu-m4f"))
 def test_bad_training_frames_change_nothing(kind, running, digits):
     """Each gets an error reply, the weights stay, the board keeps answering (host C under

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass
 
 FRAME_OVERHEAD = 14     # magic, version, type, flags, reserved, length u32, crc32 u32
 NAK_BUFFER = FRAME_OVERHEAD + 3 + 64
+SEQ_BYTES, STEP_HEAD_BYTES, STEP_REPLY_BYTES, EVAL_REPLY_BYTES = 2, 16, 28, 4
+MAX_ROWS = 64           # the C firmware's EKB_TRAIN_MAX_ROWS
+DEFAULT_MAX_PAYLOAD = 2048   # the C firmware's EKB_MAX_PAYLOAD
 
 
 @dataclass(frozen=True)
@@ -65,3 +68,27 @@ def train_plan(inputs, units, optimizer, rows, samples, max_payload):
     return TrainPlan(params=p, grads=p, optimizer=p * (2 if optimizer.startswith("adam") else 1),
                      activations=4 * rows * (inputs + sum(units)),
                      settle=(samples + 3) // 4 * 4, frame_buffers=frame_buffers(max_payload))
+
+
+def frame_rows(max_payload, inputs, classes, x_bytes, cap=MAX_ROWS):
+    """Samples one TRAIN_STEP frame (and its EVAL reply) carries: 0 when not even one fits."""
+    room = max_payload - SEQ_BYTES
+    per = 6 + inputs * x_bytes + 4 * classes
+    return max(0, min((room - STEP_HEAD_BYTES) // per, (room - EVAL_REPLY_BYTES) // (4 * classes),
+                      (room - STEP_REPLY_BYTES) // 4, cap))
+
+
+def designed_plan(spec, optimizer, batch, max_payload=DEFAULT_MAX_PAYLOAD, x_bytes=1):
+    """What `edgekd design` predicts for training `spec` on a board (u8 inputs, the C
+    firmware's frames), settle bytes left out (one per training sample); None for a student
+    the board cannot train (not a dense MLP)."""
+    mlp = dense_units(spec)
+    if mlp is None:
+        return None
+    inputs, layers = mlp
+    rows = min(batch, frame_rows(max_payload, inputs, spec["num_classes"], x_bytes))
+    if rows < 1:
+        return None
+    plan = train_plan(inputs, [u for u, _ in layers], optimizer, rows, 0, max_payload)
+    return {**plan.to_dict(), "rows": rows, "max_payload": max_payload,
+            "note": "plus one settle byte per training sample"}
