@@ -32,8 +32,9 @@
 #endif
 #define EKB_MAX_LAYERS 16
 #ifndef EKB_TRAIN_ARENA    /* bytes for training the float student: weights, gradients,
-                              optimizer state, one frame of activations, settle state */
-#define EKB_TRAIN_ARENA 98304
+                              optimizer state, one frame of activations, settle state;
+                              by default half the RAM less 16 KiB (4 KiB below 64 KiB) */
+#define EKB_TRAIN_ARENA (EKB_RAM_BYTES >= 65536UL ? EKB_RAM_BYTES / 2 - 16384UL : 4096UL)
 #endif
 #ifndef EKB_TRAIN_MAX_LAYERS
 #define EKB_TRAIN_MAX_LAYERS 8
