@@ -24,9 +24,9 @@ def train_cost(client, spec, init_params, x, y, teacher, optimizer="sgd", batch=
     n = min(len(y), batch * steps)
     cfg = TrainConfig(optimizer=optimizer, batch=batch, temperature=temperature, alpha=alpha,
                       halting=HaltingConfig(enabled=False))
-    rows = student.rows_per_frame(board, xq.shape[1], dt, classes)
+    rows = min(batch, student.rows_per_frame(board, xq.shape[1], dt, classes))
     setup = student.setup_for(spec, cfg, rows, n, dt, lo, step)
-    student.configure(client, board, setup)
+    _, plan = student.configure(client, board, setup)
     student.set_params(client, board, init_params)
     t = np.asarray(teacher, np.float32)
     total = samples = 0
@@ -42,4 +42,5 @@ def train_cost(client, spec, init_params, x, y, teacher, optimizer="sgd", batch=
             counted = r.counted
             samples += len(part)
     return {"optimizer": optimizer, "batch": batch, "samples": samples, "counted": counted,
+            "arena_bytes": plan["arena"], "frame_buffer_bytes": plan["frame_buffers"],
             "instructions_per_sample": total / samples if counted and samples else None}

@@ -126,7 +126,7 @@ class BoardTrainer:
                               f"{n} labels of {self.classes} classes")
         dt, self.xq, lo, step, _ = encode_x(x, cfg.x_codec)
         inputs = self.xq.shape[1]
-        rows = student.rows_per_frame(board, inputs, dt, self.classes)
+        rows = min(cfg.batch, student.rows_per_frame(board, inputs, dt, self.classes))
         self.setup = student.setup_for(self.spec, cfg, rows, n, dt, lo, step)
         if self.setup.inputs != inputs:
             raise EdgekdError(f"the data has {inputs} features; the student takes "
