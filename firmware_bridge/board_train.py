@@ -65,7 +65,7 @@ def naive_bytes(epochs_n, num_train, batch, inputs, classes, rows_f32):
 
 
 class BoardTrainer:
-    def __init__(self, client, spec, init_params, cfg, log=None):
+    def __init__(self, client, spec, init_params, cfg):
         self.client, self.link = client, client.link
         self.spec, self.cfg = spec, cfg.check()
         self.init = np.asarray(init_params, np.float32)
