@@ -18,7 +18,7 @@ from edgekd.design.units import parse_bytes
 from edgekd.errors import EdgekdError
 
 FIRMWARE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware")
-BOARD_SOURCES = ("board.c", "cobs.c", "crc32.c", "sha256.c", "ekb_model.c")
+BOARD_SOURCES = ("board.c", "cobs.c", "crc32.c", "sha256.c", "ekb_model.c", "ekb_train.c")
 SOURCES = BOARD_SOURCES + ("host/main_host.c",)
 PORT_DIR = "ports/mps2"
 PORT_SOURCES = tuple(f"{PORT_DIR}/{s}" for s in

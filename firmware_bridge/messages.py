@@ -245,3 +245,158 @@ def unpack_train_reply(body):
     kl = np.frombuffer(body, "<f4", n, o).astype(np.float32)
     agree = np.frombuffer(body, np.uint8, n, o + 4 * n).astype(bool)
     return loss, kl, agree
+
+
+# The float student trained on the board (docs/protocol.md, section 11.8)
+TRAIN_SETUP, TRAIN_STEP, EVAL, PARAMS_GET, PARAMS_SET = range(0x2A, 0x2F)
+NAMES.update({TRAIN_SETUP: "TRAIN_SETUP", TRAIN_STEP: "TRAIN_STEP", EVAL: "EVAL",
+              PARAMS_GET: "PARAMS_GET", PARAMS_SET: "PARAMS_SET"})
+OPTIMIZER_CODES = {"sgd": 0, "adam": 1}
+X_F32, X_U8 = 0, 2          # TRAIN_STEP / EVAL input dtypes (u8: x = lo + q * step)
+ACT_CODES = {"none": 0, "relu": 1, "relu6": 2, "tanh": 3}
+ACT_NAMES = {v: k for k, v in ACT_CODES.items()}
+STEP_BEGIN, STEP_END, STEP_MEASURE = 1, 2, 4
+SETUP_S = struct.Struct("<BBBBHHIffffffB3xff")
+SETUP_LAYER = struct.Struct("<HBx")
+PLAN_S = struct.Struct("<8I")
+STEP_HEAD = struct.Struct("<BBHHHf4x")
+STEP_REPLY = struct.Struct("<ffHHHHQB3x")
+EVAL_HEAD = struct.Struct("<BxH")
+EVAL_REPLY = struct.Struct("<HH")
+PARAMS_REQ = struct.Struct("<IH")
+PARAMS_REPLY = struct.Struct("<II")
+PLAN_FIELDS = ("capacity", "arena", "params", "grads", "optimizer", "activations", "settle",
+               "frame_buffers")
+
+
+@dataclass
+class StudentSetup:
+    optimizer: int
+    x_dtype: int
+    halting: bool
+    inputs: int
+    rows: int
+    samples: int
+    temperature: float
+    alpha: float
+    beta1: float        # SGD: momentum
+    beta2: float
+    adam_eps: float
+    halt_eps: float
+    patience: int
+    x_lo: float
+    x_step: float
+    layers: list        # [(units, activation code)]
+
+    def pack(self):
+        return SETUP_S.pack(self.optimizer, len(self.layers), self.x_dtype, int(self.halting),
+                            self.inputs, self.rows, self.samples, self.temperature,
+                            self.alpha, self.beta1, self.beta2, self.adam_eps, self.halt_eps,
+                            self.patience, self.x_lo, self.x_step) + b"".join(
+            SETUP_LAYER.pack(u, a) for u, a in self.layers)
+
+    @classmethod
+    def unpack(cls, body):
+        """None for an empty setup (n_layers 0: no student on the board)."""
+        if len(body) < SETUP_S.size:
+            raise ProtocolError("TRAIN_SETUP: short")
+        v = SETUP_S.unpack_from(body)
+        n = v[1]
+        if n == 0:
+            return None
+        _need(body, SETUP_S.size + SETUP_LAYER.size * n, "TRAIN_SETUP")
+        layers = [SETUP_LAYER.unpack_from(body, SETUP_S.size + SETUP_LAYER.size * i)
+                  for i in range(n)]
+        return cls(v[0], v[2], bool(v[3]), *v[4:], layers=layers)
+
+    def spec(self):
+        """The edgekd student spec this setup trains."""
+        return {"input_shape": [self.inputs], "num_classes": self.layers[-1][0],
+                "layers": [{"type": "dense", "units": u, "activation": ACT_NAMES.get(a, str(a))}
+                           for u, a in self.layers]}
+
+
+def unpack_setup_reply(body):
+    """(plan dict, StudentSetup or None)."""
+    if len(body) < PLAN_S.size:
+        raise ProtocolError("TRAIN_SETUP reply: short")
+    plan = dict(zip(PLAN_FIELDS, PLAN_S.unpack_from(body)))
+    return plan, StudentSetup.unpack(body[PLAN_S.size:])
+
+
+def pack_setup_reply(plan, setup):
+    head = PLAN_S.pack(*(plan[k] for k in PLAN_FIELDS))
+    return head + (setup.pack() if setup is not None else bytes(SETUP_S.size))
+
+
+@dataclass
+class StepFrame:
+    flags: int
+    dtype: int
+    batch: int
+    lr: float
+    ids: np.ndarray      # [n] u32
+    labels: np.ndarray   # [n] u16
+    x: np.ndarray        # [n, F] float32 or uint8
+    teacher: np.ndarray  # [n, C] float32
+
+
+def _x_itemsize(dtype_code):
+    if dtype_code not in (X_F32, X_U8):
+        raise ProtocolError(f"unknown student input dtype {dtype_code}")
+    return 4 if dtype_code == X_F32 else 1
+
+
+def step_request_size(n, inputs, dtype_code, classes):
+    return STEP_HEAD.size + n * (6 + inputs * _x_itemsize(dtype_code) + 4 * classes)
+
+
+def pack_step(f):
+    n = len(f.ids)
+    xdt = "<f4" if f.dtype == X_F32 else "u1"
+    return (STEP_HEAD.pack(f.flags, f.dtype, n, f.batch, 0, f.lr)
+            + np.asarray(f.ids, "<u4").tobytes() + np.asarray(f.labels, "<u2").tobytes()
+            + np.ascontiguousarray(f.x, xdt).tobytes()
+            + np.ascontiguousarray(f.teacher, "<f4").tobytes())
+
+
+def unpack_step(body, inputs, classes):
+    if len(body) < STEP_HEAD.size:
+        raise ProtocolError("TRAIN_STEP: short")
+    flags, dt, n, batch, _, lr = STEP_HEAD.unpack_from(body)
+    size = _x_itemsize(dt)
+    _need(body, step_request_size(n, inputs, dt, classes), "TRAIN_STEP request")
+    o = STEP_HEAD.size
+    ids = np.frombuffer(body, "<u4", n, o)
+    labels = np.frombuffer(body, "<u2", n, o + 4 * n)
+    o += 6 * n
+    x = np.frombuffer(body, "<f4" if dt == X_F32 else "u1", n * inputs, o).reshape(n, inputs)
+    t = np.frombuffer(body, "<f4", n * classes, o + n * inputs * size).reshape(n, classes)
+    return flags, batch, StepFrame(flags, dt, batch, lr, ids, labels, x, t)
+
+
+@dataclass
+class StepResult:
+    loss_sum: float
+    kl_sum: float
+    n: int
+    agree: int
+    correct: int
+    instructions: int
+    counted: bool
+    settled: np.ndarray   # ids that settled on this visit
+
+
+def pack_step_reply(r):
+    ids = np.asarray(r.settled, "<u4")
+    return STEP_REPLY.pack(r.loss_sum, r.kl_sum, r.n, r.agree, r.correct, len(ids),
+                           r.instructions, int(r.counted)) + ids.tobytes()
+
+
+def unpack_step_reply(body):
+    if len(body) < STEP_REPLY.size:
+        raise ProtocolError("TRAIN_STEP reply: short")
+    loss, kl, n, agree, correct, k, ticks, counted = STEP_REPLY.unpack_from(body)
+    _need(body, STEP_REPLY.size + 4 * k, "TRAIN_STEP reply")
+    ids = np.frombuffer(body, "<u4", k, STEP_REPLY.size).astype(np.int64)
+    return StepResult(loss, kl, n, agree, correct, ticks, bool(counted), ids)

@@ -17,7 +17,7 @@ import numpy as np
 from edgekd.distill.halting import EpochHalter, HaltingConfig, SettleTracker
 from edgekd.errors import EdgekdError
 
-from . import commands
+from . import commands, epochs
 from . import messages as m
 
 
@@ -49,130 +49,139 @@ def holdout_split(n, fraction, seed):
     return np.sort(split[:n_hold]), np.sort(split[n_hold:])
 
 
+class _LastLayerRun:
+    """One train-last run's parts: streaming batches, measuring, scoring the held-out slice,
+    keeping the best layer. The epochs themselves are epochs.run_epochs, shared with the
+    whole-student training."""
+
+    def __init__(self, client, x, y, teacher_logits, cfg):
+        self.client, self.link, self.cfg = client, client.link, cfg
+        self.board = board = commands.info(client)
+        commands.require_model(board)
+        if board.head_in == 0:
+            raise EdgekdError(f"the model on board {board.name} has no dense last layer to train")
+        self.t = np.asarray(teacher_logits, np.float32)
+        if self.t.shape != (len(x), board.out_features):
+            raise EdgekdError(f"teacher logits have shape {self.t.shape}; the board's model "
+                              f"outputs {board.out_features} classes for {len(x)} samples")
+        self.y = y = np.asarray(y)
+        if len(y) != len(x) or (len(y) and (y.min() < 0 or y.max() >= board.out_features)):
+            raise EdgekdError("labels do not match the inputs or the model's classes")
+        self.x = x
+        self.dt, self.rows = commands.encode_inputs(board, x)
+        self.n = _batch_size(board, self.rows.itemsize, cfg.batch)
+        self.held, self.train_ids = holdout_split(len(x), cfg.holdout, cfg.seed)
+        self.eval_bytes = 0
+
+    def batch(self, ids, lr):
+        return commands.train_batch(self.client, self.board, self.rows[ids], self.dt,
+                                    self.y[ids], self.t[ids], lr, self.cfg.temperature,
+                                    self.cfg.alpha)
+
+    def stream(self, ids, lr):
+        """(mean loss before each batch's step, KL per batch, agreement per batch)."""
+        losses, kls, agrees = [], [], []
+        for b in epochs.batches(ids, self.n):
+            loss, kl, agree = self.batch(b, lr)
+            losses.append(loss * len(b))
+            kls.append(kl)
+            agrees.append(agree)
+        return float(np.sum(losses) / max(1, len(ids))), kls, agrees
+
+    def measured(self, fn, *args):
+        """fn(*args), its line bytes counted as evaluation."""
+        s0, r0 = self.link.sent, self.link.received
+        out = fn(*args)
+        self.eval_bytes += self.link.sent - s0 + self.link.received - r0
+        return out
+
+    def kd_loss(self, ids):
+        return self.measured(self.stream, ids, 0.0)[0]
+
+    def score(self):
+        """(accuracy, KD loss) of the board's current layer on the held-out slice."""
+        if not len(self.held):
+            return None
+        out, _ = self.measured(commands.infer, self.client, self.x[self.held], self.board)
+        return float(np.mean(out.argmax(axis=1) == self.y[self.held])), self.kd_loss(self.held)
+
+    def restore(self, best, was_trained):
+        if best["epoch"] == 0 and not was_trained:
+            self.measured(commands.reset, self.client)
+        else:
+            self.measured(commands.set_weights, self.client, *best["weights"], self.board)
+
+
+def _better(a, b):
+    return a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])
+
+
 def train_last(client, x, y, teacher_logits, cfg=None, on_epoch=None):
     """Returns loss_before/loss_after (KD loss over the training ids, measured on the board),
     kept ("trained", "epoch N" or "before": the layer left on the board, the best on the
     held-out slice), holdout (its accuracy and KD loss before and for the layer kept),
     epoch_losses (the mean loss of each epoch's streamed batches, before their steps),
     bytes_down (host -> board) and bytes_up (board -> host) of the training epochs,
-    bytes_eval of the two measuring passes, bytes_naive_run and bytes_naive_planned (the epochs run, and all planned, without halting),
-    epochs_run, samples_streamed, settled_fraction, stop_reason."""
+    bytes_eval of the measuring passes, bytes_naive_run and bytes_naive_planned (the epochs
+    run, and all planned, without halting), epochs_run, samples_streamed, settled_fraction,
+    stop_reason."""
     cfg = cfg or TrainLastConfig()
-    link = client.link
     t0 = time.perf_counter()
-    board = commands.info(client)
-    commands.require_model(board)
-    if board.head_in == 0:
-        raise EdgekdError(f"the model on board {board.name} has no dense last layer to train")
-    t = np.asarray(teacher_logits, np.float32)
-    if t.shape != (len(x), board.out_features):
-        raise EdgekdError(f"teacher logits have shape {t.shape}; the board's model outputs "
-                          f"{board.out_features} classes for {len(x)} samples")
-    y = np.asarray(y)
-    if len(y) != len(x) or (len(y) and (y.min() < 0 or y.max() >= board.out_features)):
-        raise EdgekdError("labels do not match the inputs or the model's classes")
-    dt, rows = commands.encode_inputs(board, x)
-    n = _batch_size(board, rows.itemsize, cfg.batch)
-    held, train_ids = holdout_split(len(x), cfg.holdout, cfg.seed)
-
-    def stream(ids, lr):
-        losses, kls, agrees = [], [], []
-        for i in range(0, len(ids), n):
-            b = ids[i:i + n]
-            loss, kl, agree = commands.train_batch(client, board, rows[b], dt, y[b], t[b], lr,
-                                                   cfg.temperature, cfg.alpha)
-            losses.append(loss * len(b))
-            kls.append(kl)
-            agrees.append(agree)
-        return float(np.sum(losses) / max(1, len(ids))), kls, agrees
-
-    def measured(fn):
-        s0, r0 = link.sent, link.received
-        out = fn()
-        return out, link.sent - s0, link.received - r0
-
-    def score():
-        """(accuracy, KD loss) of the board's current layer on the held-out slice."""
-        if not len(held):
-            return None
-        out, _ = commands.infer(client, x[held], board)
-        loss, _, _ = stream(held, 0.0)
-        return float(np.mean(out.argmax(axis=1) == y[held])), loss
-
-    def better(a, b):
-        return a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])
-
-    everything = train_ids
-    (before, _, _), eval_down, eval_up = measured(lambda: stream(everything, 0.0))
-    (start_score), s_down, s_up = measured(score)
-    eval_down, eval_up = eval_down + s_down, eval_up + s_up
-    was_trained = board.trained
-    start_weights = commands.get_weights(client, board) if was_trained and len(held) else None
+    run = _LastLayerRun(client, x, y, teacher_logits, cfg)
+    train_ids = run.train_ids
+    before = run.kd_loss(train_ids)
+    start_score = run.score()
+    was_trained = run.board.trained
+    start_weights = (run.measured(commands.get_weights, client, run.board)
+                     if was_trained and len(run.held) else None)
     best = {"score": start_score, "epoch": 0, "weights": start_weights}
     tracker = SettleTracker(len(x), cfg.halting)
-    halter = EpochHalter(cfg.halting)
     rng = np.random.default_rng(cfg.seed)
-    down = up = streamed = epochs_run = 0
-    naive_epoch = None
-    epoch_losses = []
-    stop = "epochs: ran all epochs"
-    lr = cfg.lr
-    for epoch in range(cfg.epochs):
+    lr = {"now": cfg.lr}
+
+    def order_of(epoch):
         order = train_ids[rng.permutation(len(train_ids))]
-        order = order[~tracker.settled[order]]
-        if len(order) == 0:
-            stop = "settled: every sample settled"
-            break
-        s0, r0 = link.sent, link.received
+        return order[~tracker.settled[order]]
+
+    def run_batches(epoch, order):
         total = 0.0
-        for i in range(0, len(order), n):
-            b = order[i:i + n]
-            loss, kl, agree = commands.train_batch(client, board, rows[b], dt, y[b], t[b],
-                                                   lr, cfg.temperature, cfg.alpha)
+        for b in epochs.batches(order, run.n):
+            loss, kl, agree = run.batch(b, lr["now"])
             total += loss * len(b)
             tracker.observe(b, kl, agree)
-        epoch_losses.append(total / len(order))
-        d, u = link.sent - s0, link.received - r0
-        if naive_epoch is None and len(order) == len(train_ids):
-            naive_epoch = d + u
-        down, up, streamed, epochs_run = down + d, up + u, streamed + len(order), epoch + 1
-        lr *= cfg.lr_decay
-        settled = float(tracker.settled[train_ids].mean()) if len(train_ids) else 1.0
-        now, s_down, s_up = measured(score)
-        eval_down, eval_up = eval_down + s_down, eval_up + s_up
-        if now is not None and better(now, best["score"]):
-            best = {"score": now, "epoch": epoch + 1, "weights": None}
-            (best["weights"]), s_down, s_up = measured(lambda: commands.get_weights(client, board))
-            eval_down, eval_up = eval_down + s_down, eval_up + s_up
+        return total / len(order)
+
+    def after_epoch(epoch, order, loss):
+        lr["now"] *= cfg.lr_decay
+        settled = epochs.settled_fraction(tracker.settled, train_ids)
+        now = run.score()
+        if now is not None and _better(now, best["score"]):
+            best.update(score=now, epoch=epoch + 1,
+                        weights=run.measured(commands.get_weights, client, run.board))
         if on_epoch:
-            on_epoch({"epoch": epoch + 1, "loss": epoch_losses[-1], "streamed": len(order),
+            on_epoch({"epoch": epoch + 1, "loss": loss, "streamed": len(order),
                       "settled_fraction": settled,
                       "holdout_accuracy": None if now is None else now[0]})
-        reason = halter.after_epoch(settled, None)
-        if reason:
-            stop = reason
-            break
+        return settled, None
+
+    tot = epochs.run_epochs(client.link, cfg.epochs, order_of, run_batches, after_epoch,
+                            EpochHalter(cfg.halting), train_ids)
     kept = "trained"
-    if best["score"] is not None and best["epoch"] != epochs_run:
-        def restore():
-            if best["epoch"] == 0 and not was_trained:
-                commands.reset(client)
-            else:
-                commands.set_weights(client, *best["weights"], board)
-        _, s_down, s_up = measured(restore)
-        eval_down, eval_up = eval_down + s_down, eval_up + s_up
+    if best["score"] is not None and best["epoch"] != tot.epochs_run:
+        run.restore(best, was_trained)
         kept = "before" if best["epoch"] == 0 else f"epoch {best['epoch']}"
-    (after, _, _), e_down, e_up = measured(lambda: stream(everything, 0.0))
+    after = run.kd_loss(train_ids)
     hold = None if start_score is None else {
-        "samples": int(len(held)),
+        "samples": int(len(run.held)),
         "accuracy_before": start_score[0], "kd_loss_before": start_score[1],
         "accuracy_after": best["score"][0], "kd_loss_after": best["score"][1]}
-    return {"board": board.name, "loss_before": before, "loss_after": after,
+    naive_epoch = tot.first_full_epoch_bytes or 0
+    return {"board": run.board.name, "loss_before": before, "loss_after": after,
             "kept": kept, "holdout": hold,
-            "bytes_down": down, "bytes_up": up, "bytes_eval": eval_down + eval_up + e_down + e_up,
-            "bytes_naive_run": (naive_epoch or 0) * epochs_run,
-            "bytes_naive_planned": (naive_epoch or 0) * cfg.epochs, "epochs_run": epochs_run,
-            "samples_streamed": streamed, "samples_naive": len(train_ids) * cfg.epochs,
-            "settled_fraction": float(tracker.settled[train_ids].mean()) if len(train_ids) else 1.0,
-            "stop_reason": stop, "epoch_losses": epoch_losses, "batch": n, "resends": client.resends,
-            "wall_s": round(time.perf_counter() - t0, 3)}
+            "bytes_down": tot.bytes_down, "bytes_up": tot.bytes_up, "bytes_eval": run.eval_bytes,
+            "bytes_naive_run": naive_epoch * tot.epochs_run,
+            "bytes_naive_planned": naive_epoch * cfg.epochs, "epochs_run": tot.epochs_run,
+            "samples_streamed": tot.streamed, "samples_naive": len(train_ids) * cfg.epochs,
+            "settled_fraction": epochs.settled_fraction(tracker.settled, train_ids),
+            "stop_reason": tot.stop_reason, "epoch_losses": tot.epoch_losses, "batch": run.n,
+            "resends": client.resends, "wall_s": round(time.perf_counter() - t0, 3)}

@@ -7,9 +7,16 @@ import sys
 
 import click
 
+from ..distill.config import TrainConfig
+from ..distill.halting import HaltingConfig
 from ..errors import EdgekdError
-from .base import BYTES, Unit, emit, json_option, load_data, main
+from .base import BYTES, Unit, emit, json_option, load_data, load_spec_file, main
 from .train_cmd import DATA_HELP
+
+# defaults come from the device trainer's configs, so a board trains as `edgekd train` does
+
+_HALT = HaltingConfig()
+_TRAIN = TrainConfig()
 
 
 def port_options(f):
@@ -179,9 +186,9 @@ def infer(data, limit, port, baud, timeout, retries, verbose, as_json):
 @click.option("--alpha", default=0.9, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--halting/--no-halting", default=True, show_default=True,
               help="Stop streaming samples whose KL to the teacher has settled.")
-@click.option("--eps", default=0.05, show_default=True, type=click.FloatRange(0))
-@click.option("--patience", default=2, show_default=True, type=click.IntRange(1))
-@click.option("--rho", default=0.98, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--eps", default=_HALT.eps, show_default=True, type=click.FloatRange(0))
+@click.option("--patience", default=_HALT.patience, show_default=True, type=click.IntRange(1))
+@click.option("--rho", default=_HALT.rho, show_default=True, type=click.FloatRange(0, 1),
               help="Stop when this fraction of samples has settled.")
 @click.option("--reset", "reset_first", is_flag=True,
               help="Start from the deployed last layer, not from earlier training.")
@@ -237,14 +244,107 @@ def _holdout_text(h):
             f"{h['samples']} samples)")
 
 
+@board.command("train")
+@click.option("--student", "student_path", type=click.Path(dir_okay=False),
+              help="Student spec (.json, dense layers) to initialise from --seed.")
+@click.option("--init", "init_path", type=click.Path(dir_okay=False),
+              help="Or an edgekd model .npz whose spec and weights the board starts from.")
+@click.option("--teacher", "teacher_path", required=True, type=click.Path(dir_okay=False),
+              help="Teacher: edgekd .npz, .onnx, .tflite, or precomputed logits .npy.")
+@click.option("--data", required=True, help=DATA_HELP + " Its training split is streamed; "
+                                                        "its test split is scored on the board.")
+@click.option("--epochs", default=_TRAIN.epochs, show_default=True, type=click.IntRange(1))
+@click.option("--batch", default=_TRAIN.batch, show_default=True, type=click.IntRange(1, 65535),
+              help="Samples per optimizer step (a batch spans several frames if it must).")
+@click.option("--optimizer", default=_TRAIN.optimizer, show_default=True,
+              type=click.Choice(["sgd", "adam"]))
+@click.option("--lr", default=_TRAIN.lr, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--lr-schedule", default=_TRAIN.lr_schedule, show_default=True,
+              type=click.Choice(["cosine", "constant"]))
+@click.option("--momentum", default=_TRAIN.momentum, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="SGD's momentum.")
+@click.option("--temperature", "-T", default=_TRAIN.temperature, show_default=True,
+              type=click.FloatRange(0, min_open=True))
+@click.option("--alpha", default=_TRAIN.alpha, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--halting/--no-halting", default=True, show_default=True,
+              help="Let the board settle samples (KL <= eps and argmax agreement for "
+                   "--patience visits); the host stops sending them.")
+@click.option("--eps", default=_HALT.eps, show_default=True, type=click.FloatRange(0))
+@click.option("--patience", default=_HALT.patience, show_default=True, type=click.IntRange(1, 127))
+@click.option("--rho", default=_HALT.rho, show_default=True, type=click.FloatRange(0, 1),
+              help="Stop when this fraction of samples has settled.")
+@click.option("--patience-epochs", default=_HALT.patience_epochs, show_default=True,
+              type=click.IntRange(1), help="Stop when the validation KL (measured on the board) "
+                                           "has not improved for this many epochs.")
+@click.option("--val-fraction", default=_TRAIN.val_fraction, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True))
+@click.option("--x-codec", default=_TRAIN.x_codec, show_default=True, type=click.Choice(["u8", "f32"]),
+              help="Inputs on the line: u8 (lo + q * step, one scale for all features) or f32.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--limit", type=click.IntRange(1), help="Only the first N training samples.")
+@port_options
+@json_option
+def train_student(student_path, init_path, teacher_path, data, epochs, batch, optimizer, lr,
+                  lr_schedule, momentum, temperature, alpha, halting, eps, patience, rho,
+                  patience_epochs, val_fraction, x_codec, seed, limit, port, baud, timeout,
+                  retries, verbose, as_json):
+    """Train the whole float32 student on the board by KD, with early halting decided there.
+
+    The board keeps weights, gradients, optimizer state and one frame of activations in a
+    static arena; the host refuses a student that does not fit before sending it. The host
+    streams (id, label, x, teacher logits) in edgekd's epoch order; the board runs forward,
+    KD loss, backward and the SGD/Adam step, settles samples by the device trainer's rule and
+    reports them, and the host stops sending them. Epochs stop at --rho or on a validation
+    KL plateau measured on the board; the best epoch's weights stay. Reports test_accuracy
+    (on the board), loss_before/loss_after, bytes_down/bytes_up, bytes_naive (the same epochs
+    streamed as float32 without halting), settled_fraction, epochs_run and the board's memory
+    plan beside the predicted one. `edgekd board weights -o student.npz` reads the student.
+    """
+    import numpy as np
+
+    from edgekd.nn.io import load_model
+    from edgekd.nn.model import Sequential
+    from edgekd.teachers import load_teacher
+    from firmware_bridge.board_train import BoardTrainer
+
+    from .base import EpochBar
+    if (student_path is None) == (init_path is None):
+        raise EdgekdError("give one of --student S.json or --init student.npz")
+    if init_path is not None:
+        model = load_model(init_path)[0]
+    else:
+        model = Sequential(load_spec_file(student_path), seed=seed, where=student_path)
+    cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, lr_schedule=lr_schedule,
+                      optimizer=optimizer, momentum=momentum, seed=seed,
+                      temperature=temperature, alpha=alpha, val_fraction=val_fraction,
+                      val_metric="kl", x_codec=x_codec,
+                      halting=HaltingConfig(enabled=halting, eps=eps, patience=patience,
+                                            rho=rho, patience_epochs=patience_epochs))
+    ds = load_data(data)
+    x_train, y_train = ds.x_train[:limit], ds.y_train[:limit]
+    logits = load_teacher(teacher_path, ds).logits(x_train)
+    with _connect(port, baud, timeout, retries, verbose) as client, \
+            EpochBar(epochs, "training on the board",
+                     ["loss", "settled_fraction", "val_kl", "streamed"]) as bar:
+        trainer = BoardTrainer(client, model.spec, model.flat_params, cfg)
+        res = trainer.run(x_train, y_train, logits, ds.x_test, ds.y_test, on_epoch=bar.update)
+    emit(res, as_json, lambda r: f"test accuracy {r['test_accuracy']:.4f} on the board after "
+                                 f"{r['epochs_run']} epochs ({r['stop_reason']}); KD loss "
+                                 f"{r['loss_before']:.4f} -> {r['loss_after']:.4f}; link "
+                                 f"{r['bytes_down'] + r['bytes_up']:,} B vs "
+                                 f"{r['bytes_naive']:,} naive; settled "
+                                 f"{r['settled_fraction']:.1%}")
+
+
 @board.command()
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the .npz (arrays kernel [in, out] and bias, as edgekd's "
-                   "dense layer keeps them, plus W [out, in]).")
+              help="Where to write the .npz: the float student trained by `board train` as an "
+                   "edgekd model (eval and export read it); without one, the last dense layer "
+                   "(arrays kernel [in, out], bias, W [out, in]).")
 @port_options
 @json_option
 def weights(output, port, baud, timeout, retries, verbose, as_json):
-    """Read the board's last dense layer (float32) into an .npz."""
+    """Read the board's float student (or its int8 model's last dense layer) into an .npz."""
     import hashlib
 
     import numpy as np
@@ -252,13 +352,39 @@ def weights(output, port, baud, timeout, retries, verbose, as_json):
     from edgekd.fileio import atomic_path
     from firmware_bridge.commands import get_weights
     with _connect(port, baud, timeout, retries, verbose) as client:
+        student = _read_student(client)
+        if student is not None:
+            from edgekd.nn.io import save_model
+            from edgekd.nn.model import Sequential
+            spec, flat = student
+            model = Sequential(spec, where="the board's student")
+            model.flat_params[...] = flat
+            res = _bytes(client)
+            save_model(output, model, meta={"source": "edgekd board weights"})
+            res.update(output=os.fspath(output), kind="student", spec=spec,
+                       params=int(flat.size), weights_sha256=model.weights_sha256())
+            emit(res, as_json, lambda r: f"student ({r['params']:,} weights) -> {r['output']}")
+            return
         w, b = get_weights(client)
         res = _bytes(client)
     with atomic_path(output) as tmp, open(tmp, "wb") as f:
         np.savez(f, kernel=w.T, bias=b, W=w)
-    res.update(output=os.fspath(output), shape=list(w.shape),
+    res.update(output=os.fspath(output), kind="last_layer", shape=list(w.shape),
                sha256=hashlib.sha256(w.tobytes() + b.tobytes()).hexdigest())
     emit(res, as_json, lambda r: f"last layer {r['shape'][0]}x{r['shape'][1]} -> {r['output']}")
+
+
+def _read_student(client):
+    """(spec, flat weights) of the board's float student, or None when it has none."""
+    from firmware_bridge.board_train import read_student
+    from firmware_bridge.protocol import BoardError
+    from firmware_bridge.student import query
+    try:
+        if query(client)[1] is None:
+            return None
+    except BoardError:
+        return None  # a board that does not train students
+    return read_student(client)
 
 
 @board.command("reset")
@@ -322,30 +448,73 @@ def _exit_on_sigterm():
 
 
 @board.command()
-@click.option("--data", required=True, help=DATA_HELP + " Its first test sample is the input.")
+@click.option("--data", required=True, help=DATA_HELP + " Its first test sample is the input; "
+                                                        "its first training samples train.")
 @click.option("-n", "runs", default=20, show_default=True, type=click.IntRange(1, 65535),
               help="Inferences the board runs in one BENCH request.")
+@click.option("--train-student", "train_spec", type=click.Path(dir_okay=False),
+              help="Also count instructions per training sample of this dense student spec "
+                   "(TRAIN_STEP, SGD and Adam, batch 1 and --batch).")
+@click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False),
+              help="Teacher logits for the training count [the labels as one-hot logits; "
+                   "the count hardly depends on them].")
+@click.option("--batch", default=_TRAIN.batch, show_default=True, type=click.IntRange(2, 65535),
+              help="The default batch for the training count.")
 @port_options
 @json_option
-def bench(data, runs, port, baud, timeout, retries, verbose, as_json):
-    """Count the cost of one inference of the deployed model on the board.
+def bench(data, runs, train_spec, teacher_path, batch, port, baud, timeout, retries, verbose,
+          as_json):
+    """Count the cost of one inference of the deployed model on the board, and with
+    --train-student of one training sample (input decoding, forward, KD loss, backward and
+    the optimizer step, averaged over two batches).
 
     The Cortex-M firmware counts retired instructions with SysTick, which under QEMU's
     `-icount shift=0` (`board qemu`'s default) advances with them, calibrated at boot; the
-    emulator and the host build cannot count and say so (instructions_per_inference null).
+    emulator and the host build cannot count and say so (counted false, the figures null).
     """
     from firmware_bridge.commands import bench as board_bench
     from firmware_bridge.commands import info as board_info
     ds = load_data(data)
     with _connect(port, baud, timeout, retries, verbose) as client:
         b = board_info(client)
-        ticks, counted = board_bench(client, ds.x_test[0], runs, b)
-        res = {"board": b.name, "runs": runs, "counted": counted,
-               "instructions_per_inference": ticks / runs if counted else None,
-               **_bytes(client)}
-    emit(res, as_json, lambda r: f"{r['board']}: {r['instructions_per_inference']:,.0f} "
-                                 f"instructions per inference ({r['runs']} runs)"
-         if r["counted"] else f"{r['board']} cannot count instructions")
+        res = {"board": b.name, "runs": runs, "counted": None, "instructions_per_inference": None}
+        if b.has_model:
+            ticks, counted = board_bench(client, ds.x_test[0], runs, b)
+            res.update(counted=counted, instructions_per_inference=ticks / runs if counted else None)
+        elif train_spec is None:
+            raise EdgekdError(f"board {b.name} has no model: deploy one, or give --train-student")
+        if train_spec is not None:
+            res["training"] = _train_costs(client, ds, train_spec, teacher_path, batch)
+            res["counted"] = all(r["counted"] for r in res["training"])
+        res.update(_bytes(client))
+
+    def text(r):
+        if not r["counted"]:
+            return f"{r['board']} cannot count instructions"
+        lines = [f"{r['board']}: {r['instructions_per_inference']:,.0f} instructions per "
+                 f"inference ({r['runs']} runs)"] if r["instructions_per_inference"] else []
+        lines += [f"{r['board']}: {t['instructions_per_sample']:,.0f} instructions per training "
+                  f"sample ({t['optimizer']}, batch {t['batch']})" for t in r.get("training", [])]
+        return "\n".join(lines)
+    emit(res, as_json, text)
+
+
+def _train_costs(client, ds, spec_path, teacher_path, batch):
+    import numpy as np
+
+    from edgekd.nn.model import Sequential
+    from firmware_bridge.bench_train import train_cost
+    model = Sequential(load_spec_file(spec_path), where=spec_path)
+    n = min(len(ds.y_train), 2 * batch)
+    x, y = ds.x_train[:n], ds.y_train[:n]
+    if teacher_path is not None:
+        from edgekd.teachers import load_teacher
+        t = load_teacher(teacher_path, ds).logits(x)
+    else:
+        t = 4.0 * np.eye(model.num_classes, dtype=np.float32)[y]
+    return [train_cost(client, model.spec, model.flat_params, x, y, t, opt, b,
+                       steps=2 if b > 1 else 8)
+            for opt in ("sgd", "adam") for b in (1, batch)]
 
 
 def _byte_size(ctx, param, value):

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from ..errors import EdgekdError
 from ..nn.layers import REGISTRY
 from ..nn.spec import plan_layers
+from .board_memory import designed_plan
 from .cost import ModelCost, check_batch, check_optimizer, model_cost
 from .tflm_cost import tflm_cost
 from .units import format_bytes, format_flops, format_seconds
@@ -116,6 +117,7 @@ class Design:
     candidates: int              # distinct students costed
     constraints: Constraints
     cost: ModelCost = field(repr=False)
+    board_train: dict | None = None   # board profiles: the board's training RAM (board_memory)
 
     def to_dict(self):
         """JSON-friendly summary (no per-layer breakdown)."""
@@ -380,7 +382,8 @@ def design(teacher_spec, constraints=None):
                   conv_blocks=cand.conv_blocks, dense_blocks=cand.dense_blocks,
                   width_multiplier=cand.multiplier, widths=cand.widths,
                   teacher_params=teacher_params, candidates=len(costed), constraints=c,
-                  cost=cost)
+                  cost=cost, board_train=designed_plan(cand.spec, c.optimizer, c.batch)
+                  if c.storage_is_tflite else None)
 
 
 # -- a family given by name instead of a teacher --------------------------------------------------

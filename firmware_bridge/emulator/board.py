@@ -13,6 +13,7 @@ from edgekd.errors import EdgekdError
 from edgekd.export.qmath import quantize as quantize_input
 
 from .. import messages as m
+from .student import BoardStudent, StudentRefusal
 from .tflm_model import ArenaTooSmall, TflmModel
 
 
@@ -71,6 +72,7 @@ class EmulatedBoard:
         self.model = None
         self.model_sha = b"\0" * 32
         self.deploy = None   # {"size", "sha", "written"} while a DEPLOY is under way
+        self.student = None  # the float student of TRAIN_SETUP (student.py)
 
     def handle(self, ftype, body):
         """(reply type, reply body) for one request; Refusal becomes BOARD_ERROR."""
@@ -78,11 +80,16 @@ class EmulatedBoard:
                    m.DEPLOY_CHUNK: self.deploy_chunk, m.DEPLOY_END: self.deploy_end,
                    m.INFER: self.infer, m.TRAIN_LAST: self.train_last,
                    m.GET_WEIGHTS: self.get_weights, m.RESET: self.reset,
-                   m.SET_WEIGHTS: self.set_weights, m.BENCH: self.bench}.get(ftype)
+                   m.SET_WEIGHTS: self.set_weights, m.BENCH: self.bench,
+                   m.TRAIN_SETUP: self.train_setup, m.TRAIN_STEP: self.train_step,
+                   m.EVAL: self.eval, m.PARAMS_GET: self.params_get,
+                   m.PARAMS_SET: self.params_set}.get(ftype)
         if handler is None:
             raise Refusal(m.E_REFUSED, f"unknown request type {ftype:#x}")
         try:
             return ftype | m.REPLY, handler(body)
+        except StudentRefusal as e:
+            raise Refusal(e.code, str(e)) from None
         except EdgekdError as e:  # a malformed body
             raise Refusal(m.E_REFUSED, str(e)) from None
 
@@ -262,6 +269,72 @@ class EmulatedBoard:
         for _ in range(n):
             mod.run(self._inputs(m.DT_I8, row[None])[0])
         return m.BENCH_REPLY.pack(0, n, 0)
+
+    # the float student ------------------------------------------------------------------
+    @property
+    def train_arena(self):
+        """RAM the profile leaves for training beside the firmware and the tensor arena."""
+        return max(0, self.spec.head_ram)
+
+    def train_setup(self, body):
+        if not body:
+            if self.student is None:
+                plan = dict.fromkeys(m.PLAN_FIELDS, 0)
+                plan["capacity"] = self.train_arena
+                return m.pack_setup_reply(plan, None)
+            return m.pack_setup_reply(self.student.plan, self.student.setup)
+        setup = m.StudentSetup.unpack(body)
+        if setup is None:
+            raise Refusal(m.E_REFUSED, "TRAIN_SETUP: no layers")
+        self.student = None
+        self.student = BoardStudent(setup, self.train_arena, self.spec.max_payload)
+        return m.pack_setup_reply(self.student.plan, setup)
+
+    def _student(self):
+        if self.student is None:
+            raise Refusal(m.E_NO_MODEL, "no student set up (TRAIN_SETUP)")
+        return self.student
+
+    def train_step(self, body):
+        st = self._student()
+        _, _, frame = m.unpack_step(body, st.setup.inputs, st.classes)
+        return m.pack_step_reply(st.step(frame))
+
+    def eval(self, body):
+        st = self._student()
+        if len(body) < m.EVAL_HEAD.size:
+            raise Refusal(m.E_REFUSED, "EVAL: short")
+        dt, n = m.EVAL_HEAD.unpack_from(body)
+        size = 4 if dt == m.X_F32 else 1
+        if len(body) != m.EVAL_HEAD.size + n * st.setup.inputs * size:
+            raise Refusal(m.E_REFUSED, "EVAL: length does not match n x features")
+        x = np.frombuffer(body, "<f4" if dt == m.X_F32 else "u1", offset=m.EVAL_HEAD.size)
+        y = st.logits(dt, x.reshape(n, st.setup.inputs))
+        return m.EVAL_REPLY.pack(n, st.classes) + y.astype("<f4").tobytes()
+
+    def params_get(self, body):
+        st = self._student()
+        _size(body, m.PARAMS_REQ.size, "PARAMS_GET")
+        off, want = m.PARAMS_REQ.unpack(body)
+        data = st.model.flat_params.astype("<f4").tobytes()
+        if off > len(data):
+            raise Refusal(m.E_REFUSED, "PARAMS_GET: offset past the end")
+        room = self.spec.max_payload - m.SEQ.size - m.PARAMS_REPLY.size
+        return m.PARAMS_REPLY.pack(len(data), off) + data[off:off + min(want, room)]
+
+    def params_set(self, body):
+        st = self._student()
+        if len(body) < m.U32.size or (len(body) - m.U32.size) % 4:
+            raise Refusal(m.E_REFUSED, "PARAMS_SET: expected offset u32 and whole float32 values")
+        (off,) = m.U32.unpack_from(body)
+        values = np.frombuffer(body, "<f4", offset=m.U32.size)
+        flat = st.model.flat_params
+        if off % 4 or off // 4 + len(values) > len(flat):
+            raise Refusal(m.E_REFUSED, "PARAMS_SET: offset or length past the student's weights")
+        if not np.isfinite(values).all():
+            raise Refusal(m.E_REFUSED, "PARAMS_SET: a weight is NaN or infinite")
+        flat[off // 4:off // 4 + len(values)] = values
+        return m.U32.pack(off + 4 * len(values))
 
     def reset(self, body):
         if len(body) != 1 or body[0] > 1:

@@ -6,6 +6,7 @@
 #include "crc32.h"
 #include "ekb_config.h"
 #include "ekb_model.h"
+#include "ekb_train.h"
 #include "hal.h"
 #include "sha256.h"
 
@@ -16,7 +17,8 @@
 #define BODY_MAX (EKB_MAX_PAYLOAD - 2)
 
 enum { T_INFO = 0x20, T_DEPLOY_BEGIN, T_DEPLOY_CHUNK, T_DEPLOY_END, T_INFER, T_TRAIN_LAST,
-       T_GET_WEIGHTS, T_RESET, T_SET_WEIGHTS, T_BENCH, T_ERROR = 0x7F, T_REPLY = 0x80 };
+       T_GET_WEIGHTS, T_RESET, T_SET_WEIGHTS, T_BENCH, T_TRAIN_SETUP,
+       T_TRAIN_STEP, T_EVAL, T_PARAMS_GET, T_PARAMS_SET, T_ERROR = 0x7F, T_REPLY = 0x80 };
 enum { E_DAMAGED = 1, E_REFUSED, E_NO_FIT, E_CHUNK_CRC, E_HASH, E_NO_MODEL, E_BUSY };
 enum { FORMAT_EKB = 2, DT_F32 = 0, DT_I8 = 1 };
 
@@ -401,6 +403,182 @@ static long do_reset(const uint8_t *in, size_t len)
     return 0;
 }
 
+/* ---- the float student (ekb_train.c; docs/protocol.md, section 11.8) ---- */
+#define SETUP_FIXED 48
+#define PLAN_BYTES 32
+#define FRAME_BUFFERS (RAW_MAX + 2 * FRAME_MAX + sizeof nak_buf)
+
+static void put_setup(uint8_t *out, const ekb_train_setup *s)
+{
+    uint8_t l;
+    memset(out, 0, SETUP_FIXED + 4 * (size_t)s->n_layers);
+    out[0] = s->optimizer; out[1] = s->n_layers; out[2] = s->x_dtype; out[3] = s->halting;
+    wr16(out + 4, s->in); wr16(out + 6, s->rows); wr32(out + 8, s->n_ids);
+    wrf(out + 12, s->temperature); wrf(out + 16, s->alpha); wrf(out + 20, s->beta1);
+    wrf(out + 24, s->beta2); wrf(out + 28, s->adam_eps); wrf(out + 32, s->halt_eps);
+    out[36] = s->patience;
+    wrf(out + 40, s->x_lo); wrf(out + 44, s->x_step);
+    for (l = 0; l < s->n_layers; l++) {
+        wr16(out + SETUP_FIXED + 4 * l, s->units[l]);
+        out[SETUP_FIXED + 4 * l + 2] = s->act[l];
+    }
+}
+
+static void put_plan(uint8_t *out, const ekb_train_plan *p)
+{
+    wr32(out, p->capacity); wr32(out + 4, p->used); wr32(out + 8, p->params);
+    wr32(out + 12, p->grads); wr32(out + 16, p->optimizer); wr32(out + 20, p->activations);
+    wr32(out + 24, p->settle); wr32(out + 28, (uint32_t)FRAME_BUFFERS);
+}
+
+/* TRAIN_SETUP: an empty body asks what is set up (n_layers 0: nothing); otherwise it lays
+ * the student out in the arena (weights zero: PARAMS_SET them). Reply: plan, then setup. */
+static long do_train_setup(const uint8_t *in, size_t len, uint8_t *out)
+{
+    ekb_train_setup s;
+    ekb_train_plan p;
+    uint8_t l;
+    int rc;
+    memset(&p, 0, sizeof p);
+    p.capacity = EKB_TRAIN_ARENA / 4 * 4;
+    if (len == 0) {
+        if (!ekb_train_ready()) {
+            put_plan(out, &p);
+            memset(out + PLAN_BYTES, 0, SETUP_FIXED);
+            return PLAN_BYTES + SETUP_FIXED;
+        }
+        put_plan(out, ekb_train_current_plan());
+        put_setup(out + PLAN_BYTES, ekb_train_current());
+        return PLAN_BYTES + SETUP_FIXED + 4L * ekb_train_current()->n_layers;
+    }
+    if (len < SETUP_FIXED || len != SETUP_FIXED + 4 * (size_t)in[1] || in[1] == 0 || in[1] > EKB_TRAIN_MAX_LAYERS)
+        return refuse(E_REFUSED, "TRAIN_SETUP: expected 48 bytes and 4 per layer (1 to EKB_TRAIN_MAX_LAYERS layers)");
+    memset(&s, 0, sizeof s);
+    s.optimizer = in[0]; s.n_layers = in[1]; s.x_dtype = in[2]; s.halting = in[3] ? 1 : 0;
+    s.in = rd16(in + 4); s.rows = rd16(in + 6); s.n_ids = rd32(in + 8);
+    s.temperature = rdf(in + 12); s.alpha = rdf(in + 16); s.beta1 = rdf(in + 20);
+    s.beta2 = rdf(in + 24); s.adam_eps = rdf(in + 28); s.halt_eps = rdf(in + 32);
+    s.patience = in[36]; s.x_lo = rdf(in + 40); s.x_step = rdf(in + 44);
+    for (l = 0; l < s.n_layers; l++) {
+        s.units[l] = rd16(in + SETUP_FIXED + 4 * l);
+        s.act[l] = in[SETUP_FIXED + 4 * l + 2];
+    }
+    if (s.rows > EKB_TRAIN_MAX_ROWS)
+        return refuse(E_NO_FIT, "TRAIN_SETUP: more rows per frame than EKB_TRAIN_MAX_ROWS");
+    rc = ekb_train_configure(&s, &p, &err_text);
+    if (rc != 0) return -rc;
+    put_plan(out, &p);
+    put_setup(out + PLAN_BYTES, &s);
+    return PLAN_BYTES + SETUP_FIXED + 4L * s.n_layers;
+}
+
+static size_t x_bytes(void) { return ekb_train_current()->x_dtype == EKB_X_U8 ? 1 : 4; }
+
+static long need_student(void)
+{
+    return ekb_train_ready() ? 0 : refuse(E_NO_MODEL, "no student set up (TRAIN_SETUP)");
+}
+
+/* TRAIN_STEP: flags u8, dtype u8, n u16, batch u16, reserved u16, lr f32, reserved u32,
+ * ids u32[n], labels u16[n], x[n][F], teacher f32[n][C]. Reply: loss_sum f32, kl_sum f32,
+ * n u16, agree u16, correct u16, k u16, instructions u64, counted u8, 3 reserved, ids u32[k]. */
+static long do_train_step(const uint8_t *in, size_t len, uint8_t *out)
+{
+    const ekb_train_setup *s = ekb_train_current();
+    uint16_t n, batch, r, C;
+    uint8_t flags;
+    float lr;
+    const uint8_t *ids, *labels, *x, *teach;
+    ekb_step_result res;
+    uint64_t t0, t1;
+    int rc;
+    if (need_student()) return -E_NO_MODEL;
+    if (len < 16) return refuse(E_REFUSED, "TRAIN_STEP: short");
+    flags = in[0]; n = rd16(in + 2); batch = rd16(in + 4); lr = rdf(in + 8);
+    C = ekb_train_classes();
+    if (in[1] != s->x_dtype) return refuse(E_REFUSED, "TRAIN_STEP: input dtype differs from TRAIN_SETUP's");
+    if (n == 0 || n > s->rows || batch < n || flags > 7)
+        return refuse(E_REFUSED, "TRAIN_STEP: n must be 1..rows and batch >= n; flags 0..7");
+    if (len != 16 + (size_t)n * (6 + s->in * x_bytes() + 4 * (size_t)C))
+        return refuse(E_REFUSED, "TRAIN_STEP: length does not match n, features and classes");
+    if (!(lr >= 0.0f && lr < 1e6f)) return refuse(E_REFUSED, "TRAIN_STEP: lr out of range");
+    ids = in + 16; labels = ids + 4 * (size_t)n; x = labels + 2 * (size_t)n;
+    teach = x + (size_t)n * s->in * x_bytes();
+    for (r = 0; r < n; r++) {
+        if (rd16(labels + 2 * r) >= C) return refuse(E_REFUSED, "TRAIN_STEP: a label is out of range");
+        if (!(flags & EKB_STEP_MEASURE) && rd32(ids + 4 * r) >= s->n_ids)
+            return refuse(E_REFUSED, "TRAIN_STEP: a sample id is past TRAIN_SETUP's count");
+    }
+    if (s->x_dtype == EKB_X_F32 && !finite_f32(x, (size_t)n * s->in))
+        return refuse(E_REFUSED, "TRAIN_STEP: an input is NaN or infinite");
+    if (!finite_f32(teach, (size_t)n * C))
+        return refuse(E_REFUSED, "TRAIN_STEP: a teacher logit is NaN or infinite");
+    t0 = ekb_port_ticks();
+    rc = ekb_train_frame(flags, n, batch, lr, ids, labels, x, teach, &res, out + 28, &err_text);
+    t1 = ekb_port_ticks();
+    if (rc != 0) return -rc;
+    wrf(out, res.loss_sum); wrf(out + 4, res.kl_sum);
+    wr16(out + 8, n); wr16(out + 10, res.agree); wr16(out + 12, res.correct);
+    wr16(out + 14, res.n_settled);
+    wr32(out + 16, (uint32_t)(t1 - t0)); wr32(out + 20, (uint32_t)((t1 - t0) >> 32));
+    out[24] = t0 != 0 || t1 != 0; out[25] = out[26] = out[27] = 0;
+    return 28 + 4L * res.n_settled;
+}
+
+/* EVAL: dtype u8, reserved u8, n u16, x[n][F]. Reply: n u16, C u16, logits f32[n][C]. */
+static long do_eval(const uint8_t *in, size_t len, uint8_t *out)
+{
+    const ekb_train_setup *s = ekb_train_current();
+    uint16_t n, C;
+    if (need_student()) return -E_NO_MODEL;
+    if (len < 4) return refuse(E_REFUSED, "EVAL: short");
+    n = rd16(in + 2);
+    C = ekb_train_classes();
+    if (in[0] != s->x_dtype) return refuse(E_REFUSED, "EVAL: input dtype differs from TRAIN_SETUP's");
+    if (n == 0 || n > s->rows) return refuse(E_REFUSED, "EVAL: n must be 1..rows");
+    if (len != 4 + (size_t)n * s->in * x_bytes()) return refuse(E_REFUSED, "EVAL: length does not match n x features");
+    if (4 + 4 * (size_t)n * C > BODY_MAX) return refuse(E_BUSY, "EVAL: reply would exceed the frame buffer");
+    if (s->x_dtype == EKB_X_F32 && !finite_f32(in + 4, (size_t)n * s->in))
+        return refuse(E_REFUSED, "EVAL: an input is NaN or infinite");
+    ekb_train_eval(n, in + 4, out + 4);
+    wr16(out, n); wr16(out + 2, C);
+    return 4 + 4L * n * C;
+}
+
+/* PARAMS_GET: offset u32, max_len u16. Reply: total u32, offset u32, bytes. */
+static long do_params_get(const uint8_t *in, size_t len, uint8_t *out)
+{
+    uint32_t off, total, n, i;
+    if (need_student()) return -E_NO_MODEL;
+    if (len != 6) return refuse(E_REFUSED, "PARAMS_GET: expected 6 bytes");
+    off = rd32(in);
+    total = 4 * ekb_train_param_count();
+    if (off > total) return refuse(E_REFUSED, "PARAMS_GET: offset past the end");
+    n = total - off;
+    if (n > rd16(in + 4)) n = rd16(in + 4);
+    if (n > BODY_MAX - 8) n = BODY_MAX - 8;
+    wr32(out, total); wr32(out + 4, off);
+    for (i = 0; i < n; i++) out[8 + i] = ekb_train_param_byte(off + i);
+    return (long)(8 + n);
+}
+
+/* PARAMS_SET: offset u32 (multiple of 4), float32 values. Reply: written u32. */
+static long do_params_set(const uint8_t *in, size_t len, uint8_t *out)
+{
+    uint32_t off, n, total;
+    if (need_student()) return -E_NO_MODEL;
+    if (len < 4 || (len - 4) % 4 != 0) return refuse(E_REFUSED, "PARAMS_SET: expected offset u32 and whole float32 values");
+    off = rd32(in);
+    n = (uint32_t)(len - 4);
+    total = 4 * ekb_train_param_count();
+    if (off % 4 != 0 || off > total || n > total - off)
+        return refuse(E_REFUSED, "PARAMS_SET: offset or length past the student's weights");
+    if (!finite_f32(in + 4, n / 4)) return refuse(E_REFUSED, "PARAMS_SET: a weight is NaN or infinite");
+    ekb_train_set_params(off, in + 4, n);
+    wr32(out, off + n);
+    return 4;
+}
+
 #ifdef EKB_TEST_FAULTS
 /* Test builds only: request 0x3E makes the port fault on purpose (kind u8, see the port),
  * so the tests can check the MPU guard and the fault report. */
@@ -455,6 +633,11 @@ static void handle(size_t frame_len)
     case T_RESET: r = do_reset(body, blen); break;
     case T_SET_WEIGHTS: r = do_set_weights(body, blen, tx + 12); break;
     case T_BENCH: r = do_bench(body, blen, tx + 12); break;
+    case T_TRAIN_SETUP: r = do_train_setup(body, blen, tx + 12); break;
+    case T_TRAIN_STEP: r = do_train_step(body, blen, tx + 12); break;
+    case T_EVAL: r = do_eval(body, blen, tx + 12); break;
+    case T_PARAMS_GET: r = do_params_get(body, blen, tx + 12); break;
+    case T_PARAMS_SET: r = do_params_set(body, blen, tx + 12); break;
 #ifdef EKB_TEST_FAULTS
     case 0x3E: ekb_port_test_fault(blen ? body[0] : 0); r = refuse(E_REFUSED, "no fault"); break;
 #endif

@@ -31,6 +31,17 @@
 #define EKB_MAX_CLASSES 64
 #endif
 #define EKB_MAX_LAYERS 16
+#ifndef EKB_TRAIN_ARENA    /* bytes for training the float student: weights, gradients,
+                              optimizer state, one frame of activations, settle state;
+                              by default half the RAM less 16 KiB (4 KiB below 64 KiB) */
+#define EKB_TRAIN_ARENA (EKB_RAM_BYTES >= 65536UL ? EKB_RAM_BYTES / 2 - 16384UL : 4096UL)
+#endif
+#ifndef EKB_TRAIN_MAX_LAYERS
+#define EKB_TRAIN_MAX_LAYERS 8
+#endif
+#ifndef EKB_TRAIN_MAX_ROWS /* samples in one TRAIN_STEP or EVAL frame */
+#define EKB_TRAIN_MAX_ROWS 64
+#endif
 #ifndef EKB_MODEL_PLACEMENT /* where the model slot lives: a port puts it in flash */
 #define EKB_MODEL_PLACEMENT
 #endif
