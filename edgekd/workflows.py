@@ -2,8 +2,8 @@
 JSON-ready dicts.
 
 The CLI only parses flags, shows progress and prints; these functions hold the work, so tests
-and other front ends call them directly. Board RPCs are firmware_bridge.commands'; export is
-edgekd.export's.
+and other front ends call them directly. Export's work is in edgekd.export; board RPCs are
+the board bridge's own.
 """
 
 import hashlib
