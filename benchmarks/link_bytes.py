@@ -20,12 +20,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from edgekd.commands import train_student, train_teacher  # noqa: E402
+from edgekd.workflows import train_student, train_teacher  # noqa: E402
 from edgekd.data import load_dataset  # noqa: E402
 from edgekd.distill.config import TrainConfig  # noqa: E402
 from edgekd.distill.halting import HaltingConfig  # noqa: E402
 from edgekd.link.fetch_once import FetchOnceSource  # noqa: E402
 from edgekd.link.local import LocalSource  # noqa: E402
+from edgekd.link.settings import LinkConfig  # noqa: E402
 from edgekd.teachers import load_teacher  # noqa: E402
 
 SETS = {
@@ -72,9 +73,8 @@ def teacher_for(name, data, workdir):
 
 def run(name, data, teacher, variant, seed, epochs, workdir):
     label, halting, codec, x_codec, once = variant
-    cfg = TrainConfig(epochs=epochs, seed=seed, codec=codec, x_codec=x_codec,
-                      halting=HaltingConfig(enabled=halting))
-    src = LocalSource(teacher, data, codec, x_codec, cfg.topk)
+    cfg = TrainConfig(epochs=epochs, seed=seed, halting=HaltingConfig(enabled=halting))
+    src = LocalSource(teacher, data, codec, x_codec, LinkConfig().topk)
     if once:
         src = FetchOnceSource(src)
     t0 = time.perf_counter()

@@ -25,10 +25,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
-from edgekd.distill.source import Hello  # noqa: E402
+from edgekd.source import Hello  # noqa: E402
 from edgekd.link.certs import make_self_signed  # noqa: E402
 from edgekd.link.client import LinkSource  # noqa: E402
-from edgekd.link.server import Server  # noqa: E402
+from edgekd.link.server import SoftLabelServer  # noqa: E402
 from edgekd.link.tls import ClientTls, server_context  # noqa: E402
 from edgekd.link.transport import dial_tcp  # noqa: E402
 
@@ -100,7 +100,7 @@ def main():
         servers = {}
         for tls_on in (False, True):
             ctx = server_context(os.path.join(d, "h.crt"), os.path.join(d, "h.key")) if tls_on else None
-            srv = Server(LinearTeacher(), data, "127.0.0.1", 0, TOKEN, max_devices=4, tls=ctx)
+            srv = SoftLabelServer(LinearTeacher(), data, "127.0.0.1", 0, TOKEN, max_devices=4, tls=ctx)
             threading.Thread(target=srv.serve_forever, daemon=True).start()
             servers[tls_on] = srv
         rows = []

@@ -17,6 +17,7 @@ from edgekd.design.board_memory import FRAME_OVERHEAD
 from edgekd.errors import EdgekdError
 from edgekd.link.codecs import affine8_params
 from edgekd.link.order import epoch_order, split_validation
+from edgekd.link.settings import LinkConfig
 
 from . import commands, epochs
 from . import messages as m
@@ -65,9 +66,9 @@ def naive_bytes(epochs_n, num_train, batch, inputs, classes, rows_f32):
 
 
 class BoardTrainer:
-    def __init__(self, client, spec, init_params, cfg):
+    def __init__(self, client, spec, init_params, cfg, x_codec=LinkConfig.x_codec):
         self.client, self.link = client, client.link
-        self.spec, self.cfg = spec, cfg.check()
+        self.spec, self.cfg, self.x_codec = spec, cfg.check(), x_codec
         self.init = np.asarray(init_params, np.float32)
         self.classes = spec["num_classes"]
         self.instructions = 0
@@ -124,7 +125,7 @@ class BoardTrainer:
         if self.t.shape != (n, self.classes) or len(x) != n:
             raise EdgekdError(f"teacher logits {self.t.shape} and {len(x)} inputs do not match "
                               f"{n} labels of {self.classes} classes")
-        dt, self.xq, lo, step, _ = encode_x(x, cfg.x_codec)
+        dt, self.xq, lo, step, _ = encode_x(x, self.x_codec)
         inputs = self.xq.shape[1]
         rows = min(cfg.batch, student.rows_per_frame(board, inputs, dt, self.classes))
         self.setup = student.setup_for(self.spec, cfg, rows, n, dt, lo, step)
@@ -194,7 +195,7 @@ class BoardTrainer:
             "settled_fraction": epochs.settled_fraction(settled, train_ids),
             "epochs_run": tot.epochs_run, "stop_reason": tot.stop_reason,
             "weights_from_epoch": weights_from, "epoch_losses": tot.epoch_losses,
-            "samples_streamed": tot.streamed, "rows_per_frame": rows, "x_codec": cfg.x_codec,
+            "samples_streamed": tot.streamed, "rows_per_frame": rows, "x_codec": self.x_codec,
             "optimizer": cfg.optimizer, "batch": cfg.batch,
             "instructions_per_sample": (self.instructions / self.trained_samples
                                         if self.counted and self.trained_samples else None),

@@ -26,7 +26,7 @@ def digits():
 @pytest.fixture(scope="session")
 def teacher(digits, tmp_path_factory):
     """A small digits teacher (64 hidden units), trained once for the whole session."""
-    from edgekd.commands import train_teacher
+    from edgekd.workflows import train_teacher
     from edgekd.teachers import load_teacher
     path = tmp_path_factory.mktemp("teacher") / "teacher.npz"
     spec = {"input_shape": [64], "num_classes": 10,

@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from linkutil import Eof, Stream, StubTeacher
 
 from edgekd.data import load_dataset
-from edgekd.distill.source import Hello
+from edgekd.source import Hello
 from edgekd.errors import EdgekdError
 from edgekd.link import messages as m
 from edgekd.link.client import LinkSource, naive_bytes

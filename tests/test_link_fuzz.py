@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from linkutil import Stream, StubTeacher
 
 from edgekd.data import load_dataset
-from edgekd.distill.source import Hello
+from edgekd.source import Hello
 from edgekd.errors import EdgekdError
 from edgekd.link import messages as m
 from edgekd.link.client import LinkSource

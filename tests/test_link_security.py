@@ -11,14 +11,14 @@ import pytest
 from linkutil import TOKEN
 from test_tcp import STUDENT, Running, cfg_for, error_then_closed, hello, raw, read_one, tcp_source
 
-from edgekd.commands import train_student
+from edgekd.workflows import train_student
 from edgekd.errors import EdgekdError
 from edgekd.link import messages as m
 from edgekd.link.certs import make_self_signed
 from edgekd.link.client import HostRefused, LinkSource
 from edgekd.link.device_data import DeviceDataSource
 from edgekd.link.faultproxy import FaultProxy
-from edgekd.link.server import Server
+from edgekd.link.server import SoftLabelServer
 from edgekd.link.tls import ClientTls, TlsError, server_context
 from edgekd.link.transport import dial_tcp
 
@@ -33,10 +33,9 @@ def identity(tmp_path_factory):
             "evil_cert": d / "evil.crt", "evil_key": d / "evil.key", "evil_fp": evil}
 
 
-def tls_source(address, cfg, tls, cls=LinkSource, **kw):
+def tls_source(address, link, tls, cls=LinkSource, **kw):
     timeout = kw.pop("timeout", 3.0)
-    return cls(lambda: dial_tcp(*address, timeout, tls), codec=cfg.codec, x_codec=cfg.x_codec,
-               k=cfg.topk, backoff_s=0.01, **kw)
+    return cls(lambda: dial_tcp(*address, timeout, tls), backoff_s=0.01, **link.source_kwargs(), **kw)
 
 
 class TlsRelay:
@@ -89,9 +88,9 @@ def tls_server(teacher, digits, identity):
 
 def test_tls_pinned_run_matches_plain_tcp_and_reports_socket_and_payload_bytes(
         tls_server, server, identity, tmp_path):
-    cfg = cfg_for(epochs=4)
-    plain = train_student(STUDENT, tcp_source(server.address, cfg), cfg, str(tmp_path / "plain"))
-    src = tls_source(tls_server.address, cfg, ClientTls(fingerprint_hex=identity["fp"]), token=TOKEN)
+    cfg, link = cfg_for(epochs=4)
+    plain = train_student(STUDENT, tcp_source(server.address, link), cfg, str(tmp_path / "plain"))
+    src = tls_source(tls_server.address, link, ClientTls(fingerprint_hex=identity["fp"]), token=TOKEN)
     tls = train_student(STUDENT, src, cfg, str(tmp_path / "tls"))
     assert tls["weights_sha256"] == plain["weights_sha256"]
     # payload bytes as without TLS (the HMAC answer is 64 hex digits instead of null, WELCOME
@@ -110,17 +109,17 @@ def test_relay_with_another_certificate_is_refused_by_a_pinned_device(
         tls_server, identity, tmp_path):
     relay = TlsRelay(tls_server.address, identity["evil_cert"], identity["evil_key"], identity["fp"])
     try:
-        cfg = cfg_for(epochs=1)
-        pinned = tls_source(relay.address, cfg, ClientTls(fingerprint_hex=identity["fp"]), token=TOKEN)
+        cfg, link = cfg_for(epochs=1)
+        pinned = tls_source(relay.address, link, ClientTls(fingerprint_hex=identity["fp"]), token=TOKEN)
         with pytest.raises(TlsError, match="not the pinned one"):
             train_student(STUDENT, pinned, cfg, str(tmp_path / "pin"))
-        by_ca = tls_source(relay.address, cfg, ClientTls(ca_path=identity["cert"]), token=TOKEN)
+        by_ca = tls_source(relay.address, link, ClientTls(ca_path=identity["cert"]), token=TOKEN)
         with pytest.raises(TlsError, match="failed verification"):
             train_student(STUDENT, by_ca, cfg, str(tmp_path / "ca"))
         # the device stopped at the certificate: nothing authenticated through the relay
         assert not [line for line in tls_server.lines if "authenticated" in line]
         # the real host, verified by its CA file and name, is fine
-        ok = tls_source(tls_server.address, cfg, ClientTls(ca_path=identity["cert"]), token=TOKEN)
+        ok = tls_source(tls_server.address, link, ClientTls(ca_path=identity["cert"]), token=TOKEN)
         assert train_student(STUDENT, ok, cfg, str(tmp_path / "ok"))["epochs_run"] == 1
     finally:
         relay.close()
@@ -129,13 +128,13 @@ def test_relay_with_another_certificate_is_refused_by_a_pinned_device(
 def test_tampering_on_path_is_detected_and_training_ends_as_if_clean(tls_server, identity, tmp_path):
     """Without TLS an on-path proxy could rewrite soft labels and fix the CRC; inside TLS any
     changed byte fails the record MAC: the device reconnects and resumes, weights unchanged."""
-    cfg = cfg_for(epochs=4)
+    cfg, link = cfg_for(epochs=4)
     pin = ClientTls(fingerprint_hex=identity["fp"])
-    clean = train_student(STUDENT, tls_source(tls_server.address, cfg, pin, token=TOKEN), cfg,
+    clean = train_student(STUDENT, tls_source(tls_server.address, link, pin, token=TOKEN), cfg,
                           str(tmp_path / "clean"))
     proxy = FaultProxy(tls_server.address, cut_bytes=(10**9, 10**9 + 1), flip_prob=0.05, seed=3)
     try:
-        src = tls_source(proxy.address, cfg, pin, token=TOKEN, timeout=2.0, retries=30)
+        src = tls_source(proxy.address, link, pin, token=TOKEN, timeout=2.0, retries=30)
         tampered = train_student(STUDENT, src, cfg, str(tmp_path / "tampered"))
     finally:
         proxy.close()
@@ -145,23 +144,23 @@ def test_tampering_on_path_is_detected_and_training_ends_as_if_clean(tls_server,
 
 
 def test_plain_device_and_tls_host_fail_with_one_clear_error(tls_server, server, identity, tmp_path):
-    cfg = cfg_for(epochs=1)
+    cfg, link = cfg_for(epochs=1)
     with pytest.raises(EdgekdError, match="gave up"):
-        train_student(STUDENT, tcp_source(tls_server.address, cfg, token=TOKEN, retries=0, timeout=1.0), cfg,
+        train_student(STUDENT, tcp_source(tls_server.address, link, token=TOKEN, retries=0, timeout=1.0), cfg,
                       str(tmp_path / "a"))
     pin = ClientTls(fingerprint_hex=identity["fp"])
     with pytest.raises(EdgekdError, match="TLS handshake"):
-        train_student(STUDENT, tls_source(server.address, cfg, pin, retries=0), cfg,
+        train_student(STUDENT, tls_source(server.address, link, pin, retries=0), cfg,
                       str(tmp_path / "b"))
 
 
 def test_non_loopback_bind_needs_tls_and_a_strong_token(teacher, digits, identity):
     ctx = server_context(identity["cert"], identity["key"])
     with pytest.raises(EdgekdError, match="without TLS and a token"):
-        Server(teacher, digits, "0.0.0.0", 0, token=TOKEN)
+        SoftLabelServer(teacher, digits, "0.0.0.0", 0, token=TOKEN)
     with pytest.raises(EdgekdError, match="without TLS and a token"):
-        Server(teacher, digits, "0.0.0.0", 0, tls=ctx)
-    srv = Server(teacher, digits, "0.0.0.0", 0, token=TOKEN, tls=ctx)
+        SoftLabelServer(teacher, digits, "0.0.0.0", 0, tls=ctx)
+    srv = SoftLabelServer(teacher, digits, "0.0.0.0", 0, token=TOKEN, tls=ctx)
     srv.shutdown()
 
 
@@ -261,8 +260,8 @@ def test_weak_tokens_are_refused_unless_asked_for(teacher, digits):
     from edgekd.link.tokens import token_bits
     for weak in ("1234", "s3cret", "a" * 64, "password-password-password"):
         with pytest.raises(EdgekdError, match="--weak-token"):
-            Server(teacher, digits, token=weak)
-    Server(teacher, digits, token="1234", weak_token=True).shutdown()
+            SoftLabelServer(teacher, digits, token=weak)
+    SoftLabelServer(teacher, digits, token="1234", weak_token=True).shutdown()
     assert token_bits(TOKEN) >= 128 and token_bits("0123456789abcdef" * 2) >= 128
 
 
@@ -299,8 +298,8 @@ def test_token_brute_force_is_throttled_per_address_and_the_device_still_gets_in
         assert seen["busy"] >= 10 and seen[None] == 0
         assert any("throttled for" in line for line in s.lines)
         # the real device, same address, backs off through "busy" and gets in
-        cfg = cfg_for(epochs=1)
-        src = tcp_source(s.address, cfg, token=TOKEN, retries=12)
+        cfg, link = cfg_for(epochs=1)
+        src = tcp_source(s.address, link, token=TOKEN, retries=12)
         assert train_student(STUDENT, src, cfg, str(tmp_path / "ok"))["epochs_run"] == 1
     finally:
         s.close()
@@ -360,12 +359,12 @@ class Hogs:
 
 def run_devices(address, n, tmp_path, **kw):
     """n devices training at once; their results (or exceptions)."""
-    cfg = cfg_for(epochs=2)
+    cfg, link = cfg_for(epochs=2)
     out = [None] * n
 
     def one(j):
         try:
-            out[j] = train_student(STUDENT, tcp_source(address, cfg, **kw), cfg, str(tmp_path / f"d{j}"))
+            out[j] = train_student(STUDENT, tcp_source(address, link, **kw), cfg, str(tmp_path / f"d{j}"))
         except Exception as e:  # noqa: BLE001
             out[j] = e
     threads = [threading.Thread(target=one, args=(j,)) for j in range(n)]
@@ -447,9 +446,9 @@ class OversizeHost:
 def test_reconnects_without_progress_are_bounded_even_when_handshakes_succeed(tmp_path):
     host = OversizeHost()
     try:
-        cfg = cfg_for(val_fraction=0.0, codec="f32", x_codec="f32")
+        cfg, link = cfg_for(val_fraction=0.0, codec="f32", x_codec="f32")
         with pytest.raises(EdgekdError, match="gave up after 3 connection attempts"):
-            train_student(STUDENT, tcp_source(host.address, cfg, retries=3), cfg, str(tmp_path / "r"))
+            train_student(STUDENT, tcp_source(host.address, link, retries=3), cfg, str(tmp_path / "r"))
         assert host.connections == 4
     finally:
         host.close()
@@ -512,9 +511,9 @@ def test_reconnect_replaces_its_own_stale_session_when_the_host_is_full(teacher,
     s = Running(teacher, digits, max_devices=1, idle_timeout_s=60.0)
     proxy = SilentDropProxy(s.address, cut=40_000)
     try:
-        cfg = cfg_for(epochs=4)
-        clean = train_student(STUDENT, tcp_source(s.address, cfg), cfg, str(tmp_path / "clean"))
-        src = tcp_source(proxy.address, cfg, timeout=1.0, retries=4)
+        cfg, link = cfg_for(epochs=4)
+        clean = train_student(STUDENT, tcp_source(s.address, link), cfg, str(tmp_path / "clean"))
+        src = tcp_source(proxy.address, link, timeout=1.0, retries=4)
         dropped = train_student(STUDENT, src, cfg, str(tmp_path / "dropped"))
         assert proxy.drops == 1 and src.reconnects >= 1
         assert dropped["weights_sha256"] == clean["weights_sha256"]
@@ -528,13 +527,13 @@ def test_the_first_connection_is_retried_until_the_host_is_up(teacher, digits, t
     probe = socket.create_server(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    cfg = cfg_for(epochs=1)
-    src = tcp_source(("127.0.0.1", port), cfg, retries=10)
+    cfg, link = cfg_for(epochs=1)
+    src = tcp_source(("127.0.0.1", port), link, retries=10)
     out = {}
     t = threading.Thread(target=lambda: out.update(r=train_student(STUDENT, src, cfg, str(tmp_path / "r"))))
     t.start()
     time.sleep(0.5)   # the device is already knocking
-    srv = Server(teacher, digits, "127.0.0.1", port)
+    srv = SoftLabelServer(teacher, digits, "127.0.0.1", port)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         t.join(60)
@@ -561,24 +560,25 @@ def test_hellos_whose_batches_cannot_fit_the_device_are_refused_with_a_reason(se
 
 
 def test_a_small_device_cap_is_honoured_by_the_host(server, tmp_path):
-    cfg = cfg_for(epochs=2, batch=13, codec="f32", x_codec="f32")   # 13 x 302 + 16 <= 4096
-    src = tcp_source(server.address, cfg, max_payload=4096)
+    cfg, link = cfg_for(epochs=2, batch=13, codec="f32", x_codec="f32")   # 13 x 302 + 16 <= 4096
+    src = tcp_source(server.address, link, max_payload=4096)
     res = train_student(STUDENT, src, cfg, str(tmp_path / "r"))
     assert res["epochs_run"] == 2 and src.reconnects == 0
-    big = tcp_source(server.address, cfg_for(batch=14, codec="f32", x_codec="f32"), max_payload=4096)
+    big_cfg, big_link = cfg_for(batch=14, codec="f32", x_codec="f32")
+    big = tcp_source(server.address, big_link, max_payload=4096)
     with pytest.raises(HostRefused, match="--batch 13 or less"):
-        train_student(STUDENT, big, cfg_for(batch=14, codec="f32", x_codec="f32"), str(tmp_path / "b"))
+        train_student(STUDENT, big, big_cfg, str(tmp_path / "b"))
 
 
 def test_device_data_queries_must_fit_the_hosts_cap(teacher, digits, tmp_path):
     s = Running(teacher, digits, max_payload=8192)
     try:
-        cfg = cfg_for(epochs=1, batch=64, codec="f32", x_codec="f32")
-        src = tcp_source(s.address, cfg, DeviceDataSource, data=digits)
+        cfg, link = cfg_for(epochs=1, batch=64, codec="f32", x_codec="f32")
+        src = tcp_source(s.address, link, DeviceDataSource, data=digits)
         with pytest.raises(HostRefused, match="over the host's frame cap of 8,192"):
             train_student(STUDENT, src, cfg, str(tmp_path / "r"))
-        cfg = cfg_for(epochs=1, batch=31, codec="f32", x_codec="f32")   # 4 + 31·260 <= 8192
-        src = tcp_source(s.address, cfg, DeviceDataSource, data=digits)
+        cfg, link = cfg_for(epochs=1, batch=31, codec="f32", x_codec="f32")   # 4 + 31·260 <= 8192
+        src = tcp_source(s.address, link, DeviceDataSource, data=digits)
         assert train_student(STUDENT, src, cfg, str(tmp_path / "ok"))["epochs_run"] == 1
     finally:
         s.close()
@@ -589,9 +589,9 @@ FD_SERVER = """
 import json, resource, sys
 from edgekd.data import load_dataset
 from edgekd.link.limits import open_fds
-from edgekd.link.server import Server
+from edgekd.link.server import SoftLabelServer
 from linkutil import StubTeacher
-srv = Server(StubTeacher(), load_dataset("digits"), max_devices=4, max_pending=64,
+srv = SoftLabelServer(StubTeacher(), load_dataset("digits"), max_devices=4, max_pending=64,
              log=lambda line: print(line, file=sys.stderr, flush=True))
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 6, hard))
@@ -622,8 +622,8 @@ def test_accept_at_the_fd_limit_backs_off_and_keeps_serving(tmp_path):
         for sock in flood:
             sock.close()
         assert proc.poll() is None   # still serving
-        cfg = cfg_for(epochs=1)
-        res = train_student(STUDENT, tcp_source(("127.0.0.1", port), cfg, retries=12), cfg,
+        cfg, link = cfg_for(epochs=1)
+        res = train_student(STUDENT, tcp_source(("127.0.0.1", port), link, retries=12), cfg,
                             str(tmp_path / "r"))
         assert res["epochs_run"] == 1
     finally:
@@ -661,8 +661,8 @@ def test_no_test_split_keeps_it_on_the_host(teacher, digits, tmp_path):
         code, text = error_then_closed(sock)
         assert code == m.ERR_REFUSED and "--no-test-split" in text
         sock.close()
-        cfg = cfg_for(epochs=2)
-        src = tcp_source(s.address, cfg)
+        cfg, link = cfg_for(epochs=2)
+        src = tcp_source(s.address, link)
         res = train_student(STUDENT, src, cfg, str(tmp_path / "r"))
         assert res["test_accuracy"] is None and res["bytes_eval"] == 0 and res["epochs_run"] == 2
     finally:
@@ -674,11 +674,11 @@ def test_ipv6_loopback_is_loopback(teacher, digits, tmp_path):
         socket.create_server(("::1", 0), family=socket.AF_INET6).close()
     except OSError:
         pytest.skip("this machine has no IPv6 loopback")
-    srv = Server(teacher, digits, "::1", 0)   # refused as "not loopback" before
+    srv = SoftLabelServer(teacher, digits, "::1", 0)   # refused as "not loopback" before
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        cfg = cfg_for(epochs=1)
-        res = train_student(STUDENT, tcp_source(srv.address, cfg), cfg, str(tmp_path / "r"))
+        cfg, link = cfg_for(epochs=1)
+        res = train_student(STUDENT, tcp_source(srv.address, link), cfg, str(tmp_path / "r"))
         assert res["epochs_run"] == 1 and srv.address[0] == "::1"
     finally:
         srv.shutdown()

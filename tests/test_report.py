@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekd.cli import main
-from edgekd.commands import train_student, train_teacher
+from edgekd.workflows import train_student, train_teacher
 from edgekd.data import load_dataset
 from edgekd.distill.config import TrainConfig
 from edgekd.distill.halting import HaltingConfig

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from edgekd.commands import train_student
+from edgekd.workflows import train_student
 from edgekd.distill.config import TrainConfig
 from edgekd.errors import EdgekdError
 from edgekd.link import messages as m
@@ -19,7 +19,8 @@ from edgekd.link.device_data import DeviceDataSource
 from edgekd.link.faultproxy import FaultProxy
 from edgekd.link.frames import HEADER, decode_frame, encode_frame
 from edgekd.link.local import LocalSource
-from edgekd.link.server import Server
+from edgekd.link.settings import LinkConfig
+from edgekd.link.server import SoftLabelServer
 from edgekd.link.transport import dial_tcp
 from linkutil import TOKEN
 
@@ -29,11 +30,11 @@ STUDENT = {"input_shape": [64], "num_classes": 10,
 
 
 class Running:
-    """A Server on a free loopback port, served from a thread, with its log captured."""
+    """A SoftLabelServer on a free loopback port, served from a thread, with its log captured."""
 
     def __init__(self, teacher, data, **kw):
         self.lines = []
-        self.srv = Server(teacher, data, "127.0.0.1", 0, log=self.lines.append, **kw)
+        self.srv = SoftLabelServer(teacher, data, "127.0.0.1", 0, log=self.lines.append, **kw)
         self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
         self.thread.start()
         self.address = self.srv.address
@@ -60,22 +61,23 @@ def server(teacher, digits):
     s.close()
 
 
-def tcp_source(address, cfg, cls=LinkSource, **kw):
+def tcp_source(address, link, cls=LinkSource, **kw):
     kw.setdefault("timeout", 3.0)
     timeout = kw.pop("timeout")
-    return cls(lambda: dial_tcp(*address, timeout), codec=cfg.codec, x_codec=cfg.x_codec,
-               k=cfg.topk, backoff_s=0.01, **kw)
+    return cls(lambda: dial_tcp(*address, timeout), backoff_s=0.01, **link.source_kwargs(), **kw)
 
 
 def cfg_for(**kw):
-    return TrainConfig(**{"epochs": 8, "lr": 0.01, **kw})
+    """A run's training settings and, apart, its link settings (codec, x_codec, topk)."""
+    link = LinkConfig(**{k: kw.pop(k) for k in ("codec", "x_codec", "topk") if k in kw})
+    return TrainConfig(**{"epochs": 8, "lr": 0.01, **kw}), link
 
 
 def test_tcp_equals_in_process_and_counts_real_bytes(server, teacher, digits, tmp_path):
-    cfg = cfg_for()
-    local = train_student(STUDENT, LocalSource(teacher, digits, cfg.codec, cfg.x_codec, cfg.topk),
+    cfg, link = cfg_for()
+    local = train_student(STUDENT, LocalSource(teacher, digits, **link.source_kwargs()),
                           cfg, str(tmp_path / "local"))
-    src = tcp_source(server.address, cfg)
+    src = tcp_source(server.address, link)
     remote = train_student(STUDENT, src, cfg, str(tmp_path / "tcp"))
     assert remote["weights_sha256"] == local["weights_sha256"]
     for key in ("bytes_down", "bytes_up", "bytes_eval", "test_accuracy"):
@@ -90,11 +92,11 @@ def test_tcp_equals_in_process_and_counts_real_bytes(server, teacher, digits, tm
 @pytest.mark.parametrize("codec,x_codec", [("f32", "f32"), ("topk", "u8")])
 def test_resume_through_a_proxy_that_cuts_and_flips_bits(server, teacher, digits, tmp_path,
                                                           codec, x_codec):
-    cfg = cfg_for(codec=codec, x_codec=x_codec)
-    clean = train_student(STUDENT, tcp_source(server.address, cfg), cfg, str(tmp_path / "clean"))
+    cfg, link = cfg_for(codec=codec, x_codec=x_codec)
+    clean = train_student(STUDENT, tcp_source(server.address, link), cfg, str(tmp_path / "clean"))
     proxy = FaultProxy(server.address, cut_bytes=(20_000, 60_000), flip_prob=0.02, seed=1)
     try:
-        src = tcp_source(proxy.address, cfg, timeout=1.0, retries=20)
+        src = tcp_source(proxy.address, link, timeout=1.0, retries=20)
         faulty = train_student(STUDENT, src, cfg, str(tmp_path / "faulty"))
     finally:
         proxy.close()
@@ -104,13 +106,13 @@ def test_resume_through_a_proxy_that_cuts_and_flips_bits(server, teacher, digits
 
 
 def test_device_data_mode_uploads_once_and_halting_stops_queries(server, teacher, digits, tmp_path):
-    cfg = cfg_for(epochs=6)
-    src = tcp_source(server.address, cfg, DeviceDataSource, data=digits, cache_budget=0)
+    cfg, link = cfg_for(epochs=6)
+    src = tcp_source(server.address, link, DeviceDataSource, data=digits, cache_budget=0)
     res = train_student(STUDENT, src, cfg, str(tmp_path / "nocache"))
     n_train = len(digits.y_train)
     assert res["bytes_eval"] == 0 and res["test_accuracy"] > 0.5
     no_cache_queries = src.queried
-    src2 = tcp_source(server.address, cfg, DeviceDataSource, data=digits, cache_budget=1 << 20)
+    src2 = tcp_source(server.address, link, DeviceDataSource, data=digits, cache_budget=1 << 20)
     res2 = train_student(STUDENT, src2, cfg, str(tmp_path / "cache"))
     assert src2.queried == n_train            # each sample uploaded exactly once
     assert no_cache_queries < res["epochs_run"] * n_train   # halting stopped re-queries
@@ -121,12 +123,12 @@ def test_device_data_mode_uploads_once_and_halting_stops_queries(server, teacher
 def test_wrong_token_is_refused_and_the_server_carries_on(teacher, digits, tmp_path):
     s = Running(teacher, digits, token=TOKEN, auth_backoff_s=0.05)
     try:
-        cfg = cfg_for(epochs=1)
+        cfg, link = cfg_for(epochs=1)
         for token in ("wrong", None):
             with pytest.raises(HostRefused, match="authentication failed"):
-                train_student(STUDENT, tcp_source(s.address, cfg, token=token), cfg,
+                train_student(STUDENT, tcp_source(s.address, link, token=token), cfg,
                               str(tmp_path / f"r{token}"))
-        ok = train_student(STUDENT, tcp_source(s.address, cfg, token=TOKEN), cfg,
+        ok = train_student(STUDENT, tcp_source(s.address, link, token=TOKEN), cfg,
                            str(tmp_path / "ok"))
         assert ok["epochs_run"] == 1
     finally:
@@ -135,9 +137,9 @@ def test_wrong_token_is_refused_and_the_server_carries_on(teacher, digits, tmp_p
 
 def test_non_loopback_bind_needs_tls_and_a_token(teacher, digits):
     with pytest.raises(EdgekdError, match="without TLS and a token"):
-        Server(teacher, digits, "0.0.0.0", 0)
+        SoftLabelServer(teacher, digits, "0.0.0.0", 0)
     with pytest.raises(EdgekdError, match="without TLS and a token"):
-        Server(teacher, digits, "0.0.0.0", 0, token=TOKEN)
+        SoftLabelServer(teacher, digits, "0.0.0.0", 0, token=TOKEN)
 
 
 def raw(address):
@@ -237,9 +239,9 @@ class NaNTeacher:
 def test_teacher_nan_ends_the_session_with_one_line_on_both_sides(digits, tmp_path):
     s = Running(NaNTeacher(), digits)
     try:
-        cfg = cfg_for(epochs=1)
+        cfg, link = cfg_for(epochs=1)
         with pytest.raises(HostRefused, match="NaN"):
-            train_student(STUDENT, tcp_source(s.address, cfg), cfg, str(tmp_path / "r"))
+            train_student(STUDENT, tcp_source(s.address, link), cfg, str(tmp_path / "r"))
         assert "NaN" in s.wait_log(1)[0]
     finally:
         s.close()

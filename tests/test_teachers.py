@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgekd.commands import train_student
+from edgekd.workflows import train_student
 from edgekd.data import Dataset
 from edgekd.distill.config import TrainConfig
 from edgekd.errors import EdgekdError

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from edgekd.commands import train_student
+from edgekd.workflows import train_student
+from edgekd.distill.checkpoint import load_checkpoint
 from edgekd.distill.config import TrainConfig
 from edgekd.distill.halting import HaltingConfig
-from edgekd.distill.source import Hello
+from edgekd.source import Hello
 from edgekd.errors import EdgekdError
 from edgekd.link.local import LocalSource
 from edgekd.nn.io import load_model
@@ -23,7 +24,8 @@ STUDENT = {"input_shape": [64], "num_classes": 10,
 def run(teacher, digits, out, resume=False, on_epoch=None, **kw):
     halting = kw.pop("halting", {})
     cfg = TrainConfig(**{"epochs": 6, "lr": 0.01, **kw}, halting=HaltingConfig(**halting))
-    return train_student(STUDENT, LocalSource(teacher, digits), cfg, str(out), resume, on_epoch)
+    checkpoint = load_checkpoint(str(out)) if resume else None
+    return train_student(STUDENT, LocalSource(teacher, digits), cfg, str(out), checkpoint, on_epoch)
 
 
 def test_halting_saves_bytes_and_keeps_accuracy(teacher, digits, tmp_path):
@@ -80,6 +82,33 @@ def test_resume_after_a_crash_gives_the_same_weights(teacher, digits, tmp_path, 
     assert resumed["bytes_down"] > clean["bytes_down"]  # the resumed run re-fetched eval data
     lines = (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["epoch"] for s in lines] == list(range(1, clean["epochs_run"] + 1))
+
+
+def test_a_checkpoint_from_before_the_link_settings_split_resumes_the_same(teacher, digits,
+                                                                          tmp_path):
+    """Older checkpoints kept the codecs inside the training config and had no "link" entry:
+    they still load, their codecs read back as the link settings, and the run ends the same."""
+    clean = run(teacher, digits, tmp_path / "clean", epochs=4)
+
+    def crash(metrics):
+        if metrics["epoch"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(teacher, digits, tmp_path / "old", epochs=4, on_epoch=crash)
+    path = tmp_path / "old" / "checkpoint.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    link = meta["trainer"].pop("link")
+    assert link == {"codec": "f32", "x_codec": "f32", "topk": 4}  # what LocalSource speaks
+    meta["trainer"]["config"].update(link)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    ck = load_checkpoint(str(tmp_path / "old"))
+    assert ck.link == link and ck.epoch == 2
+    resumed = run(teacher, digits, tmp_path / "old", resume=True, epochs=4)
+    assert resumed["weights_sha256"] == clean["weights_sha256"]
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(teacher, digits, tmp_path):

@@ -1,4 +1,4 @@
-"""`edgekd` command line: flags, progress and output only; the work is in `edgekd.commands`."""
+"""`edgekd` command line: flags, progress and output only; the work is in `edgekd.workflows`."""
 
 import os
 

@@ -9,6 +9,7 @@ import click
 
 from .. import __version__
 from ..errors import EdgekdError
+from ..kernels.backend import NAMES as BACKENDS
 
 # Optional packages: import name -> (PyPI name, the extra that installs it).
 EXTRAS = {"serial": ("pyserial", "serial"), "cobs": ("cobs", "serial"),
@@ -107,7 +108,7 @@ def _use_backend(ctx, param, value):
 
 
 backend_option = click.option(
-    "--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True,
+    "--backend", type=click.Choice(BACKENDS), default=BACKENDS[0], show_default=True,
     callback=_use_backend, expose_value=False,
     help="Kernels: numpy (always there), numba (compiled, faster), auto = numba if installed.")
 

@@ -10,6 +10,7 @@ import click
 from ..distill.config import TrainConfig
 from ..distill.halting import HaltingConfig
 from ..errors import EdgekdError
+from ..link.settings import LinkConfig
 from .base import BYTES, Unit, emit, json_option, load_data, load_spec_file, main
 from .train_cmd import DATA_HELP
 
@@ -278,7 +279,7 @@ def _holdout_text(h):
                                            "has not improved for this many epochs.")
 @click.option("--val-fraction", default=_TRAIN.val_fraction, show_default=True,
               type=click.FloatRange(0, 1, max_open=True))
-@click.option("--x-codec", default=_TRAIN.x_codec, show_default=True, type=click.Choice(["u8", "f32"]),
+@click.option("--x-codec", default=LinkConfig.x_codec, show_default=True, type=click.Choice(["u8", "f32"]),
               help="Inputs on the line: u8 (lo + q * step, one scale for all features) or f32.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--limit", type=click.IntRange(1), help="Only the first N training samples.")
@@ -317,7 +318,7 @@ def train_student(student_path, init_path, teacher_path, data, epochs, batch, op
     cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, lr_schedule=lr_schedule,
                       optimizer=optimizer, momentum=momentum, seed=seed,
                       temperature=temperature, alpha=alpha, val_fraction=val_fraction,
-                      val_metric="kl", x_codec=x_codec,
+                      val_metric="kl",
                       halting=HaltingConfig(enabled=halting, eps=eps, patience=patience,
                                             rho=rho, patience_epochs=patience_epochs))
     ds = load_data(data)
@@ -326,7 +327,7 @@ def train_student(student_path, init_path, teacher_path, data, epochs, batch, op
     with _connect(port, baud, timeout, retries, verbose) as client, \
             EpochBar(epochs, "training on the board",
                      ["loss", "settled_fraction", "val_kl", "streamed"]) as bar:
-        trainer = BoardTrainer(client, model.spec, model.flat_params, cfg)
+        trainer = BoardTrainer(client, model.spec, model.flat_params, cfg, x_codec)
         res = trainer.run(x_train, y_train, logits, ds.x_test, ds.y_test, on_epoch=bar.update)
     emit(res, as_json, lambda r: f"test accuracy {r['test_accuracy']:.4f} on the board after "
                                  f"{r['epochs_run']} epochs ({r['stop_reason']}); KD loss "

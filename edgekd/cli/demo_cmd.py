@@ -69,6 +69,20 @@ class HostProcess:
         self.log.close()
 
 
+def cached_teacher(data, cache, seed):
+    """(path, was it cached, its evaluation): the demo's teacher, trained once per backend
+    (numpy and numba teachers differ in round-off, and so would the run after)."""
+    from ..kernels.backend import active
+    from ..workflows import evaluate, spec_digest, train_teacher
+    digest = spec_digest(TEACHER_SPEC, epochs=TEACHER_EPOCHS, seed=seed, backend=active().name)
+    tpath = os.path.join(cache, f"teacher-digits-{digest}.npz")
+    cached = os.path.exists(tpath)
+    if not cached:
+        with EpochBar(TEACHER_EPOCHS, "teacher", ["loss", "test_accuracy"]) as bar:
+            train_teacher(TEACHER_SPEC, data, tpath, TEACHER_EPOCHS, seed=seed, on_epoch=bar.update)
+    return tpath, cached, evaluate(tpath, data)
+
+
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False),
               help="Run directory [a fresh one in edgekd's cache dir].")
@@ -91,32 +105,20 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
     """
     import shutil
 
-    from ..commands import (
-        cache_dir,
-        evaluate,
-        spec_digest,
-        train_student,
-        train_teacher,
-    )
     from ..data import load_dataset
     from ..design.designer import Constraints, design
     from ..design.profiles import get_profile
     from ..design.units import parse_bytes
     from ..distill.config import TrainConfig
-    from ..link.client import LinkSource
     from ..kernels.backend import active
+    from ..link.client import LinkSource
+    from ..link.settings import LinkConfig
     from ..link.transport import dial_tcp
+    from ..workflows import cache_dir, train_student
 
     data = load_dataset("digits")
     cache = cache_dir()
-    # per backend: numpy and numba teachers differ in round-off, and so would the run after
-    digest = spec_digest(TEACHER_SPEC, epochs=TEACHER_EPOCHS, seed=seed, backend=active().name)
-    tpath = os.path.join(cache, f"teacher-digits-{digest}.npz")
-    cached = os.path.exists(tpath)
-    if not cached:
-        with EpochBar(TEACHER_EPOCHS, "teacher", ["loss", "test_accuracy"]) as bar:
-            train_teacher(TEACHER_SPEC, data, tpath, TEACHER_EPOCHS, seed=seed, on_epoch=bar.update)
-    t_eval = evaluate(tpath, data)
+    tpath, cached, t_eval = cached_teacher(data, cache, seed)
 
     prof = get_profile(profile_name)
     d = design(TEACHER_SPEC, Constraints.from_profile(prof, storage_bytes=parse_bytes(storage)))
@@ -130,7 +132,7 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
     with HostProcess(tpath, os.path.join(out, "host.log"), active().name) as host:
         def dial():
             return dial_tcp(*host.address)
-        source = LinkSource(dial, codec=cfg.codec, x_codec=cfg.x_codec, k=cfg.topk)
+        source = LinkSource(dial, **LinkConfig().source_kwargs())
         with EpochBar(epochs, "student", ["loss", "test_accuracy", "settled_fraction"]) as bar:
             s = train_student(d.spec, source, cfg, out, on_epoch=bar.update)
     link = s["bytes_down"] + s["bytes_up"]

@@ -4,6 +4,8 @@ import dataclasses
 
 import click
 
+from ..distill.config import TrainConfig
+from ..distill.optim import OPTIMIZERS
 from ..errors import EdgekdError
 from .base import backend_option, emit, json_option, load_data, main
 
@@ -51,10 +53,10 @@ def design_text(r):
               help="Device speed, e.g. 50MFLOPS (see `edgekd profile`).")
 @click.option("--max-latency", callback=_parsed("parse_seconds"),
               help="Longest allowed inference, e.g. 1ms, 200us.")
-@click.option("--batch", default=32, show_default=True, type=click.IntRange(1),
+@click.option("--batch", default=TrainConfig.batch, show_default=True, type=click.IntRange(1),
               help="Training batch the RAM estimate assumes.")
-@click.option("--optimizer", default="adam", show_default=True,
-              type=click.Choice(["sgd", "nesterov", "adam", "adamw"]))
+@click.option("--optimizer", default=TrainConfig.optimizer, show_default=True,
+              type=click.Choice(OPTIMIZERS))
 @click.option("--storage-format", type=click.Choice(["float32", "int8"]),
               help="Weights format the storage budget is for [float32; int8 on MCU profiles].")
 @click.option("--ram-for", type=click.Choice(["train", "infer"]),

@@ -50,7 +50,7 @@ def serve(teacher_path, data, bind, token, max_devices, idle_timeout, frame_time
     Teacher outputs are computed only for samples that are sent, so halted samples cost the
     host nothing. One log line per session on stderr. Ctrl-C stops it.
     """
-    from ..link.server import Server
+    from ..link.server import SoftLabelServer
     from ..teachers import load_teacher
     host, port = parse_hostport(bind)
     tls = None
@@ -61,7 +61,7 @@ def serve(teacher_path, data, bind, token, max_devices, idle_timeout, frame_time
         tls = server_context(tls_cert, tls_key)
     ds = load_data(data)
     teacher = load_teacher(teacher_path, ds)
-    srv = Server(teacher, ds, host, port, token, max_devices, idle_timeout, frame_timeout,
+    srv = SoftLabelServer(teacher, ds, host, port, token, max_devices, idle_timeout, frame_timeout,
                  log=lambda line: click.echo(f"edgekd serve: {line}", err=True), tls=tls,
                  weak_token=weak_token, max_pending=max_pending,
                  handshake_timeout_s=handshake_timeout, test_split=not no_test_split)

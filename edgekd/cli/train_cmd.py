@@ -7,11 +7,13 @@ import sys
 import click
 from click.core import ParameterSource
 
-from ..distill.config import CHECKPOINT, STUDENT, VAL_METRICS, TrainConfig
+from ..distill import supervised
+from ..distill.config import CHECKPOINT, METRICS, STUDENT, VAL_METRICS, TrainConfig
 from ..distill.halting import POLICIES, HaltingConfig
 from ..distill.optim import LR_SCHEDULES, OPTIMIZERS
 from ..errors import EdgekdError
 from ..link.codecs import SOFT_CODECS, X_CODECS
+from ..link.settings import LinkConfig
 from .base import (
     BYTES,
     SECONDS,
@@ -31,10 +33,12 @@ DATA_HELP = "Data set: a built-in name (digits, sensor) or an .npz with x_train,
 @click.option("--spec", "spec_path", required=True, type=click.Path(dir_okay=False),
               help="Teacher spec JSON (same format as a student's).")
 @click.option("--data", required=True, help=DATA_HELP)
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
-@click.option("--batch", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(OPTIMIZERS))
+@click.option("--epochs", default=supervised.EPOCHS, show_default=True, type=click.IntRange(1))
+@click.option("--batch", default=supervised.BATCH, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=supervised.LR, show_default=True,
+              type=click.FloatRange(min=0, min_open=True))
+@click.option("--optimizer", default=supervised.OPTIMIZER, show_default=True,
+              type=click.Choice(OPTIMIZERS))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the teacher .npz.")
@@ -45,7 +49,7 @@ def teacher(spec_path, data, epochs, batch, lr, optimizer, seed, output, as_json
 
     Adam with a cosine-decayed learning rate; writes an .npz that `design` and `train` read.
     """
-    from ..commands import train_teacher
+    from ..workflows import train_teacher
     spec, ds = load_spec_file(spec_path), load_data(data)
     with EpochBar(epochs, "teacher", ["loss", "test_accuracy"]) as bar:
         res = train_teacher(spec, ds, output, epochs, batch, lr, optimizer, seed, bar.update)
@@ -93,12 +97,13 @@ def make_config(kw):
                       patience_epochs=kw.pop("patience_epochs"),
                       byte_budget=kw.pop("byte_budget"), time_budget_s=kw.pop("time_budget"))
     kd = not kw.pop("no_kd")
-    codec, x_codec = kw.pop("codec"), kw.pop("x_codec")
-    x_codec = x_codec or ("f32" if codec == "f32" else TrainConfig().x_codec)
-    return TrainConfig(kd=kd, halting=h, codec=codec, x_codec=x_codec, topk=kw.pop("topk"),
-                       **{k: kw.pop(k) for k in (
+    return TrainConfig(kd=kd, halting=h, **{k: kw.pop(k) for k in (
         "epochs", "batch", "lr", "lr_schedule", "optimizer", "weight_decay", "momentum", "seed",
         "temperature", "alpha", "val_fraction", "val_metric", "restore_best")}).check()
+
+
+def make_link_config(kw):
+    return LinkConfig.choose(kw.pop("codec"), kw.pop("x_codec"), kw.pop("topk"))
 
 
 def training_options(f):
@@ -160,7 +165,7 @@ def summary_text(r):
 
 
 def link_options(f):
-    d = TrainConfig()
+    d = LinkConfig()
     opts = [
         click.option("--codec", default=d.codec, show_default=True, type=click.Choice(SOFT_CODECS),
                      help="Soft labels on the link: f32, f16, or topk (k largest logits as int8)."),
@@ -201,19 +206,20 @@ def parse_hostport(text):
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def make_source(link, teacher_path, data, spec):
-    """What the trainer reads from: a host over TCP (host-data, or device-data when the device
-    has --data), or, without --connect, a host in this process; --fetch-once wraps it. The
-    student `spec` is checked against the local data and teacher first."""
-    make = _make_source(link, teacher_path, data, spec)
+def make_source(link, codecs, teacher_path, data, spec):
+    """What the trainer reads from, speaking `codecs` (a LinkConfig): a host over TCP
+    (host-data, or device-data when the device has --data), or, without --connect, a host in
+    this process; --fetch-once wraps it. The student `spec` is checked against the local data
+    and teacher first."""
+    source = _make_source(link, codecs.source_kwargs(), teacher_path, data, spec)
     if not link["fetch_once"]:
-        return make
+        return source
     from ..link.fetch_once import FetchOnceSource
-    return lambda cfg: FetchOnceSource(make(cfg))
+    return FetchOnceSource(source)
 
 
-def _make_source(link, teacher_path, data, spec):
-    from ..commands import check_student
+def _make_source(link, codecs, teacher_path, data, spec):
+    from ..workflows import check_student
     if link["connect"] is None:
         if not teacher_path or not data:
             raise EdgekdError("give --teacher and --data (in-process), or --connect HOST:PORT")
@@ -223,7 +229,7 @@ def _make_source(link, teacher_path, data, spec):
         check_student(spec, ds)
         t = load_teacher(teacher_path, ds)
         check_student(spec, teacher=t)
-        return lambda cfg: LocalSource(t, ds, cfg.codec, cfg.x_codec, cfg.topk, link["window"])
+        return LocalSource(t, ds, window=link["window"], **codecs)
     if teacher_path:
         raise EdgekdError("--teacher belongs to the host (`edgekd serve`), not to --connect")
     from ..link.transport import dial_tcp
@@ -242,13 +248,24 @@ def _make_source(link, teacher_path, data, spec):
         from ..link.device_data import DeviceDataSource
         ds, budget = load_data(data), link["cache_budget"]
         check_student(spec, ds)
-        return lambda cfg: DeviceDataSource(dial, ds, budget, codec=cfg.codec, x_codec=cfg.x_codec,
-                                            k=cfg.topk, **opts)
+        return DeviceDataSource(dial, ds, budget, **codecs, **opts)
     from ..link.client import LinkSource
-    return lambda cfg: LinkSource(dial, codec=cfg.codec, x_codec=cfg.x_codec, k=cfg.topk, **opts)
+    return LinkSource(dial, **codecs, **opts)
 
 
-@main.command()
+TRAIN_HELP = f"""Distill a teacher into a student, with early halting.
+
+    \b
+    In-process:  --teacher T --data D (host and device in this process, real frames)
+    On a device: --connect HOST:PORT (the host runs `edgekd serve`)
+    Device-data: --connect HOST:PORT --data LOCAL (inputs stay here; only uploads for labels)
+
+    Writes OUT/{STUDENT}, OUT/{METRICS} (one line per epoch) and OUT/{CHECKPOINT}
+    (every epoch, atomically). bytes_down/bytes_up are what the link really carried.
+    """
+
+
+@main.command(help=TRAIN_HELP)
 @click.option("--student", "student_path", required=True, type=click.Path(dir_okay=False),
               help="Student spec JSON (from `edgekd design` or written by hand).")
 @click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False),
@@ -259,31 +276,26 @@ def _make_source(link, teacher_path, data, spec):
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint (its saved settings win).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Run directory: student.npz, metrics.jsonl, checkpoint.npz.")
+              help=f"Run directory: {STUDENT}, {METRICS}, {CHECKPOINT}.")
 @json_option
 @backend_option
 def train(student_path, teacher_path, data, resume, out, as_json, **kw):
-    """Distill a teacher into a student, with early halting.
-
-    \b
-    In-process:  --teacher T --data D (host and device in this process, real frames)
-    On a device: --connect HOST:PORT (the host runs `edgekd serve`)
-    Device-data: --connect HOST:PORT --data LOCAL (inputs stay here; only uploads for labels)
-
-    Writes OUT/student.npz, OUT/metrics.jsonl (one line per epoch) and OUT/checkpoint.npz
-    (every epoch, atomically). bytes_down/bytes_up are what the link really carried.
-    """
-    from ..commands import train_student
+    """`edgekd train` (its help is TRAIN_HELP)."""
+    from ..workflows import train_student
     link = {k: kw.pop(k) for k in ("connect", "token", "window", "retries", "timeout",
                                    "cache_budget", "fetch_once", "tls_ca", "tls_fingerprint")}
-    cfg = make_config(kw)
+    cfg, codecs = make_config(kw), make_link_config(kw)
     spec = load_spec_file(student_path)
-    if resume:
-        warn_overridden(click.get_current_context(), cfg, out)
-    source = make_source(link, teacher_path, data, spec)
+    checkpoint = None
+    if resume:   # the run goes on with the settings it started with
+        from ..distill.checkpoint import load_checkpoint
+        checkpoint = load_checkpoint(out)
+        warn_overridden(click.get_current_context(), cfg, codecs, checkpoint)
+        cfg, codecs = checkpoint.cfg, LinkConfig.from_dict(checkpoint.link)
+    source = make_source(link, codecs, teacher_path, data, spec)
     try:
         with EpochBar(cfg.epochs, "train", ["loss", "test_accuracy", "settled_fraction"]) as bar:
-            res = train_student(spec, source, cfg, out, resume, bar.update)
+            res = train_student(spec, source, cfg, out, checkpoint, bar.update)
     except KeyboardInterrupt:
         how_to_resume(out)
     emit(res, as_json, summary_text)
@@ -296,13 +308,11 @@ HALTING_FLAGS = ("eps", "patience", "policy", "rehearse_prob", "eps_wake", "rho"
                  "patience_epochs", "byte_budget")
 
 
-def warn_overridden(ctx, cfg, out):
+def warn_overridden(ctx, cfg, codecs, checkpoint):
     """--resume continues a run with the settings it started with: name every flag given
     now that they override, so nothing is ignored silently."""
-    from ..distill.trainer import saved_config
-    if not os.path.exists(os.path.join(out, CHECKPOINT)):
-        return   # train_student says there is nothing to resume
-    saved, given = _flat(saved_config(out).to_dict()), _flat(cfg.to_dict())
+    saved = _flat({**checkpoint.cfg.to_dict(), **LinkConfig.from_dict(checkpoint.link).to_dict()})
+    given = _flat({**cfg.to_dict(), **codecs.to_dict()})
     ignored = []
     for name in ctx.params:
         source = ctx.get_parameter_source(name)
@@ -347,7 +357,7 @@ def how_to_resume(out):
 @backend_option
 def eval_(model_path, data, as_json):
     """Test accuracy and single-sample latency of a saved model (student or teacher)."""
-    from ..commands import evaluate
+    from ..workflows import evaluate
     res = evaluate(model_path, load_data(data))
     emit(res, as_json, lambda r: f"test accuracy {r['test_accuracy']:.4f} on {r['samples']} "
                                  f"samples, latency {r['latency_s'] * 1e6:.1f} us per sample")

@@ -1,1 +1,1 @@
-"""Knowledge distillation: the loss, optimizers, halting policies, the soft-label source, the trainer."""
+"""Knowledge distillation: the loss, optimizers, halting policies, the trainer and its checkpoints."""

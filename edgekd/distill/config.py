@@ -1,9 +1,9 @@
-"""Training configuration: plain data, stored in checkpoints so a resumed run is the same run."""
+"""Training configuration: plain data, stored in checkpoints so a resumed run is the same run.
+How the link encodes what it carries is the link's own setting (edgekd.link.settings)."""
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import EdgekdError
-from ..link.codecs import SOFT_CODECS, X_CODECS
 from .halting import HaltingConfig
 from .optim import LR_SCHEDULES, OPTIMIZERS, scheduled_lr
 
@@ -31,9 +31,6 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_metric: str = "kl"
     restore_best: bool = True
-    codec: str = "topk"          # soft labels on the link: f32, f16, topk
-    x_codec: str = "u8"          # inputs on the link: f32, f16, u8
-    topk: int = 4
     halting: HaltingConfig = field(default_factory=HaltingConfig)
 
     def check(self):
@@ -51,10 +48,6 @@ class TrainConfig:
             raise EdgekdError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_metric not in VAL_METRICS:
             raise EdgekdError(f"val_metric must be one of {', '.join(VAL_METRICS)}")
-        if self.codec not in SOFT_CODECS or self.x_codec not in X_CODECS:
-            raise EdgekdError(f"unknown codec {self.codec}/{self.x_codec}")
-        if not 1 <= self.topk <= 255:
-            raise EdgekdError(f"topk must be in 1..255, got {self.topk}")
         self.halting.check()
         return self
 
@@ -71,6 +64,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d):
-        d = dict(d)
+        """From a checkpoint; keys that are not training settings (the codecs that older
+        checkpoints kept here) are left to whoever owns them."""
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
         d["halting"] = HaltingConfig(**d.get("halting", {}))
         return cls(**d)

@@ -1,4 +1,4 @@
-"""Early halting, decided on the device (DESIGN.md, "Early halting").
+"""Early halting, decided on the device.
 
 Per-sample: sample i is *settled* once KL(p_T || p_S) at temperature T is <= eps and the
 student's argmax equals the teacher's for `patience` consecutive visits. Settled samples are

@@ -1,6 +1,6 @@
 """KD loss and cross-entropy, each returning (loss, gradient w.r.t. the student logits).
 
-KD, as DESIGN.md defines it, with t teacher logits, s student logits, p = softmax:
+KD as edgekd defines it, with t teacher logits, s student logits, p = softmax:
     L = a * T^2 * KL(p(t/T) || p(s/T)) + (1 - a) * CE(y, p(s))
     dL/ds = a * T * (p(s/T) - p(t/T)) + (1 - a) * (p(s) - onehot(y))
 both averaged over the batch. The per-sample KL at temperature T comes back too: it is the

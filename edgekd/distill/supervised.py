@@ -6,7 +6,11 @@ from .optim import make_optimizer, scheduled_lr
 from .steps import accuracy, kd_step, one_hot_logits
 
 
-def fit(model, data, epochs=30, batch=64, lr=3e-3, optimizer="adam", weight_decay=0.0,
+# a teacher's training, unless told otherwise (`edgekd teacher` shows these as its defaults)
+EPOCHS, BATCH, LR, OPTIMIZER = 30, 64, 3e-3, "adam"
+
+
+def fit(model, data, epochs=EPOCHS, batch=BATCH, lr=LR, optimizer=OPTIMIZER, weight_decay=0.0,
         seed=0, on_epoch=None, lr_schedule="cosine"):
     """Cross-entropy training (the KD step with alpha 0). Returns per-epoch history."""
     opt = make_optimizer(optimizer, model.trainables(), lr, weight_decay)

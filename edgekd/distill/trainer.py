@@ -1,7 +1,7 @@
 """The device's KD trainer: reads batches from a soft-label source, halts early, checkpoints.
 
-Every epoch ends with a checkpoint (atomic) and a metrics line; `resume=True` restarts from the
-last checkpoint and, because batches, dropout masks and halting are all seeded, ends with the
+Every epoch ends with a checkpoint (atomic) and a metrics line; a Trainer given the run's
+last checkpoint (`resumed`) continues from it and, because batches, dropout masks and halting are all seeded, ends with the
 weights an uninterrupted run would have had.
 """
 
@@ -14,15 +14,14 @@ import numpy as np
 
 from ..errors import EdgekdError
 from ..fileio import append_line, atomic_path, drop_torn_tail
-from ..nn.io import load_model, save_model
+from ..nn.io import save_model
+from ..source import Hello
 from .best import BestWeights
 from .halting import EpochHalter, SettleTracker
 from .optim import make_optimizer
 from .rehearsal import RehearsalCache
-from .source import Hello
 from .steps import accuracy, kd_step, slice_metrics
-
-from .config import CHECKPOINT, METRICS, STUDENT  # noqa: F401 - the run directory's files
+from .config import CHECKPOINT, METRICS, STUDENT
 
 
 def peak_rss_mib():
@@ -38,64 +37,42 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def saved_config(out):
-    """The TrainConfig a run in `out` was started with (from its checkpoint)."""
-    from ..nn.io import read_npz
-    from .config import TrainConfig
-    ck = os.path.join(out, CHECKPOINT)
-    if not os.path.exists(ck):
-        raise EdgekdError(f"{out}: nothing to resume (no {CHECKPOINT})")
-    try:
-        meta = json.loads(str(read_npz(ck, ["meta"])["meta"]))
-        return TrainConfig.from_dict(meta["trainer"]["config"]).check()
-    except (KeyError, TypeError, ValueError) as e:
-        raise EdgekdError(f"{ck}: not an edgekd checkpoint ({e})") from None
-
-
 class Trainer:
-    def __init__(self, model, source, cfg, out_dir, on_epoch=None):
-        self.model, self.source, self.cfg = model, source, cfg.check()
+    """`resumed` (a Checkpoint of this run, from load_checkpoint) continues that run: its
+    training settings replace `cfg`, and its state is loaded into what is built here."""
+
+    def __init__(self, model, source, cfg, out_dir, on_epoch=None, resumed=None):
+        self.model, self.source = model, source
+        self.cfg = (resumed.cfg if resumed is not None else cfg).check()
         self.out = out_dir
         self.on_epoch = on_epoch or (lambda metrics: None)
-        self.opt = make_optimizer(cfg.optimizer, model.trainables(), cfg.lr,
-                                  cfg.weight_decay, cfg.momentum)
-        self.halter = self.make_halter(cfg)
-        self.best = BestWeights(cfg.restore_best)
+        self.opt = make_optimizer(self.cfg.optimizer, model.trainables(), self.cfg.lr,
+                                  self.cfg.weight_decay, self.cfg.momentum)
+        self.halter = EpochHalter(self.cfg.halting, f"validation {self.cfg.val_metric}",
+                                  lower_is_better=self.cfg.val_metric == "kl")
+        self.best = BestWeights(self.cfg.restore_best)
         self.epoch = 0              # epochs completed
         self.stop_reason = None
         self.base = {"bytes_down": 0, "bytes_up": 0, "bytes_eval": 0, "train_s": 0.0,
                      "wall_s": 0.0, "samples": 0}
+        self.resumed = resumed
+        if resumed is not None:
+            self._restore(resumed)
 
     # ---------------------------------------------------------------- set-up and resume
-    @staticmethod
-    def make_halter(cfg):
-        return EpochHalter(cfg.halting, f"validation {cfg.val_metric}",
-                           lower_is_better=cfg.val_metric == "kl")
-
     def path(self, name):
         return os.path.join(self.out, name)
 
-    def resume(self):
-        """Load the checkpoint in `out`; the stored config wins over the caller's."""
-        ck = self.path(CHECKPOINT)
-        if not os.path.exists(ck):
-            raise EdgekdError(f"{self.out}: nothing to resume (no {CHECKPOINT})")
-        saved, meta, arrays = load_model(ck, extra=True)
-        if saved.spec != self.model.spec:
-            raise EdgekdError(f"{ck}: the checkpoint was trained with a different student spec")
-        self.model.load_state(arrays, where=ck)
-        state = meta["trainer"]
-        self.cfg = type(self.cfg).from_dict(state["config"]).check()
-        self.opt = make_optimizer(self.cfg.optimizer, self.model.trainables(), self.cfg.lr,
-                                  self.cfg.weight_decay, self.cfg.momentum)
-        self.opt.load_state(arrays)
-        self.halter = self.make_halter(self.cfg)
-        self.halter.load_state(state["halter"])
-        self.best = BestWeights(self.cfg.restore_best)
-        self.best.load(state["best"], arrays)
-        self.model.dropout_rng.bit_generator.state = state["dropout_rng"]
-        self.epoch, self.stop_reason, self.base = state["epoch"], state["stop"], state["totals"]
-        self._resume_arrays = arrays
+    def _restore(self, ck):
+        """Load the checkpoint's state into the model, optimizer, halter and best tracker."""
+        if ck.spec != self.model.spec:
+            raise EdgekdError(f"{ck.path}: the checkpoint was trained with a different student spec")
+        self.model.load_state(ck.arrays, where=ck.path)
+        self.opt.load_state(ck.arrays)
+        self.halter.load_state(ck.halter)
+        self.best.load(ck.best, ck.arrays)
+        self.model.dropout_rng.bit_generator.state = ck.dropout_rng
+        self.epoch, self.stop_reason, self.base = ck.epoch, ck.stop, dict(ck.totals)
         self._truncate_metrics()
 
     def _truncate_metrics(self):
@@ -112,20 +89,18 @@ class Trainer:
 
     def connect(self):
         """Handshake (telling the host the halted set on resume) and fetch the eval slices."""
-        m, cfg = self.model, self.cfg
-        resumed = getattr(self, "_resume_arrays", None)
+        m, cfg, ck = self.model, self.cfg, self.resumed
         hello = Hello(cfg.seed, cfg.batch, cfg.val_fraction, m.input_shape, m.num_classes)
-        if resumed is not None:
-            hello.halted = np.flatnonzero(resumed["halt.settled"])
-            hello.num_train = len(resumed["halt.settled"])
+        if ck is not None:
+            hello.halted, hello.num_train = ck.halted_ids, ck.num_train
         w = self.welcome = self.source.open(hello)
         self.num_train_only = w.num_train - w.num_val
         self.tracker = SettleTracker(w.num_train, cfg.halting)
         self.cache = RehearsalCache(w.num_train, m.input_shape, m.num_classes,
                                     cfg.halting.enabled and cfg.halting.policy != "skip")
-        if resumed is not None:
-            self.tracker.load_state(resumed)
-            self.cache.load_state(resumed)
+        if ck is not None:
+            self.tracker.load_state(ck.arrays)
+            self.cache.load_state(ck.arrays)
         self.val = self.source.validation() if w.num_val else None
         self.testset = self.source.test()
 
@@ -236,6 +211,7 @@ class Trainer:
                   "wall_s": self.base["wall_s"] + time.perf_counter() - start,
                   "samples": self.base["samples"] + self.samples}
         state = {"epoch": self.epoch, "stop": self.stop_reason, "config": self.cfg.to_dict(),
+                 "link": self.source.settings(),
                  "halter": self.halter.state(), "best": self.best.meta(), "totals": totals,
                  "dropout_rng": self.model.dropout_rng.bit_generator.state}
         save_model(self.path(CHECKPOINT), self.model, meta={"trainer": state},
@@ -245,7 +221,7 @@ class Trainer:
         save_model(self.path(STUDENT), self.model, state=self.best.weights(self.model),
                    meta={"partial": True, "epochs_run": self.epoch,
                          "weights_from_epoch": self.best.epoch or self.epoch,
-                         "config": self.cfg.to_dict()})
+                         "config": self.cfg.to_dict(), "link": self.source.settings()})
 
     def finish(self, start, reason):
         totals = {"train_s": self.base["train_s"] + self.train_s,
@@ -269,5 +245,6 @@ class Trainer:
             "wall_s": round(time.perf_counter() - start + self.base["wall_s"], 3),
         }
         save_model(self.path(STUDENT), self.model,
-                   meta={"test_accuracy": test_acc, "config": self.cfg.to_dict(), "summary": summary})
+                   meta={"test_accuracy": test_acc, "config": self.cfg.to_dict(),
+                         "link": self.source.settings(), "summary": summary})
         return summary

@@ -14,12 +14,15 @@ import time
 
 import numpy as np
 
-from ..distill.source import Batch, SoftLabelSource, Welcome
 from ..errors import EdgekdError
+from ..source import Batch, HaltedSet, SoftLabelSource, Welcome
 from . import messages as m
 from .codecs import soft_codec, x_codec
 from .frames import DEFAULT_MAX_PAYLOAD, ProtocolError
+from .settings import LinkConfig
 from .transport import HostBusy, LinkDown
+
+TRAIN, EVAL = "train", "eval"   # which byte counters a transfer goes to (eval: the test split)
 
 
 class HostRefused(EdgekdError):
@@ -33,6 +36,7 @@ class HostRefused(EdgekdError):
 class LinkSource(SoftLabelSource):
     resumable = True   # the host keeps the halted set and the epoch order
     peer = "host"      # who refusals are attributed to (None: the host is this process)
+    mode = "host-data"
 
     def __init__(self, dial, codec="f32", x_codec="f32", k=4, token=None, window=4,
                  retries=8, backoff_s=0.1, log=None, max_payload=DEFAULT_MAX_PAYLOAD,
@@ -60,17 +64,19 @@ class LinkSource(SoftLabelSource):
         self.hello = hello
         self.halted = None
         if len(hello.halted):
-            self.halted = np.zeros(hello.num_train, bool)
-            self.halted[np.asarray(hello.halted, np.int64)] = True
+            self.halted = HaltedSet(hello.num_train, hello.halted)
             self.start_halted = self.halted.copy()
         self._connect_retrying("first connection")
         if self.halted is None:
-            self.halted = np.zeros(self.info["num_train"], bool)
+            self.halted = HaltedSet(self.info["num_train"])
             self.start_halted = self.halted.copy()
         return Welcome(self.info["num_train"], self.info["num_val"], self.info["num_test"],
                        self.info["features"])
 
-    def _connect(self):
+    def settings(self):
+        return LinkConfig(self.codec, self.x_codec, self.k).to_dict()
+
+    def _connect(self, kind=TRAIN):
         """Dial, authenticate, handshake. On reconnect, the HELLO carries the resume state."""
         self.t = self.dial()
         self.t.max_payload = self.max_payload
@@ -83,45 +89,34 @@ class LinkSource(SoftLabelSource):
                 raise LinkDown(f"{e} waiting for the host's CHALLENGE (a TLS host needs "
                                f"--tls-fingerprint or --tls-ca)") from None
             self._expect(ftype, nonce, m.T.CHALLENGE)
-            h = self.hello
-            body = {"proto": m.PROTO, "input_shape": list(h.input_shape), "num_classes": h.num_classes,
-                    "seed": h.seed, "batch": h.batch, "val_fraction": h.val_fraction,
-                    "codec": self.codec, "x_codec": self.x_codec, "k": self.k, "mode": "host-data",
-                    "auth": m.hello_mac(self.token, nonce) if self.token else None,
-                    "max_frame": self.max_payload, "replaces": self.session_token}
-            body, tail = self.hello_body(body)
+            resume = None
             if self.halted is not None and self.resumable:
-                body["resume"] = {"epoch": self.epoch_no, "cursor": self.cursor,
-                                  "num_train": len(self.halted)}
-                tail = m.pack_bitmap(self.halted) + m.pack_bitmap(self.start_halted)
-            self._send(m.frame(m.T.HELLO, m.pack_json(body, tail)))
+                resume = (self.epoch_no, self.cursor, self.halted.mask, self.start_halted.mask)
+            self._send(m.frame(m.T.HELLO, m.pack_hello(
+                self.hello, self.codec, self.x_codec, self.k, self.mode,
+                m.hello_mac(self.token, nonce) if self.token else None, self.max_payload,
+                self.session_token, resume, self.upload_affine())))
             ftype, _, payload = self.t.recv()
             self._expect(ftype, payload, m.T.WELCOME)
-            self._welcome(*m.unpack_json(payload, "WELCOME"))
+            self._welcome(*m.unpack_welcome(payload))
         except BaseException:
-            self._count()
+            self._count(kind)
             self.t.close()
             raise
-        self._count()
+        self._count(kind)
 
-    def hello_body(self, body):
-        """(HELLO JSON, binary tail) before resume state; device-data mode adds to it."""
-        return body, b""
+    def upload_affine(self):
+        """The (lo, step) this device's u8 uploads use, sent in HELLO: device-data mode only."""
+        return None
 
     def _welcome(self, info, tail):
-        features = m.json_int(info, "features", 1, 1 << 24, "WELCOME")
-        classes = m.json_int(info, "classes", 2, 65535, "WELCOME")
-        for key in ("num_train", "num_val", "num_test"):
-            m.json_int(info, key, 0, 2 ** 32 - 1, "WELCOME")
+        features, classes = info["features"], info["classes"]
         if features != int(np.prod(self.hello.input_shape)) or classes != self.hello.num_classes:
             raise HostRefused(f"its data has {features} features and {classes} classes, the "
                               f"student {int(np.prod(self.hello.input_shape))} and "
                               f"{self.hello.num_classes}", self.peer)
-        session = info.get("session")
-        if not (isinstance(session, str) and len(session) == 2 * m.SESSION_BYTES):
-            raise ProtocolError("WELCOME lacks a session token")
-        self.host_cap = m.json_int(info, "max_frame", m.MIN_FRAME_CAP, 2 ** 32 - 1, "WELCOME")
-        self.session_token = session
+        self.host_cap = info["max_frame"]
+        self.session_token = info["session"]
         if self.token and info.get("auth") is False and not self.said_no_auth:
             self.said_no_auth = True
             self.log("the host does not ask for a token: --token is not needed, and any "
@@ -132,11 +127,7 @@ class LinkSource(SoftLabelSource):
 
     def input_codec(self, features, tail):
         """The input codec; u8 takes the host's per-feature lo/step from WELCOME's tail."""
-        affine = None
-        if self.x_codec == "u8":
-            if len(tail) != 8 * features:
-                raise ProtocolError("WELCOME lacks the u8 input parameters")
-            affine = (np.frombuffer(tail, "<f4", features), np.frombuffer(tail, "<f4", features, 4 * features))
+        affine = m.unpack_affine(tail, features, "WELCOME") if self.x_codec == "u8" else None
         return x_codec(self.x_codec, features, affine)
 
     def _expect(self, ftype, payload, want):
@@ -150,11 +141,11 @@ class LinkSource(SoftLabelSource):
         if ftype != want:
             raise ProtocolError(f"expected {want.name}, got frame type {ftype}")
 
-    def _reconnect(self, why):
+    def _reconnect(self, why, kind=TRAIN):
         """A link failure: count it, then connect again (with back-off)."""
-        self._drop()
+        self._drop(kind)
         self._strike(why)
-        self._connect_retrying(why)
+        self._connect_retrying(why, kind)
         self.reconnects += 1
 
     def _strike(self, why):
@@ -169,28 +160,28 @@ class LinkSource(SoftLabelSource):
                  f"{self.strikes}/{self.retries}")
         time.sleep(delay)
 
-    def _connect_retrying(self, why):
+    def _connect_retrying(self, why, kind=TRAIN):
         while True:
             try:
-                self._connect()
+                self._connect(kind)
                 return
             except (LinkDown, ProtocolError) as e:
                 if isinstance(e, ProtocolError) and not e.retryable:
                     raise
-                self._drop()
+                self._drop(kind)
                 self._strike(str(e))
 
     def _progressed(self):
         self.strikes = 0
 
-    def _drop(self):
+    def _drop(self, kind=TRAIN):
         if self.t is not None:
-            self._count()
+            self._count(kind)
             self.t.close()
             self.t = None
 
-    def _count(self, kind=None):
-        """Move the transport's byte counters into ours (eval or training)."""
+    def _count(self, kind=TRAIN):
+        """Move the transport's byte counters into ours: training (TRAIN) or test split (EVAL)."""
         t = self.t
         if t is None:
             return
@@ -200,7 +191,7 @@ class LinkSource(SoftLabelSource):
             t.reset_counts()
         else:
             t.received = t.sent = 0
-        if (kind or getattr(self, "_kind", "train")) == "eval":
+        if kind == EVAL:
             self.bytes_eval += down + up
         else:
             self.bytes_down += down
@@ -265,8 +256,7 @@ class LinkSource(SoftLabelSource):
         """ACK (or HALT with ids) after each trained batch; WAKE for drifted samples.
         A send that fails only marks the link down: the next receive reconnects, and the
         resume HELLO carries the halted set, so nothing reported is lost."""
-        self.halted[halted] = True
-        self.halted[woken] = False
+        self.halted.update(halted, woken)
         if cursor:
             self.cursor = cursor
         msgs = []
@@ -286,20 +276,20 @@ class LinkSource(SoftLabelSource):
         self._count()
 
     # -- evaluation data ----------------------------------------------------------------------
-    def _retrying(self, attempt):
+    def _retrying(self, attempt, kind=TRAIN):
         """Call `attempt()` until it returns a result, reconnecting after link damage (each
         reconnect has its own bounded retries; an attempt that fails keeps its progress)."""
         while True:
             try:
                 if self.t is None:
-                    self._reconnect("connection closed")
+                    self._reconnect("connection closed", kind)
                 result = attempt()
                 if result is not None:
                     return result
             except (LinkDown, ProtocolError) as err:
                 if isinstance(err, ProtocolError) and not err.retryable:
                     raise
-                self._reconnect(str(err))
+                self._reconnect(str(err), kind)
 
     def _fetch(self, split):
         """Fetch a split, batch by batch; after a drop, ask only for the batches still missing.
@@ -308,13 +298,12 @@ class LinkSource(SoftLabelSource):
             return Batch(np.zeros(0, np.int64),
                          np.zeros((0,) + tuple(self.hello.input_shape), np.float32),
                          np.zeros(0, np.int64), None)
-        self._kind = "eval" if split == m.SPLIT_TEST else "train"
+        kind = EVAL if split == m.SPLIT_TEST else TRAIN
         parts = []
         try:
-            self._retrying(lambda: self._fetch_more(split, parts) or None)
+            self._retrying(lambda: self._fetch_more(split, parts) or None, kind)
         finally:
-            self._count()
-            self._kind = "train"
+            self._count(kind)
         shape = (-1,) + tuple(self.hello.input_shape)
         cat = (lambda i, empty: np.concatenate([p[i] for p in parts]) if parts else empty)
         return Batch(cat(0, np.zeros(0, np.int64)), cat(2, np.zeros((0, self.xc.width), np.float32)).reshape(shape),

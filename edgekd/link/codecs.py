@@ -24,7 +24,7 @@ SOFT_CODECS = ("f32", "f16", "topk")
 X_CODECS = ("f32", "f16", "u8")
 
 
-class Dense:
+class FloatRows:
     """f32 / f16 arrays, row-major."""
 
     def __init__(self, width, dtype):
@@ -135,9 +135,9 @@ def _grid_step(u, fallback):
 
 def soft_codec(name, classes, k=4):
     if name == "f32":
-        return Dense(classes, "f4")
+        return FloatRows(classes, "f4")
     if name == "f16":
-        return Dense(classes, "f2")
+        return FloatRows(classes, "f2")
     if name == "topk":
         return TopK(classes, min(k, classes))
     raise EdgekdError(f"unknown soft-label codec {name!r}; choose from {', '.join(SOFT_CODECS)}")
@@ -145,9 +145,9 @@ def soft_codec(name, classes, k=4):
 
 def x_codec(name, features, affine=None):
     if name == "f32":
-        return Dense(features, "f4")
+        return FloatRows(features, "f4")
     if name == "f16":
-        return Dense(features, "f2")
+        return FloatRows(features, "f2")
     if name == "u8":
         if affine is None:
             raise EdgekdError("the u8 input codec needs the host's per-feature scale")

@@ -5,8 +5,8 @@ bytes: the test split is local."""
 
 import numpy as np
 
-from ..distill.source import Batch, Welcome
 from ..errors import EdgekdError
+from ..source import Batch, HaltedSet, Welcome
 from . import messages as m
 from .client import LinkSource, naive_bytes
 from .codecs import affine8_params, x_codec
@@ -16,6 +16,7 @@ from .order import epoch_order, split_validation
 
 class DeviceDataSource(LinkSource):
     resumable = False  # the order and the halted set live on the device
+    mode = "device-data"
 
     def __init__(self, dial, data, cache_budget=1 << 20, **link):
         super().__init__(dial, **link)
@@ -34,16 +35,11 @@ class DeviceDataSource(LinkSource):
         self._connect()
         n = len(d.y_train)
         self.train_ids, self.val_ids = split_validation(n, hello.val_fraction, hello.seed)
-        self.halted = np.zeros(n, bool)
-        self.halted[np.asarray(hello.halted, np.int64)] = True
+        self.halted = HaltedSet(n, hello.halted)
         return Welcome(n, len(self.val_ids), len(d.y_test), int(np.prod(d.input_shape)))
 
-    def hello_body(self, body):
-        body["mode"] = "device-data"
-        tail = b""
-        if self.affine is not None:
-            tail = np.asarray(self.affine[0], "<f4").tobytes() + np.asarray(self.affine[1], "<f4").tobytes()
-        return body, tail
+    def upload_affine(self):
+        return self.affine
 
     def input_codec(self, features, tail):
         """Uploads use the device's own u8 parameters (sent in HELLO)."""
@@ -95,7 +91,7 @@ class DeviceDataSource(LinkSource):
 
     # -- the source interface ---------------------------------------------------------------
     def epoch(self, epoch):
-        order = epoch_order(self.train_ids, self.hello.seed, epoch, self.halted)
+        order = epoch_order(self.train_ids, self.hello.seed, epoch, self.halted.mask)
         b = self.hello.batch
         for start in range(0, len(order), b):
             ids = order[start:start + b]
@@ -103,8 +99,7 @@ class DeviceDataSource(LinkSource):
 
     def report(self, epoch, cursor, halted, woken):
         """Halting is local here: a halted sample is simply never asked about again."""
-        self.halted[halted] = True
-        self.halted[woken] = False
+        self.halted.update(halted, woken)
 
     def validation(self):
         ids = self.val_ids

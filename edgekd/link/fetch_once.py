@@ -4,7 +4,7 @@ the baseline that halting is measured against."""
 
 import numpy as np
 
-from ..distill.source import Batch, SoftLabelSource
+from ..source import Batch, SoftLabelSource
 from .order import epoch_order, split_validation
 
 
@@ -22,8 +22,6 @@ class FetchOnceSource(SoftLabelSource):
         w = self.inner.open(hello)
         self.hello = hello
         self.train_ids, _ = split_validation(w.num_train, hello.val_fraction, hello.seed)
-        self.halted = np.zeros(w.num_train, bool)
-        self.halted[np.asarray(hello.halted, np.int64)] = True
         self.x = self.y = self.soft = None
         return w
 
@@ -34,24 +32,29 @@ class FetchOnceSource(SoftLabelSource):
                 self._keep(b)
                 yield b
             return
-        order = epoch_order(self.train_ids, self.hello.seed, epoch, self.halted)
+        order = epoch_order(self.train_ids, self.hello.seed, epoch, self.inner.halted.mask)
         for i in range(0, len(order), self.hello.batch):
             ids = order[i:i + self.hello.batch]
             yield Batch(ids, self.x[ids], self.y[ids], self.soft[ids])
 
     def _keep(self, b):
         if self.x is None:
-            n = len(self.halted)
+            n = len(self.inner.halted)
             self.x = np.zeros((n,) + b.x.shape[1:], np.float32)
             self.y = np.zeros(n, np.int64)
             self.soft = np.zeros((n, b.soft.shape[1]), np.float32)
         self.x[b.ids], self.y[b.ids], self.soft[b.ids] = b.x, b.y, b.soft
 
+    def settings(self):
+        return self.inner.settings()
+
     def report(self, epoch, cursor, halted, woken):
-        self.halted[halted] = True
-        self.halted[woken] = False
+        """The first epoch reports to the host (which updates the inner source's halted
+        set); later ones only update that set, which the offline epochs read."""
         if epoch == self.first:
             self.inner.report(epoch, cursor, halted, woken)
+        else:
+            self.inner.halted.update(halted, woken)
 
     def validation(self):
         return self.inner.validation()

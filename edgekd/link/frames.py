@@ -1,4 +1,4 @@
-"""Frames: the one envelope for TCP and serial (DESIGN.md, "Link").
+"""Frames: the one envelope for TCP and serial (docs/protocol.md has the byte layouts).
 
     magic "EK" | version u8 | type u8 | flags u8 | reserved u8 | length u32 LE | payload | crc32 u32 LE
 

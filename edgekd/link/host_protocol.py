@@ -12,12 +12,13 @@ import time
 import numpy as np
 
 from ..errors import EdgekdError
+from ..source import Hello
 from . import messages as m
 from .admission import Busy
-from .codecs import SOFT_CODECS, X_CODECS, soft_codec, x_codec
+from .codecs import soft_codec, x_codec
 from .frames import DEFAULT_MAX_PAYLOAD, ProtocolError
 from .host_session import HostSession
-from .messages import PROTO, hello_mac
+from .messages import hello_mac
 from .order import epoch_order
 
 MAX_WINDOW = 64
@@ -75,57 +76,35 @@ class HostProtocol:
         return handler(payload)
 
     # -- handshake ----------------------------------------------------------------------------
-    def on_hello(self, payload):
-        if self.hello is not None:
-            raise ProtocolError("second HELLO on one connection")
-        h, tail = m.unpack_json(payload, "HELLO")
-        if h.get("proto") != PROTO:
-            raise ProtocolError(f"device speaks protocol {h.get('proto')!r}, this host speaks {PROTO}")
+    def _authenticate(self, given):
         if self.token is not None:
-            given = h.get("auth")
             want = hello_mac(self.token, self.nonce).encode()
             if not isinstance(given, str) or not hmac.compare_digest(given.encode("utf-8", "replace"), want):
                 raise AuthFailed("authentication failed: wrong or missing token")
-        dims = h.get("input_shape")
-        if not isinstance(dims, list) or not 1 <= len(dims) <= 3:
-            raise ProtocolError("HELLO: input_shape must be a list of 1-3 integers")
-        shape = tuple(m.json_int({"d": d}, "d", 1, 1 << 20, "HELLO input_shape") for d in dims)
-        classes = m.json_int(h, "num_classes", 2, 65535, "HELLO")
-        seed = m.json_int(h, "seed", 0, 2 ** 64 - 1, "HELLO")
-        batch = m.json_int(h, "batch", 1, 65535, "HELLO")
-        k = m.json_int(h, "k", 1, 255, "HELLO", default=4)
-        codec = m.json_str(h, "codec", SOFT_CODECS, "HELLO")
-        xcodec = m.json_str(h, "x_codec", X_CODECS, "HELLO")
-        mode = m.json_str(h, "mode", ("host-data", "device-data"), "HELLO", default="host-data")
-        val_fraction = h.get("val_fraction")
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
-                or not 0 <= val_fraction < 1:
-            raise ProtocolError("HELLO: val_fraction must be a number in [0, 1)")
-        self.device_cap = m.json_int(h, "max_frame", m.MIN_FRAME_CAP, 2 ** 32 - 1, "HELLO")
-        replaces = h.get("replaces")
-        if replaces is not None and not (isinstance(replaces, str) and len(replaces) == 2 * m.SESSION_BYTES):
-            raise ProtocolError("HELLO: replaces must be a session token from WELCOME, or null")
+
+    def on_hello(self, payload):
+        if self.hello is not None:
+            raise ProtocolError("second HELLO on one connection")
+        h = m.unpack_hello(payload, self._authenticate)
+        self.device_cap = h.max_frame
         self.hello = h
-        self.mode, self.batch = mode, batch
-        self.sc = soft_codec(codec, self.teacher.num_classes, k)
-        if mode == "device-data":
-            return self._welcome_device_data(shape, classes, xcodec, tail)
-        from ..distill.source import Hello
-        w = self.session.open(Hello(seed, batch, val_fraction, shape, classes))
-        self.xc = x_codec(xcodec, w.features, self.affine)
-        self._fits("BATCH", m.batch_payload_bytes(batch, self.xc, self.sc), self.device_cap,
+        self.mode, self.batch = h.mode, h.batch
+        self.sc = soft_codec(h.codec, self.teacher.num_classes, h.k)
+        if h.mode == "device-data":
+            return self._welcome_device_data(h)
+        w = self.session.open(Hello(h.seed, h.batch, h.val_fraction, h.input_shape, h.num_classes))
+        self.xc = x_codec(h.x_codec, w.features, self.affine)
+        self._fits("BATCH", m.batch_payload_bytes(h.batch, self.xc, self.sc), self.device_cap,
                    "the device's", 6 + self.xc.nbytes(1) + self.sc.nbytes(1), 16)
-        resume = h.get("resume")
-        if resume is not None:
-            self._resume(resume, tail, w.num_train)
+        if h.resume is not None:
+            halted, epoch, start = m.unpack_resume(h.resume, h.tail, w.num_train)
+            self.session.halted.assign(halted)
+            self.resume_start = (epoch, start)
         info = {"num_train": w.num_train, "num_val": w.num_val, "num_test": w.num_test,
                 "features": w.features, "classes": self.teacher.num_classes,
-                "codec": codec, "x_codec": xcodec, "k": getattr(self.sc, "k", k), "mode": mode,
-                "test_split": self.test_split}
-        extra = b""
-        if xcodec == "u8":
-            extra = np.asarray(self.affine[0], "<f4").tobytes() + np.asarray(self.affine[1], "<f4").tobytes()
-        return [self._welcome(info, extra)]
+                "codec": h.codec, "x_codec": h.x_codec, "k": getattr(self.sc, "k", h.k),
+                "mode": h.mode, "test_split": self.test_split}
+        return [self._welcome(info, self.affine if h.x_codec == "u8" else None)]
 
     def _fits(self, what, nbytes, cap, whose, per_sample, fixed):
         """Refuse a HELLO whose full batch would not fit a frame the receiver takes."""
@@ -134,55 +113,38 @@ class HostProtocol:
             raise ProtocolError(f"HELLO: a {what} of {self.batch} samples is {nbytes:,} bytes, "
                                 f"over {whose} frame cap of {cap:,}: use --batch {most} or less")
 
-    def _welcome(self, info, extra=b""):
+    def _welcome(self, info, affine=None):
         """Admission happens here, after every check: WELCOME carries the session token."""
         info["session"] = "0" * (2 * m.SESSION_BYTES)
         info["max_frame"] = self.max_payload
         info["auth"] = self.token is not None
-        size = len(m.pack_json(info, extra))
+        size = len(m.pack_welcome(info, affine))
         if size > self.device_cap:
             raise ProtocolError(f"HELLO: the WELCOME would be {size:,} bytes, over the device's "
                                 f"frame cap of {self.device_cap:,} (use another --x-codec)")
-        slot = self.admit(self.hello.get("replaces")) if self.admit else None
+        slot = self.admit(self.hello.replaces) if self.admit else None
         info["session"] = slot.token if slot else os.urandom(m.SESSION_BYTES).hex()
         self.slot = slot
         self._progress()
-        return m.frame(m.T.WELCOME, m.pack_json(info, extra))
+        return m.frame(m.T.WELCOME, m.pack_welcome(info, affine))
 
-    def _resume(self, resume, tail, n):
-        if not isinstance(resume, dict) or resume.get("num_train") != n:
-            raise ProtocolError("resume state does not match this host's data set")
-        half = (n + 7) // 8
-        if len(tail) != 2 * half:
-            raise ProtocolError("resume bitmaps have the wrong length")
-        self.session.halted[...] = m.unpack_bitmap(tail[:half], n, "HELLO")
-        epoch = m.json_int(resume, "epoch", -1, 2 ** 32 - 1, "HELLO resume", default=-1)
-        self.resume_start = (epoch, m.unpack_bitmap(tail[half:], n, "HELLO"))
-
-    def _welcome_device_data(self, shape, classes, xcodec, tail):
+    def _welcome_device_data(self, h):
+        shape, classes = h.input_shape, h.num_classes
         if tuple(shape) != tuple(self.teacher.input_shape) or classes != self.teacher.num_classes:
             raise EdgekdError(f"the device's inputs {list(shape)} / {classes} classes do not "
                               f"match the teacher's {list(self.teacher.input_shape)} / "
                               f"{self.teacher.num_classes}")
         features = int(np.prod(shape))
-        affine = None
-        if xcodec == "u8":
-            if len(tail) != 8 * features:
-                raise ProtocolError("HELLO: u8 uploads need the device's per-feature lo/step")
-            lo = np.frombuffer(tail, "<f4", features)
-            step = np.frombuffer(tail, "<f4", features, 4 * features)
-            if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(step)) and np.all(step > 0)):
-                raise ProtocolError("HELLO: bad u8 parameters")
-            affine = (lo, step)
-        self.xc = x_codec(xcodec, features, affine)
+        affine = m.unpack_affine(h.tail, features, "HELLO") if h.x_codec == "u8" else None
+        self.xc = x_codec(h.x_codec, features, affine)
         self.shape = tuple(shape)
         self._fits("SOFT answer", m.ids_payload_bytes(self.batch, self.sc), self.device_cap,
                    "the device's", 4 + self.sc.nbytes(1), 4)
         self._fits("QUERY", m.ids_payload_bytes(self.batch, self.xc), self.max_payload,
                    "the host's", 4 + self.xc.nbytes(1), 4)
         info = {"num_train": 0, "num_val": 0, "num_test": 0, "features": features,
-                "classes": self.teacher.num_classes, "codec": self.hello["codec"],
-                "x_codec": xcodec, "k": getattr(self.sc, "k", 0), "mode": "device-data"}
+                "classes": self.teacher.num_classes, "codec": h.codec,
+                "x_codec": h.x_codec, "k": getattr(self.sc, "k", 0), "mode": "device-data"}
         return [self._welcome(info)]
 
     # -- host-data training -------------------------------------------------------------------
@@ -241,14 +203,14 @@ class HostProtocol:
     def on_halt(self, payload):
         self._need_host_data("HALT")
         epoch, cursor, ids = m.unpack_halt(payload)
-        self.session.halt(ids)
+        self.session.halted.halt(ids)
         self.stats["halted"] += len(ids)
         return self._acked(epoch, cursor)
 
     def on_wake(self, payload):
         self._need_host_data("WAKE")
         ids, _ = m.unpack_ids(payload, "WAKE")
-        self.session.wake(ids)
+        self.session.halted.wake(ids)
         return []
 
     def on_fetch(self, payload):

@@ -5,8 +5,8 @@ Transport-free, so the in-process link and the TCP server share it.
 
 import numpy as np
 
-from ..distill.source import Batch, Welcome
 from ..errors import EdgekdError
+from ..source import Batch, HaltedSet, Welcome
 from .order import epoch_order, split_validation
 
 
@@ -31,13 +31,12 @@ class HostSession:
         n = len(d.y_train)
         self.seed, self.batch_size = hello.seed, hello.batch
         self.train_ids, self.val_ids = split_validation(n, hello.val_fraction, hello.seed)
-        self.halted = np.zeros(n, bool)
-        self.halt(hello.halted)
+        self.halted = HaltedSet(n, hello.halted)
         return Welcome(n, len(self.val_ids), len(self.data.y_test),
                        int(np.prod(d.input_shape)))
 
     def order(self, epoch):
-        return epoch_order(self.train_ids, self.seed, epoch, self.halted)
+        return epoch_order(self.train_ids, self.seed, epoch, self.halted.mask)
 
     def soft_labels(self, x):
         soft = np.asarray(self.teacher.logits(x), np.float32)
@@ -48,15 +47,3 @@ class HostSession:
     def batch(self, ids):
         x = self.data.x_train[ids]
         return Batch(ids, x, self.data.y_train[ids], self.soft_labels(x))
-
-    def halt(self, ids):
-        self.halted[self._checked(ids)] = True
-
-    def wake(self, ids):
-        self.halted[self._checked(ids)] = False
-
-    def _checked(self, ids):
-        ids = np.asarray(ids, np.int64)
-        if ids.size and (ids.min() < 0 or ids.max() >= len(self.halted)):
-            raise EdgekdError(f"sample id out of range 0..{len(self.halted) - 1}")
-        return ids

@@ -7,11 +7,13 @@ import hmac
 import json
 import struct
 import unicodedata
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 
-from .frames import ProtocolError, encode_frame
+from .codecs import SOFT_CODECS, X_CODECS
+from .frames import OVERHEAD, ProtocolError, encode_frame
 
 
 class T(IntEnum):
@@ -114,6 +116,123 @@ def unpack_bitmap(buf, n, what):
     return np.unpackbits(np.frombuffer(buf, np.uint8), count=n, bitorder="little").astype(bool)
 
 
+# -- HELLO / WELCOME: JSON, then a binary tail ---------------------------------------------
+MODES = ("host-data", "device-data")
+
+
+def pack_hello(hello, codec, x_codec, k, mode, auth, max_frame, replaces, resume=None,
+               affine=None):
+    """HELLO for `hello` (a source.Hello). `resume` = (epoch, cursor, halted mask, mask at the
+    epoch's start) adds the resume state and its two bitmaps; `affine` = (lo, step) is the
+    device's u8 upload scale (device-data mode)."""
+    body = {"proto": PROTO, "input_shape": list(hello.input_shape),
+            "num_classes": hello.num_classes, "seed": hello.seed, "batch": hello.batch,
+            "val_fraction": hello.val_fraction, "codec": codec, "x_codec": x_codec, "k": k,
+            "mode": mode, "auth": auth, "max_frame": max_frame, "replaces": replaces}
+    tail = b"" if affine is None else pack_affine(*affine)
+    if resume is not None:
+        epoch, cursor, halted, start = resume
+        body["resume"] = {"epoch": epoch, "cursor": cursor, "num_train": len(halted)}
+        tail = pack_bitmap(halted) + pack_bitmap(start)
+    return pack_json(body, tail)
+
+
+@dataclass(frozen=True)
+class HelloRequest:
+    """A HELLO as the host reads it, every field checked (`body` is the JSON as sent)."""
+    body: dict
+    input_shape: tuple
+    num_classes: int
+    seed: int
+    batch: int
+    val_fraction: float
+    codec: str
+    x_codec: str
+    k: int
+    mode: str
+    max_frame: int
+    replaces: str | None
+    resume: dict | None     # read with unpack_resume once the host knows its split's size
+    tail: bytes
+
+
+def unpack_hello(payload, authenticate):
+    """A HelloRequest. `authenticate(auth)` is called right after the protocol check and
+    raises if the device did not prove it knows the token."""
+    h, tail = unpack_json(payload, "HELLO")
+    if h.get("proto") != PROTO:
+        raise ProtocolError(f"device speaks protocol {h.get('proto')!r}, this host speaks {PROTO}")
+    authenticate(h.get("auth"))
+    dims = h.get("input_shape")
+    if not isinstance(dims, list) or not 1 <= len(dims) <= 3:
+        raise ProtocolError("HELLO: input_shape must be a list of 1-3 integers")
+    shape = tuple(json_int({"d": d}, "d", 1, 1 << 20, "HELLO input_shape") for d in dims)
+    classes = json_int(h, "num_classes", 2, 65535, "HELLO")
+    seed = json_int(h, "seed", 0, 2 ** 64 - 1, "HELLO")
+    batch = json_int(h, "batch", 1, 65535, "HELLO")
+    k = json_int(h, "k", 1, 255, "HELLO", default=4)
+    codec = json_str(h, "codec", SOFT_CODECS, "HELLO")
+    xcodec = json_str(h, "x_codec", X_CODECS, "HELLO")
+    mode = json_str(h, "mode", MODES, "HELLO", default="host-data")
+    val_fraction = h.get("val_fraction")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
+            or not 0 <= val_fraction < 1:
+        raise ProtocolError("HELLO: val_fraction must be a number in [0, 1)")
+    max_frame = json_int(h, "max_frame", MIN_FRAME_CAP, 2 ** 32 - 1, "HELLO")
+    replaces = h.get("replaces")
+    if replaces is not None and not (isinstance(replaces, str) and len(replaces) == 2 * SESSION_BYTES):
+        raise ProtocolError("HELLO: replaces must be a session token from WELCOME, or null")
+    return HelloRequest(h, shape, classes, seed, batch, val_fraction, codec, xcodec, k, mode,
+                        max_frame, replaces, h.get("resume"), tail)
+
+
+def unpack_resume(resume, tail, n):
+    """(halted mask, epoch, mask at that epoch's start) of a resuming HELLO over n samples."""
+    if not isinstance(resume, dict) or resume.get("num_train") != n:
+        raise ProtocolError("resume state does not match this host's data set")
+    half = (n + 7) // 8
+    if len(tail) != 2 * half:
+        raise ProtocolError("resume bitmaps have the wrong length")
+    halted = unpack_bitmap(tail[:half], n, "HELLO")
+    epoch = json_int(resume, "epoch", -1, 2 ** 32 - 1, "HELLO resume", default=-1)
+    return halted, epoch, unpack_bitmap(tail[half:], n, "HELLO")
+
+
+def pack_welcome(info, affine=None):
+    """WELCOME: the host's JSON answer, then (u8 inputs) the per-feature lo/step."""
+    return pack_json(info, b"" if affine is None else pack_affine(*affine))
+
+
+def unpack_welcome(payload):
+    """(info, tail) with every field the device relies on checked."""
+    info, tail = unpack_json(payload, "WELCOME")
+    json_int(info, "features", 1, 1 << 24, "WELCOME")
+    json_int(info, "classes", 2, 65535, "WELCOME")
+    for key in ("num_train", "num_val", "num_test"):
+        json_int(info, key, 0, 2 ** 32 - 1, "WELCOME")
+    session = info.get("session")
+    if not (isinstance(session, str) and len(session) == 2 * SESSION_BYTES):
+        raise ProtocolError("WELCOME lacks a session token")
+    json_int(info, "max_frame", MIN_FRAME_CAP, 2 ** 32 - 1, "WELCOME")
+    return info, tail
+
+
+def pack_affine(lo, step):
+    """The u8 codec's scale: f32 lo[features], then f32 step[features]."""
+    return np.asarray(lo, "<f4").tobytes() + np.asarray(step, "<f4").tobytes()
+
+
+def unpack_affine(tail, features, what):
+    """(lo, step) from a handshake tail; finite, and every step > 0."""
+    if len(tail) != 8 * features:
+        raise ProtocolError(f"{what} lacks the u8 input parameters (per-feature lo/step)")
+    lo = np.frombuffer(tail, "<f4", features)
+    step = np.frombuffer(tail, "<f4", features, 4 * features)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(step)) and np.all(step > 0)):
+        raise ProtocolError(f"{what}: bad u8 parameters")
+    return lo, step
+
+
 # -- training --------------------------------------------------------------------------------
 def pack_epoch(epoch, cursor, window):
     return _EPOCH.pack(epoch, cursor, window)
@@ -149,7 +268,6 @@ def unpack_batch(payload, xc, sc):
 
 def batch_nbytes(n, xc, sc):
     """Bytes on the link for one BATCH frame of n samples (frame overhead included)."""
-    from .frames import OVERHEAD
     return OVERHEAD + _BATCH.size + 6 * n + xc.nbytes(n) + (sc.nbytes(n) if sc else 0)
 
 

@@ -56,7 +56,7 @@ def is_loopback(host):
         return False
 
 
-class Server:
+class SoftLabelServer:
     """`tls` is an ssl.SSLContext (tls.server_context) or None; off loopback both it and a
     strong token are required. `max_pending` bounds connections that have not yet sent a
     valid, authenticated HELLO; each gets `handshake_timeout_s` for TLS and HELLO together.
@@ -156,92 +156,13 @@ class Server:
                 thread.join(max(0.0, end - time.monotonic()))
 
     def session(self, conn, addr, sid):
-        peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
-        ip = addr[0]
-        pending, slot, t, channel = True, None, None, conn
-        replaced = threading.Event()
-        started, outcome = time.monotonic(), None
-        proto = None
-        try:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            deadline = started + self.handshake_timeout_s
-            if self.tls is not None:
-                from .tls import TlsChannel
-                channel = TlsChannel(conn, self.tls, server_side=True)
-                try:
-                    channel.handshake(deadline)
-                except OSError as e:  # ssl.SSLError is one: a plain client, a scanner
-                    outcome = f"TLS handshake failed: {getattr(e, 'reason', None) or e}"
-                    return
-            t = SocketTransport(channel, self.idle_timeout_s, self.max_payload, self.frame_deadline_s)
-            t.hard_deadline = deadline
-            wait = self.admission.throttled(ip)
-            if wait:
-                self._refuse(t, Busy(f"too many failed authentications from {ip}; retry in "
-                                     f"{wait:.0f} s"))
-                outcome = "refused: address throttled"
-                return
-
-            def evict():  # from another thread: wake the stale session, let it close itself
-                replaced.set()
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-            def admit(replaces):
-                return self.admission.admit(ip, sid, peer, replaces, evict)
-
-            proto = HostProtocol(self.teacher, self.data, self.affine, self.token, admit,
-                                 self.max_payload, self.test_split)
-            for f in proto.greeting():
-                t.send(f)
-            while not proto.closed:
-                ftype, flags, payload = t.recv()
-                for f in proto.handle(ftype, flags, payload):
-                    t.send(f)
-                if pending and proto.hello is not None:
-                    pending, slot = False, proto.slot
-                    t.hard_deadline = None
-                    self.admission.leave_pending()
-                    self.log(f"session {sid} {peer}: {self._describe(proto)}")
-                if time.monotonic() - proto.progress_at > self.idle_timeout_s:
-                    raise EdgekdError(f"no training progress for {self.idle_timeout_s:g} s")
-            outcome = f"stop: {proto.stats['stop']}"
-        except LinkDown as e:
-            outcome = "replaced by a reconnect of the same run" if replaced.is_set() else f"link lost: {e}"
-        except AuthFailed as e:
-            self.admission.failed(ip)
-            self._refuse(t, e)
-            outcome = f"error: {e}"
-        except EdgekdError as e:
-            self._refuse(t, e)
-            outcome = f"{'busy' if isinstance(e, Busy) else 'error'}: {e}"
-        except Exception as e:  # noqa: BLE001 - one session's bug must not stop the server
-            outcome = f"internal error: {type(e).__name__}: {' '.join(str(e).split())}"
-            self._refuse(t, EdgekdError(outcome))
-        finally:
-            if pending:
-                self.admission.leave_pending()
-            if slot is not None:
-                self.admission.release(slot)
-            heard = getattr(channel, "wire_received", None) if channel is not conn else None
-            heard = heard if heard is not None else (t.received if t else 0)
-            if outcome is not None and heard:  # a port probe that sent nothing is not news
-                self._log(sid, peer, proto, t, started, outcome)
-            if t is not None:
-                t.close()
-            else:
-                conn.close()
-            with self.live_lock:
-                self.live.pop(conn, None)
+        DeviceSession(self, conn, addr, sid).run()
 
     @staticmethod
     def _describe(proto):
         h = proto.hello
-        return (f"authenticated, {h.get('mode', 'host-data')}, batch {h.get('batch')}, "
-                f"codec {h.get('codec')}/{h.get('x_codec')}"
-                + (", resuming" if h.get("resume") or h.get("replaces") else ""))
+        return (f"authenticated, {h.mode}, batch {h.batch}, codec {h.codec}/{h.x_codec}"
+                + (", resuming" if h.resume or h.replaces else ""))
 
     def _refuse(self, t, err):
         if t is None:
@@ -262,3 +183,106 @@ class Server:
             f"session {sid} {peer}: {s['epochs']} epoch requests, {s['batches']} batches, "
             f"{s['halted']} halted, {sent:,} B down / {received:,} B up{wire}, "
             f"{time.monotonic() - started:.1f} s, {outcome}"))
+
+
+class DeviceSession:
+    """One device connection, from accept to close, on its own thread: TLS, throttling,
+    the HostProtocol conversation, then one log line with what it carried and why it ended."""
+
+    def __init__(self, server, conn, addr, sid):
+        self.srv, self.conn, self.sid, self.ip = server, conn, sid, addr[0]
+        self.peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+        self.pending, self.slot, self.t, self.channel, self.proto = True, None, None, conn, None
+        self.replaced = threading.Event()
+        self.started = time.monotonic()
+
+    def run(self):
+        srv, outcome = self.srv, None
+        try:
+            outcome = self._serve()
+        except LinkDown as e:
+            outcome = ("replaced by a reconnect of the same run" if self.replaced.is_set()
+                       else f"link lost: {e}")
+        except AuthFailed as e:
+            srv.admission.failed(self.ip)
+            srv._refuse(self.t, e)
+            outcome = f"error: {e}"
+        except EdgekdError as e:
+            srv._refuse(self.t, e)
+            outcome = f"{'busy' if isinstance(e, Busy) else 'error'}: {e}"
+        except Exception as e:  # noqa: BLE001 - one session's bug must not stop the server
+            outcome = f"internal error: {type(e).__name__}: {' '.join(str(e).split())}"
+            srv._refuse(self.t, EdgekdError(outcome))
+        finally:
+            self._close(outcome)
+
+    def _serve(self):
+        """TLS (if any), the throttle check, then the conversation; returns the outcome."""
+        srv, conn = self.srv, self.conn
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        deadline = self.started + srv.handshake_timeout_s
+        if srv.tls is not None:
+            from .tls import TlsChannel
+            self.channel = TlsChannel(conn, srv.tls, server_side=True)
+            try:
+                self.channel.handshake(deadline)
+            except OSError as e:  # ssl.SSLError is one: a plain client, a scanner
+                return f"TLS handshake failed: {getattr(e, 'reason', None) or e}"
+        t = self.t = SocketTransport(self.channel, srv.idle_timeout_s, srv.max_payload,
+                                     srv.frame_deadline_s)
+        t.hard_deadline = deadline
+        wait = srv.admission.throttled(self.ip)
+        if wait:
+            srv._refuse(t, Busy(f"too many failed authentications from {self.ip}; retry in "
+                                f"{wait:.0f} s"))
+            return "refused: address throttled"
+        self.proto = HostProtocol(srv.teacher, srv.data, srv.affine, srv.token, self._admit,
+                                  srv.max_payload, srv.test_split)
+        self._converse(t, self.proto)
+        return f"stop: {self.proto.stats['stop']}"
+
+    def _converse(self, t, proto):
+        """Frames in, frames out, until the protocol closes; the session leaves the pending
+        budget once its HELLO is accepted, and ends if training stops moving."""
+        srv = self.srv
+        for f in proto.greeting():
+            t.send(f)
+        while not proto.closed:
+            ftype, flags, payload = t.recv()
+            for f in proto.handle(ftype, flags, payload):
+                t.send(f)
+            if self.pending and proto.hello is not None:
+                self.pending, self.slot = False, proto.slot
+                t.hard_deadline = None
+                srv.admission.leave_pending()
+                srv.log(f"session {self.sid} {self.peer}: {srv._describe(proto)}")
+            if time.monotonic() - proto.progress_at > srv.idle_timeout_s:
+                raise EdgekdError(f"no training progress for {srv.idle_timeout_s:g} s")
+
+    def _admit(self, replaces):
+        return self.srv.admission.admit(self.ip, self.sid, self.peer, replaces, self._evict)
+
+    def _evict(self):
+        """From another thread: wake the stale session, let it close itself."""
+        self.replaced.set()
+        try:
+            self.conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _close(self, outcome):
+        srv, t, channel = self.srv, self.t, self.channel
+        if self.pending:
+            srv.admission.leave_pending()
+        if self.slot is not None:
+            srv.admission.release(self.slot)
+        heard = getattr(channel, "wire_received", None) if channel is not self.conn else None
+        heard = heard if heard is not None else (t.received if t else 0)
+        if outcome is not None and heard:  # a port probe that sent nothing is not news
+            srv._log(self.sid, self.peer, self.proto, t, self.started, outcome)
+        if t is not None:
+            t.close()
+        else:
+            self.conn.close()
+        with srv.live_lock:
+            srv.live.pop(self.conn, None)

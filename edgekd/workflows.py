@@ -1,7 +1,9 @@
-"""What each CLI command does, as plain functions returning JSON-ready dicts.
+"""The work behind `edgekd teacher`, `train` and `eval`, as plain functions returning
+JSON-ready dicts.
 
-The CLI layer only parses flags, shows progress and prints; these functions hold the work,
-so tests and other front ends call them directly.
+The CLI only parses flags, shows progress and prints; these functions hold the work, so tests
+and other front ends call them directly. Export's work is in edgekd.export; board RPCs are
+the board bridge's own.
 """
 
 import hashlib
@@ -28,9 +30,15 @@ def check_student(spec, data=None, teacher=None, where="student spec"):
                               f"{teacher.path} {teacher.num_classes}; distillation needs the same")
 
 
-def train_teacher(spec, data, out, epochs=30, batch=64, lr=3e-3, optimizer="adam", seed=0,
+def train_teacher(spec, data, out, epochs=None, batch=None, lr=None, optimizer=None, seed=0,
                   on_epoch=None):
+    """Hard-label training of a teacher; None takes distill.supervised's defaults."""
+    from .distill import supervised
     from .distill.supervised import fit
+    epochs = supervised.EPOCHS if epochs is None else epochs
+    batch = supervised.BATCH if batch is None else batch
+    lr = supervised.LR if lr is None else lr
+    optimizer = optimizer or supervised.OPTIMIZER
     from .nn.io import save_model
     from .nn.model import Sequential
     model = Sequential(spec, seed=seed)
@@ -46,26 +54,24 @@ def train_teacher(spec, data, out, epochs=30, batch=64, lr=3e-3, optimizer="adam
             "output": os.fspath(out), "wall_s": round(time.perf_counter() - t0, 3)}
 
 
-def train_student(spec, source, cfg, out, resume=False, on_epoch=None):
-    """KD training of `spec`; writes student, metrics, checkpoint. `source` is a soft-label
-    source, or a function of the run's config that makes one (so a resumed run talks to the
-    host with the codecs it started with)."""
+def train_student(spec, source, cfg, out, resume=None, on_epoch=None):
+    """KD training of `spec` from the soft-label `source`; writes student, metrics,
+    checkpoint. `resume` is None (or False) for a fresh run, or the run's Checkpoint
+    (distill.checkpoint.load_checkpoint(out)):
+    its settings win over `cfg`, and `source` should have been made with its link settings."""
     from .distill.config import CHECKPOINT, METRICS, STUDENT
-    from .distill.source import SoftLabelSource
-    from .distill.trainer import Trainer, saved_config
+    from .distill.trainer import Trainer
     from .nn.model import Sequential
-    if resume:
-        cfg = saved_config(out)
-    if not isinstance(source, SoftLabelSource):
-        source = source(cfg)
+    if resume is True:
+        raise TypeError("resume takes the run's Checkpoint (distill.checkpoint.load_checkpoint)")
+    resume = resume or None   # False: a fresh run
+    cfg = resume.cfg if resume is not None else cfg
     model = Sequential(spec, seed=cfg.seed, where="student spec")
-    if not resume and os.path.exists(os.path.join(out, CHECKPOINT)):
+    if resume is None and os.path.exists(os.path.join(out, CHECKPOINT)):
         raise EdgekdError(f"{out}: holds a run already; pass --resume to continue it "
                           f"or choose another --out")
-    trainer = Trainer(model, source, cfg, out, on_epoch=on_epoch)
-    if resume:
-        trainer.resume()
-    elif os.path.exists(os.path.join(out, METRICS)):
+    trainer = Trainer(model, source, cfg, out, on_epoch=on_epoch, resumed=resume)
+    if resume is None and os.path.exists(os.path.join(out, METRICS)):
         os.unlink(os.path.join(out, METRICS))
     summary = trainer.run()
     summary["output"] = os.path.join(out, STUDENT)

@@ -1,12 +1,15 @@
 """The soft-label source: what the trainer reads batches from and reports halting to.
 
-The trainer sees only this interface. The in-process link (host and device in one process)
-and the TCP client both implement it, so the trainer does not change with the transport.
+The trainer (edgekd.distill) sees only this interface; the link (edgekd.link: in-process,
+TCP, device-data, fetch-once) implements it. Both import it from here and never each other,
+so the trainer does not change with the transport.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .errors import EdgekdError
 
 
 @dataclass
@@ -38,14 +41,61 @@ class Welcome:
     features: int           # values per sample
 
 
+class HaltedSet:
+    """The training samples nobody streams any more, over ids 0..n-1 of the training split.
+    The host session and every device-side source keep theirs in one of these; HALT adds
+    ids, WAKE removes them, and the epoch order reads `mask`."""
+
+    def __init__(self, n, ids=()):
+        self.mask = np.zeros(n, bool)
+        self.halt(ids)
+
+    def __len__(self):
+        return len(self.mask)
+
+    def halt(self, ids):
+        self.mask[self._checked(ids)] = True
+
+    def wake(self, ids):
+        self.mask[self._checked(ids)] = False
+
+    def update(self, halted, woken):
+        """One report: newly settled ids halt, drifted ones wake."""
+        self.halt(halted)
+        self.wake(woken)
+
+    def assign(self, mask):
+        self.mask[...] = mask
+
+    def copy(self):
+        other = HaltedSet(0)
+        other.mask = self.mask.copy()
+        return other
+
+    def ids(self):
+        return np.flatnonzero(self.mask)
+
+    def _checked(self, ids):
+        ids = np.asarray(ids, np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.mask)):
+            raise EdgekdError(f"sample id out of range 0..{len(self.mask) - 1}")
+        return ids
+
+
 class SoftLabelSource:
     """bytes_down / bytes_up count training traffic; bytes_eval counts the test split (frame
     bytes, comparable across links); bytes_wire is what the socket carried, TLS included."""
     bytes_down = bytes_up = bytes_eval = bytes_wire = 0
+    halted = None     # link sources: a HaltedSet once open() has returned
 
     def open(self, hello):
         """Handshake; returns a Welcome. On resume, `hello.halted` restores the halted set."""
         raise NotImplementedError
+
+    def settings(self):
+        """What a resumed run must ask for again (its codecs), as a JSON-ready dict that the
+        trainer keeps in its checkpoint without reading it."""
+        return {}
 
     def epoch(self, epoch):
         """Yield the epoch's batches, in the order fixed by (seed, epoch, halted set)."""
