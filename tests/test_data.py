@@ -52,7 +52,7 @@ def _assert_sound(ds):
 # --- built-ins ---------------------------------------------------------------------
 
 def test_builtins_listed():
-    assert BUILTINS == ("digits", "sensor")
+    assert BUILTINS == ("digits", "sensor", "fashion-mnist")
 
 
 def test_digits_shapes_and_range():

@@ -9,11 +9,20 @@ from .base import emit, json_option, load_data, main
 @click.argument("name")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also write it as an .npz (x_train, y_train, x_test, y_test).")
+@click.option("--train-samples", type=click.IntRange(min=1), metavar="N",
+              help="Keep only the first N training samples (a small slice of a large set).")
+@click.option("--test-samples", type=click.IntRange(min=1), metavar="N",
+              help="Keep only the first N test samples.")
 @json_option
-def data(name, output, as_json):
-    """Describe data set NAME (a built-in or an .npz path)."""
+def data(name, output, train_samples, test_samples, as_json):
+    """Describe data set NAME (a built-in: digits, sensor, fashion-mnist; or an .npz path).
+
+    fashion-mnist is read from the IDX files of Debian's dataset-fashion-mnist package;
+    `edgekd data fashion-mnist --train-samples 6000 -o F.npz` writes a slice of it."""
     from ..data import class_counts, save_dataset
     ds = load_data(name)
+    if train_samples or test_samples:
+        ds = ds.head(train_samples, test_samples)
     if output:
         save_dataset(output, ds)
     res = {"name": ds.name, "input_shape": list(ds.input_shape), "num_classes": ds.num_classes,

@@ -51,6 +51,16 @@ class Dataset:
             _fail(what, f"has {num_classes} classes, but the data set {self.name} has labels "
                         f"up to {self.num_classes - 1}")
 
+    def head(self, train=None, test=None):
+        """The first `train` / `test` samples of each split (None keeps a split whole), for a
+        small slice of a large set; num_classes is kept so models stay compatible."""
+        for split, n, have in (("train", train, len(self.y_train)),
+                               ("test", test, len(self.y_test))):
+            if n is not None and not 1 <= n <= have:
+                _fail(self.name, f"{split} samples must be in 1..{have}, got {n}")
+        return Dataset(self.name, self.x_train[:train], self.y_train[:train],
+                       self.x_test[:test], self.y_test[:test], num_classes=self.num_classes)
+
     def __repr__(self):
         return (f"Dataset({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
                 f"input_shape={self.input_shape}, num_classes={self.num_classes})")
