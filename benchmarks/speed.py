@@ -267,7 +267,7 @@ def first_step_worker(args):
 
 def gflops(name, batch, sps):
     from edgekd.design.cost import model_cost
-    return sps * 3 * model_cost(MODELS[name], batch=batch).flops / batch / 1e9
+    return sps * 3 * model_cost(MODELS[name], batch=batch).flops / 1e9
 
 
 def main(argv=None):
@@ -276,6 +276,7 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=0.15, help="seconds of steps per round")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), help="only these rows")
     ap.add_argument("--first-step", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.first_step:
@@ -285,6 +286,8 @@ def main(argv=None):
     peak = matmul_peak()
     rows = []
     cases = [(n, b) for n in STUDENTS for b in BATCHES] + [("teacher_mlp", 32)]
+    if a.models:
+        cases = [(n, b) for n, b in cases if n in a.models]
     for name, batch in cases:
         sps = throughput(engines, name, batch, a.rounds, a.budget)
         g = gflops(name, batch, sps["numba"])

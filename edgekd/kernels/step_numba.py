@@ -58,6 +58,13 @@ class _Gen:
         dims = ", ".join(["n", *map(str, shape)])
         self.emit(f"{name} = WF[{start}:{start}+n*{per_sample}].reshape(({dims}))")
 
+    def fconst(self, name, size, shape):
+        """A float32 work array of a fixed `size` (independent of the batch)."""
+        start = "+".join(self.fsize) or "0"
+        self.fsize.append(str(size))
+        dims = ", ".join(map(str, shape))
+        self.emit(f"{name} = WF[{start}:{start}+{size}].reshape(({dims}))")
+
     def ibuf(self, name, per_sample, shape):
         start = "+".join(self.isize) or "0"
         self.isize.append(f"n*{per_sample}")
@@ -72,8 +79,158 @@ def _size(shape):
     return s
 
 
-def source(program, optimizer, classes, in_size):
-    """Python source of `step(...)` for `program`, with `optimizer` 'sgd' or 'adam'."""
+MAX_UNROLL = 32  # filters up to this many get register-blocked convolution loops
+
+
+def _accs(f, prefix="c"):
+    return [f"{prefix}{q}" for q in range(f)]
+
+
+def _conv_forward(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
+    """Direct convolution, no im2col: per output pixel the `f` filter sums live in scalars
+    (registers), bias first, then (kernel row, kernel column, input channel) in order."""
+    acc = _accs(f)
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit("; ".join(f"{a} = b{i}[{q}]" for q, a in enumerate(acc)), 4)
+    g.emit(f"for ki in range({kh}):", 4)
+    g.emit(f"for kj in range({kw}):", 5)
+    g.emit(f"xr = xp{i}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
+    g.emit(f"wr = k{i}[ki, kj]", 6)
+    g.emit(f"for ci in range({c}):", 6)
+    g.emit("xv = xr[ci]", 7)
+    g.emit("wc = wr[ci]", 7)
+    for q, a in enumerate(acc):
+        g.emit(f"{a} += xv * wc[{q}]", 7)
+    g.emit(f"o = a{i}[s, oh, ow]", 4)
+    for q, a in enumerate(acc):
+        g.emit(f"o[{q}] = _act({a}, {code})", 4)
+
+
+def _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
+    """dz <- dz * act'(y); bias and kernel gradients as sums over every output pixel of the
+    batch with the `f` filter sums in scalars; the input gradient pixel by pixel."""
+    acc = _accs(f)
+    if code:
+        g.emit("for s in range(n):")
+        g.emit(f"for oh in range({ho}):", 2)
+        g.emit(f"for ow in range({wo}):", 3)
+        g.emit(f"gr = dz{i}[s, oh, ow]", 4)
+        g.emit(f"yr = a{i}[s, oh, ow]", 4)
+        g.emit(f"for q in range({f}):", 4)
+        g.emit(f"gr[q] *= _act_grad(yr[q], {code})", 5)
+    g.emit("; ".join(f"{a} = np.float32(0)" for a in acc))
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit(f"gr = dz{i}[s, oh, ow]", 4)
+    for q, a in enumerate(acc):
+        g.emit(f"{a} += gr[{q}]", 4)
+    for q, a in enumerate(acc):
+        g.emit(f"gb{i}[{q}] = {a}")
+    g.emit(f"for ki in range({kh}):")
+    g.emit(f"for kj in range({kw}):", 2)
+    g.emit(f"for ci in range({c}):", 3)
+    g.emit("; ".join(f"{a} = np.float32(0)" for a in acc), 4)
+    g.emit("for s in range(n):", 4)
+    g.emit(f"for oh in range({ho}):", 5)
+    g.emit(f"for ow in range({wo}):", 6)
+    g.emit(f"xv = xp{i}[s, oh * {sh} + ki, ow * {sw} + kj, ci]", 7)
+    g.emit(f"gr = dz{i}[s, oh, ow]", 7)
+    for q, a in enumerate(acc):
+        g.emit(f"{a} += xv * gr[{q}]", 7)
+    g.emit(f"gc = gk{i}[ki, kj, ci]", 4)
+    for q, a in enumerate(acc):
+        g.emit(f"gc[{q}] = {a}", 4)
+    if not need_dx:
+        return
+    # the input gradient vectorised over input channels: the kernel transposed to
+    # [kh, kw, f, c] once per step, then per output pixel and kernel tap c sums in scalars
+    g.fconst(f"kt{i}", kh * kw * f * c, (kh, kw, f, c))
+    g.emit(f"for ki in range({kh}):")
+    g.emit(f"for kj in range({kw}):", 2)
+    g.emit(f"for ci in range({c}):", 3)
+    g.emit(f"for q in range({f}):", 4)
+    g.emit(f"kt{i}[ki, kj, q, ci] = k{i}[ki, kj, ci, q]", 5)
+    ds = _accs(c, "d")
+    g.emit(f"dxp{i}[:] = 0")
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit(f"gr = dz{i}[s, oh, ow]", 4)
+    g.emit(f"for ki in range({kh}):", 4)
+    g.emit(f"for kj in range({kw}):", 5)
+    g.emit(f"dr = dxp{i}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
+    g.emit("; ".join(f"{a} = dr[{q}]" for q, a in enumerate(ds)), 6)
+    g.emit(f"for q in range({f}):", 6)
+    g.emit("gv = gr[q]", 7)
+    g.emit(f"wt = kt{i}[ki, kj, q]", 7)
+    for q, a in enumerate(ds):
+        g.emit(f"{a} += gv * wt[{q}]", 7)
+    g.emit("; ".join(f"dr[{q}] = {a}" for q, a in enumerate(ds)), 6)
+
+
+GEMM_MIN_K = 32  # with BLAS, convolutions of at least this many taps x channels use im2col + sgemm
+
+
+def _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
+    """Wide kernels: the patches copied into rows (kept for backward), one sgemm, then bias
+    and activation in one pass."""
+    K, P = kh * kw * c, ho * wo
+    g.fbuf(f"cols{i}", P * K, (P * K,))
+    g.emit(f"cm{i} = cols{i}.reshape((n * {P}, {K}))")
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit(f"row = cm{i}[s * {P} + oh * {wo} + ow]", 4)
+    g.emit(f"for ki in range({kh}):", 4)
+    g.emit(f"for kj in range({kw}):", 5)
+    g.emit(f"xr = xp{i}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
+    g.emit(f"base = (ki * {kw} + kj) * {c}", 6)
+    g.emit(f"for ci in range({c}):", 6)
+    g.emit("row[base + ci] = xr[ci]", 7)
+    g.emit(f"am{i} = a{i}.reshape((n * {P}, {f}))")
+    g.emit(f"np.dot(cm{i}, k{i}.reshape(({K}, {f})), am{i})")
+    g.emit(f"for r in range(n * {P}):")
+    g.emit(f"for q in range({f}):", 2)
+    g.emit(f"am{i}[r, q] = _act(am{i}[r, q] + b{i}[q], {code})", 3)
+
+
+def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
+    K, P = kh * kw * c, ho * wo
+    g.emit(f"dm{i} = dz{i}.reshape((n * {P}, {f}))")
+    if code:
+        g.emit(f"for r in range(n * {P}):")
+        g.emit(f"for q in range({f}):", 2)
+        g.emit(f"dm{i}[r, q] *= _act_grad(am{i}[r, q], {code})", 3)
+    g.emit(f"for q in range({f}):")
+    g.emit("acc = np.float32(0)", 2)
+    g.emit(f"for r in range(n * {P}):", 2)
+    g.emit(f"acc += dm{i}[r, q]", 3)
+    g.emit(f"gb{i}[q] = acc", 2)
+    g.emit(f"np.dot(cm{i}.T, dm{i}, gk{i}.reshape(({K}, {f})))")
+    if not need_dx:
+        return
+    g.fbuf(f"dcols{i}", P * K, (P * K,))
+    g.emit(f"dc{i} = dcols{i}.reshape((n * {P}, {K}))")
+    g.emit(f"np.dot(dm{i}, k{i}.reshape(({K}, {f})).T, dc{i})")
+    g.emit(f"dxp{i}[:] = 0")
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit(f"row = dc{i}[s * {P} + oh * {wo} + ow]", 4)
+    g.emit(f"for ki in range({kh}):", 4)
+    g.emit(f"for kj in range({kw}):", 5)
+    g.emit(f"dr = dxp{i}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
+    g.emit(f"base = (ki * {kw} + kj) * {c}", 6)
+    g.emit(f"for ci in range({c}):", 6)
+    g.emit("dr[ci] += row[base + ci]", 7)
+
+
+def source(program, optimizer, classes, in_size, blas=False):
+    """Python source of `step(...)` for `program`, with `optimizer` 'sgd' or 'adam'; dense
+    layers call BLAS through numpy.dot when `blas` (numba needs SciPy for that)."""
     g = _Gen()
     acts = ["x"]          # activation names, acts[i] feeds op i
     shapes = [(in_size,)]  # per-sample shape of acts[i] as the op reading it views it
@@ -87,7 +244,13 @@ def source(program, optimizer, classes, in_size):
             g.emit(f"w{i} = P[{wo}:{wo + fi * units}].reshape(({fi}, {units}))")
             g.emit(f"b{i} = P[{bo}:{bo + units}]")
             g.fbuf(f"a{i}", units, (units,))
-            g.emit(f"dense_forward({src}.reshape((n, {fi})), w{i}, b{i}, {code}, a{i})")
+            if blas:
+                g.emit(f"np.dot({src}.reshape((n, {fi})), w{i}, a{i})")
+                g.emit("for s in range(n):")
+                g.emit(f"for j in range({units}):", 2)
+                g.emit(f"a{i}[s, j] = _act(a{i}[s, j] + b{i}[j], {code})", 3)
+            else:
+                g.emit(f"dense_forward({src}.reshape((n, {fi})), w{i}, b{i}, {code}, a{i})")
             acts.append(f"a{i}")
             shapes.append((units,))
         elif kind == "conv":
@@ -108,7 +271,12 @@ def source(program, optimizer, classes, in_size):
             else:
                 g.emit(f"xp{i} = {x4}")
             g.fbuf(f"a{i}", ho * wo_ * f, (ho, wo_, f))
-            g.emit(f"conv2d_forward(xp{i}, k{i}, b{i}, {sh}, {sw}, {code}, a{i})")
+            if blas and kh * kw * c >= GEMM_MIN_K:
+                _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo_, code)
+            elif f <= MAX_UNROLL:
+                _conv_forward(g, i, kh, kw, c, f, sh, sw, ho, wo_, code)
+            else:
+                g.emit(f"conv2d_forward(xp{i}, k{i}, b{i}, {sh}, {sw}, {code}, a{i})")
             acts.append(f"a{i}")
             shapes.append((ho, wo_, f))
         elif kind in ("maxpool", "avgpool"):
@@ -175,7 +343,21 @@ def source(program, optimizer, classes, in_size):
                 dx = f"dx{i}"
             g.emit(f"gw{i} = G[{wo}:{wo + fi * units}].reshape(({fi}, {units}))")
             g.emit(f"gb{i} = G[{bo}:{bo + units}]")
-            g.emit(f"dense_backward({src}.reshape((n, {fi})), w{i}, a{i}, dz{i}, {code}, gw{i}, gb{i}, {dx})")
+            if blas:
+                if code:
+                    g.emit("for s in range(n):")
+                    g.emit(f"for j in range({units}):", 2)
+                    g.emit(f"dz{i}[s, j] *= _act_grad(a{i}[s, j], {code})", 3)
+                g.emit(f"np.dot({src}.reshape((n, {fi})).T, dz{i}, gw{i})")
+                g.emit(f"for j in range({units}):")
+                g.emit("acc = np.float32(0)", 2)
+                g.emit("for s in range(n):", 2)
+                g.emit(f"acc += dz{i}[s, j]", 3)
+                g.emit(f"gb{i}[j] = acc", 2)
+                if dx != "None":
+                    g.emit(f"np.dot(dz{i}, w{i}.T, {dx})")
+            else:
+                g.emit(f"dense_backward({src}.reshape((n, {fi})), w{i}, a{i}, dz{i}, {code}, gw{i}, gb{i}, {dx})")
             gy = dx
         elif kind == "conv":
             _, h, w, c, kh, kw, sh, sw, f, ho, wo_, pads, code, ko, bo = op
@@ -185,12 +367,18 @@ def source(program, optimizer, classes, in_size):
             g.emit(f"dz{i}[:] = {gy}.reshape((n, {ho}, {wo_}, {f}))")
             g.emit(f"gk{i} = G[{ko}:{ko + kh * kw * c * f}].reshape(({kh}, {kw}, {c}, {f}))")
             g.emit(f"gb{i} = G[{bo}:{bo + f}]")
+            if not first:
+                g.fbuf(f"dxp{i}", hp * wp * c, (hp, wp, c))
+            if blas and kh * kw * c >= GEMM_MIN_K:
+                _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo_, code, not first)
+            elif f <= MAX_UNROLL and c <= MAX_UNROLL:
+                _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo_, code, not first)
+            else:
+                g.emit(f"conv2d_backward(xp{i}, k{i}, a{i}, dz{i}, {sh}, {sw}, {code}, gk{i}, gb{i}, "
+                       f"{'None' if first else f'dxp{i}'})")
             if first:
-                g.emit(f"conv2d_backward(xp{i}, k{i}, a{i}, dz{i}, {sh}, {sw}, {code}, gk{i}, gb{i}, None)")
                 gy = None
                 continue
-            g.fbuf(f"dxp{i}", hp * wp * c, (hp, wp, c))
-            g.emit(f"conv2d_backward(xp{i}, k{i}, a{i}, dz{i}, {sh}, {sw}, {code}, gk{i}, gb{i}, dxp{i})")
             if any(pads):
                 g.fbuf(f"dx{i}", h * w * c, (h, w, c))
                 g.emit("for s in range(n):")
@@ -234,12 +422,12 @@ def source(program, optimizer, classes, in_size):
         f"# program: {program!r}, optimizer: {optimizer}",
         "import numpy as np",
         "from numba import njit",
-        "from edgekd.kernels.numba_twins import (dense_forward, dense_backward, conv2d_forward,",
+        "from edgekd.kernels.numba_twins import (_act, _act_grad, dense_forward, dense_backward, conv2d_forward,",
         "    conv2d_backward, maxpool2d_forward, maxpool2d_backward, avgpool2d_forward,",
         "    avgpool2d_backward, kd_loss_grad, sgd_update, adam_update)",
         "",
         "",
-        "@njit(cache=True, nogil=True)",
+        "@njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})",
         f"def step(x, t, y, P, G, S1, S2, WF, WI, grad, kl, agree, temperature, alpha, {args}):",
     ]
     sizes = ("\n\ndef sizes(n):\n"
@@ -250,10 +438,15 @@ def source(program, optimizer, classes, in_size):
 _loaded = {}
 
 
+def have_blas():
+    """numba's numpy.dot calls BLAS through SciPy's bindings."""
+    return importlib.util.find_spec("scipy") is not None
+
+
 def compile_step(program, optimizer, classes, in_size):
     """(step, sizes): the compiled step for `program` and sizes(n) -> (float, int) workspace
     elements for a batch of n. Loaded from the cache directory when already generated."""
-    src = source(program, optimizer, classes, in_size)
+    src = source(program, optimizer, classes, in_size, blas=have_blas())
     digest = hashlib.sha256(src.encode()).hexdigest()[:20]
     if digest in _loaded:
         return _loaded[digest]
