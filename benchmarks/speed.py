@@ -10,7 +10,8 @@ skipped with a note when JAX is not installed. Engines are interleaved round by 
 process, each round about `--budget` seconds of steps; a figure is the median over rounds, and
 the table reports ratios, so other load on the machine moves all engines alike. GFLOP/s use
 edgekd's cost model (a training step = 3x the forward FLOPs) and are set against this core's
-float32 matmul peak, measured here (a 1024^3 numpy sgemm on one thread, best of 7).
+float32 matmul peak, measured here: a 1024^3 numpy sgemm on one thread, timed in the same
+interleaved rounds as each row.
 Start-up is `edgekd train` in a fresh process, to its first finished step, with numba's
 on-disk cache empty (cold) and filled (warm).
 """
@@ -200,28 +201,37 @@ def timed(step, steps):
 
 
 def throughput(engines, name, batch, rounds, budget):
-    """{engine: samples/s}, the median of interleaved rounds of about `budget` seconds each."""
+    """Per-round seconds per step of each engine (and of the sgemm peak), engines interleaved,
+    each about `budget` seconds per round."""
     fns = {e: make_step(e, name, batch) for e in engines}
+    fns["sgemm"] = sgemm_step()
     steps = {}
     for e, fn in fns.items():
         timed(fn, 3)  # compile (numba, XLA) and first-touch
-        per = timed(fn, 10)
-        steps[e] = max(5, int(budget / per))
-    runs = {e: [] for e in engines}
+        per = timed(fn, 10 if e != "sgemm" else 2)
+        steps[e] = max(2, int(budget / per))
+    runs = {e: [] for e in fns}
     for _ in range(rounds):
         for e, fn in fns.items():
             runs[e].append(timed(fn, steps[e]))
-    return {e: batch / statistics.median(v) for e, v in runs.items()}
+    return runs
 
 
-def matmul_peak():
-    """This core's float32 matmul rate: a 1024^3 sgemm through numpy's BLAS, one thread."""
+def ratio(runs, a, b):
+    """Speed of a over b: the median over rounds of b's step time / a's in the same round."""
+    return statistics.median(tb / ta for ta, tb in zip(runs[a], runs[b]))
+
+
+def sgemm_step():
+    """One 1024^3 float32 matmul through numpy's BLAS (one thread): this core's matmul peak,
+    timed in the same interleaved rounds as the engines, so load on the machine hits both."""
     import numpy as np
     a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
     out = np.empty_like(a)
-    np.matmul(a, a, out=out)
-    best = min(timed(lambda: np.matmul(a, a, out=out), 3) for _ in range(7))
-    return 2 * 1024 ** 3 / best
+    return lambda: np.matmul(a, a, out=out)
+
+
+PEAK_FLOP = 2 * 1024 ** 3
 
 
 def startup(out_dir):
@@ -265,9 +275,10 @@ def first_step_worker(args):
     cli(args)
 
 
-def gflops(name, batch, sps):
+def step_flops(name, batch):
+    """FLOPs of one training step by edgekd's cost model: 3x the forward pass."""
     from edgekd.design.cost import model_cost
-    return sps * 3 * model_cost(MODELS[name], batch=batch).flops / 1e9
+    return model_cost(MODELS[name], batch=batch).train_flops_per_sample * batch
 
 
 def main(argv=None):
@@ -283,18 +294,27 @@ def main(argv=None):
         return first_step_worker(a.first_step)
     engines = [e for e in ENGINES if e != "jax" or have_jax()]
     notes = [] if "jax" in engines else ["JAX is not installed (pip install 'jax[cpu]'): its column is skipped"]
-    peak = matmul_peak()
     rows = []
     cases = [(n, b) for n in STUDENTS for b in BATCHES] + [("teacher_mlp", 32)]
     if a.models:
         cases = [(n, b) for n, b in cases if n in a.models]
+    pairs = [("numba", "jax"), ("numba", "numpy"), ("numpy", "torch"), ("numba", "torch"),
+             ("jax", "torch")]
     for name, batch in cases:
-        sps = throughput(engines, name, batch, a.rounds, a.budget)
-        g = gflops(name, batch, sps["numba"])
+        runs = throughput(engines, name, batch, a.rounds, a.budget)
+        sps = {e: batch / statistics.median(v) for e, v in runs.items() if e != "sgemm"}
+        flop = step_flops(name, batch)
+        g = flop * sps["numba"] / batch / 1e9
+        pct = 100 * statistics.median((flop / tn) / (PEAK_FLOP / ts)  # numba's rate over sgemm's
+                                      for tn, ts in zip(runs["numba"], runs["sgemm"]))
         rows.append({"model": name, "batch": batch, "samples_per_s": sps,
-                     "numba_gflops": g, "numba_pct_peak": 100 * g * 1e9 / peak})
+                     "ratios": {f"{x}/{y}": ratio(runs, x, y) for x, y in pairs
+                                if x in engines and y in engines},
+                     "peak_gflops": PEAK_FLOP / statistics.median(runs["sgemm"]) / 1e9,
+                     "numba_gflops": g, "numba_pct_peak": pct})
     start = {} if a.skip_startup else startup(tempfile.mkdtemp(prefix="edgekd-speed-"))
-    result = {"matmul_peak_gflops": peak / 1e9, "rows": rows, "startup": start, "notes": notes,
+    result = {"matmul_peak_gflops": statistics.median(r["peak_gflops"] for r in rows),
+              "rows": rows, "startup": start, "notes": notes,
               "rounds": a.rounds, "budget_s": a.budget}
     if a.json:
         print(json.dumps(result))
@@ -303,22 +323,16 @@ def main(argv=None):
 
 
 def print_table(result, jax):
-    cols = ["numba/jax"] if jax else []
-    cols += ["numba/numpy", "numpy/torch", "numba/torch"]
-    if jax:
-        cols.append("jax/torch")
+    cols = list(result["rows"][0]["ratios"])
     print(f"{'model':12}{'batch':>6}" + "".join(f"{c:>13}" for c in cols)
           + f"{'numba GFLOP/s':>15}{'% peak':>8}")
     for r in result["rows"]:
-        s = r["samples_per_s"]
-        vals = [s["numba"] / s["jax"]] if jax else []
-        vals += [s["numba"] / s["numpy"], s["numpy"] / s["torch"], s["numba"] / s["torch"]]
-        if jax:
-            vals.append(s["jax"] / s["torch"])
-        print(f"{r['model']:12}{r['batch']:>6}" + "".join(f"{v:>13.2f}" for v in vals)
+        print(f"{r['model']:12}{r['batch']:>6}" + "".join(f"{r['ratios'][c]:>13.2f}" for c in cols)
               + f"{r['numba_gflops']:>15.2f}{r['numba_pct_peak']:>8.1f}")
-    print(f"\nthis core's float32 matmul peak (numpy sgemm 1024^3, one thread): "
-          f"{result['matmul_peak_gflops']:.1f} GFLOP/s")
+    print("\nratios: median over interleaved rounds of the per-round speed ratio (same model, loss,"
+          "\noptimizer and batch); % peak: numba's flop/s over this core's float32 matmul rate "
+          "(numpy\nsgemm 1024^3, one thread) timed in the same rounds "
+          f"(median {result['matmul_peak_gflops']:.1f} GFLOP/s)")
     for n in result["notes"]:
         print(f"note: {n}")
     if result["startup"]:

@@ -171,7 +171,7 @@ def _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
     g.emit("; ".join(f"dr[{q}] = {a}" for q, a in enumerate(ds)), 6)
 
 
-GEMM_MIN_K = 32  # with BLAS, convolutions of at least this many taps x channels use im2col + sgemm
+GEMM_MIN_K = 8  # with BLAS, convolutions of at least this many taps x channels use im2col + sgemm
 
 
 def _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
