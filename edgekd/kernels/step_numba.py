@@ -448,10 +448,10 @@ def compile_step(program, optimizer, classes, in_size):
     elements for a batch of n. Loaded from the cache directory when already generated."""
     src = source(program, optimizer, classes, in_size, blas=have_blas())
     digest = hashlib.sha256(src.encode()).hexdigest()[:20]
-    if digest in _loaded:
-        return _loaded[digest]
     root = cache_dir()
     path = os.path.join(root, f"edgekd_step_{digest}.py")
+    if path in _loaded:
+        return _loaded[path]
     if not os.path.exists(path):
         os.makedirs(root, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
@@ -463,5 +463,5 @@ def compile_step(program, optimizer, classes, in_size):
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
-    _loaded[digest] = (mod.step, mod.sizes)
-    return _loaded[digest]
+    _loaded[path] = (mod.step, mod.sizes)
+    return _loaded[path]
