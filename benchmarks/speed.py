@@ -240,12 +240,19 @@ def startup(out_dir):
     spec_path = os.path.join(out_dir, "student.json")
     with open(spec_path, "w") as f:
         json.dump(MODELS["mlp"], f)
+    teacher_spec, teacher = os.path.join(out_dir, "teacher.json"), os.path.join(out_dir, "teacher.npz")
+    with open(teacher_spec, "w") as f:
+        json.dump(MODELS["teacher_mlp"], f)
+    subprocess.run([sys.executable, "-m", "edgekd", "teacher", "--spec", teacher_spec, "--data",
+                    "digits", "--epochs", "2", "--backend", "numpy", "-o", teacher],
+                   capture_output=True, check=True, timeout=900)
     cache = os.path.join(out_dir, "numba-cache")
     res = {}
     for label, backend in (("numpy", "numpy"), ("numba_cold", "numba"), ("numba_warm", "numba")):
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
         t0 = time.time()
         p = subprocess.run([sys.executable, __file__, "--first-step", "train", "--data", "digits",
+                            "--teacher", teacher,
                             "--student", spec_path, "--epochs", "1", "--backend", backend,
                             "--out", os.path.join(out_dir, label), "--json"],
                            capture_output=True, text=True, env=env, check=False, timeout=900)
@@ -287,11 +294,14 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=0.15, help="seconds of steps per round")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--startup-only", action="store_true")
     ap.add_argument("--models", nargs="+", choices=list(MODELS), help="only these rows")
     ap.add_argument("--first-step", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.first_step:
         return first_step_worker(a.first_step)
+    if a.startup_only:
+        return print(json.dumps(startup(tempfile.mkdtemp(prefix="edgekd-speed-")), indent=1))
     engines = [e for e in ENGINES if e != "jax" or have_jax()]
     notes = [] if "jax" in engines else ["JAX is not installed (pip install 'jax[cpu]'): its column is skipped"]
     rows = []
