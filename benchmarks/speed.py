@@ -262,7 +262,11 @@ def startup(out_dir):
             res[label] = {"error": (p.stderr.strip().splitlines() or ["no output"])[-1]}
             continue
         first = float(stamp[0].rsplit(" ", 1)[1]) - t0
-        res[label] = {"first_step_s": first, "process_s": total}
+        try:
+            rss = json.loads(p.stdout.strip().splitlines()[-1]).get("peak_rss_mib")
+        except (ValueError, IndexError):
+            rss = None
+        res[label] = {"first_step_s": first, "process_s": total, "peak_rss_mib": rss}
     return res
 
 
@@ -351,7 +355,8 @@ def print_table(result, jax):
             if "error" in v:
                 print(f"  {k:11} failed: {v['error']}")
             else:
-                print(f"  {k:11} {v['first_step_s']:6.2f} s   (whole run {v['process_s']:6.2f} s)")
+                rss = f"   peak RSS {v['peak_rss_mib']:.0f} MiB" if v.get("peak_rss_mib") else ""
+                print(f"  {k:11} {v['first_step_s']:6.2f} s   (whole run {v['process_s']:6.2f} s){rss}")
 
 
 if __name__ == "__main__":
