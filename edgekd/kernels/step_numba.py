@@ -13,9 +13,14 @@ from the layers; this module knows nothing of them):
 Offsets index the model's flat parameter (and gradient) vector. Python source specialised to
 the program (every feature size a literal; the batch size stays a run-time value, since
 halting makes batches of any size) is written once under the cache directory and compiled
-by numba with its on-disk cache, so a later process loads it instead of compiling. The step
-calls the same numba kernels as the layer-by-layer path, in the same order, on the same
-values, so both give the same numbers.
+by numba with its on-disk cache, so a later process loads it instead of compiling.
+
+Dense layers and convolutions of at least GEMM_MIN_K taps x channels call BLAS sgemm through
+numba's numpy.dot (SciPy's bindings) when SciPy is installed; the rest are loops written out
+per op (numba_twins' kernels where a generated form is missing). Sums run in other orders than
+numpy's, so the step agrees with the numpy backend to float32 round-off, not bit for bit
+(tests/test_fused_step.py). The direct-loop convolutions keep their sums in scalars, which
+LLVM leaves unvectorised here; the sgemm path is the fast one.
 """
 
 import hashlib
@@ -79,7 +84,7 @@ def _size(shape):
     return s
 
 
-MAX_UNROLL = 32  # filters up to this many get register-blocked convolution loops
+MAX_UNROLL = 32  # filters (and channels) up to this many get written-out convolution loops
 
 
 def _accs(f, prefix="c"):
