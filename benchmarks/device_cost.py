@@ -24,14 +24,9 @@ import time
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
-MODELS = {
-    "mlp": {"input_shape": [64], "num_classes": 10, "layers": [
-        {"type": "dense", "units": 32, "activation": "relu"}, {"type": "dense", "units": 10}]},
-    "conv1d": {"input_shape": [64, 3], "num_classes": 5, "layers": [
-        {"type": "conv1d", "filters": 8, "kernel_size": 5, "stride": 2, "activation": "relu"},
-        {"type": "conv1d", "filters": 16, "kernel_size": 3, "activation": "relu"},
-        {"type": "global_avgpool"}, {"type": "dense", "units": 5}]},
-}
+from models import MODELS as _ALL  # noqa: E402  (benchmarks/models.py, beside this file)
+
+MODELS = {k: _ALL[k] for k in ("mlp", "conv1d")}
 BATCH = 32
 # VmHWM, as the trainer's peak_rss_mib reads it: ru_maxrss would carry over this (parent)
 # process's high-water mark across fork and exec

@@ -2,12 +2,16 @@
 
 import numpy as np
 
+from .fused import fused_kd_step
 from .losses import kd_loss
 
 
 def kd_step(model, opt, x, soft, y, temperature, alpha):
     """Forward, KD loss, backward, update. Returns the loss result (with per-sample KL,
     in buffers reused by the next step of the same batch size)."""
+    fused = fused_kd_step(model, opt)  # one compiled call on the numba backend, when it applies
+    if fused is not None:
+        return fused(x, soft, y, temperature, alpha)
     logits = model.forward(x, training=True)
     bufs = model.loss_buffers(len(x))
     res = kd_loss(logits, soft, y, temperature, alpha, *bufs)

@@ -165,10 +165,13 @@ def numba_cache_warm():
 
 
 def warm_up(log=None):
-    """Compile (or load from the on-disk cache) every numba kernel once, saying so, so that
-    the first training step is not mysteriously slow. Returns seconds spent."""
+    """Compile every numba kernel once when the on-disk cache does not hold them yet, saying
+    so, so that the first training step is not mysteriously slow. With a warm cache it does
+    nothing: each kernel then loads on first use, and a fused training step
+    (kernels/step_numba.py) loads as one piece, so start-up pays only for what runs.
+    Returns seconds spent."""
     import time
-    if active().name != "numba":
+    if active().name != "numba" or numba_cache_warm():
         return 0.0
     if log:
         log("numba: compiling kernels (cached on disk after the first run)")

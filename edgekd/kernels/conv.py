@@ -25,9 +25,15 @@ def im2col(x, kh, kw, sh, sw, ho, wo):
     """[N,H,W,C] -> [N*Ho*Wo, kh*kw*C], columns ordered (kh, kw, C) like an HWIO kernel."""
     # the strided window view built directly: sliding_window_view's checks cost ~10 Python
     # calls per use, a real share of a small step on an in-order core (benchmarks/device_cost.py)
+    # (as_strided itself costs a dozen Python-level steps: a C-contiguous input, the usual
+    # case, gets its window view from the ndarray constructor in one call)
     n, _, _, c = x.shape
     s0, s1, s2, s3 = x.strides
-    win = as_strided(x, (n, ho, wo, kh, kw, c), (s0, s1 * sh, s2 * sw, s1, s2, s3), writeable=False)
+    shape, strides = (n, ho, wo, kh, kw, c), (s0, s1 * sh, s2 * sw, s1, s2, s3)
+    if x.flags.c_contiguous:
+        win = np.ndarray(shape, x.dtype, x, 0, strides)
+    else:
+        win = as_strided(x, shape, strides, writeable=False)
     return win.reshape(n * ho * wo, kh * kw * c)
 
 

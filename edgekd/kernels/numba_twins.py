@@ -213,43 +213,54 @@ def avgpool2d_backward(ph, pw, sh, sw, dy, dx):
 
 
 @njit(**JIT)
-def _log_softmax_row(z, scale, out):
+def _softmax_row(z, scale, p):
+    """p = softmax(z * scale) in float32 (what the numpy kernels compute in); returns
+    log(sum(exp(z * scale - max))) and the max, so log p_j = z_j * scale - max - lse."""
     m = z[0] * scale
-    for j in range(z.shape[0]):
+    for j in range(1, z.shape[0]):
         m = max(m, z[j] * scale)
-    acc = 0.0
+    acc = np.float32(0)
     for j in range(z.shape[0]):
-        acc += math.exp(z[j] * scale - m)
-    lse = m + math.log(acc)
+        e = np.float32(math.exp(z[j] * scale - m))
+        p[j] = e
+        acc += e
+    inv = np.float32(1) / acc
     for j in range(z.shape[0]):
-        out[j] = z[j] * scale - lse
+        p[j] *= inv
+    return m, np.float32(math.log(acc))
 
 
 @njit(**JIT)
 def kd_loss_grad(s, t, y, temperature, alpha, grad, kl):
+    """One pass per row: three softmaxes (student at T, teacher at T, student at 1), each
+    exponential computed once."""
     n, c = s.shape
-    inv_t = 1.0 / temperature
-    ls = np.empty(c, np.float64)
-    lt = np.empty(c, np.float64)
-    l1 = np.empty(c, np.float64)
+    inv_t = np.float32(1.0 / temperature)
+    a = np.float32(alpha)
+    kd_scale = np.float32(alpha * temperature / n)
+    ce_scale = np.float32((1 - alpha) / n)
+    ps = np.empty(c, np.float32)
+    pt = np.empty(c, np.float32)
+    p1 = np.empty(c, np.float32)
     total_kl = 0.0
     total_ce = 0.0
     for i in range(n):
-        _log_softmax_row(s[i], inv_t, ls)
-        _log_softmax_row(t[i], inv_t, lt)
-        k = 0.0
+        ms, lse_s = _softmax_row(s[i], inv_t, ps)
+        mt, lse_t = _softmax_row(t[i], inv_t, pt)
+        k = np.float32(0)
         for j in range(c):
-            pt = math.exp(lt[j])
-            k += pt * (lt[j] - ls[j])
-            grad[i, j] = alpha * temperature * (math.exp(ls[j]) - pt) / n
-        kl[i] = max(k, 0.0)
+            # log pt - log ps, each log p = z * scale - max - lse
+            d = (t[i, j] * inv_t - mt - lse_t) - (s[i, j] * inv_t - ms - lse_s)
+            k += pt[j] * d
+            grad[i, j] = kd_scale * (ps[j] - pt[j])
+        kl[i] = max(k, np.float32(0))
         total_kl += kl[i]
         if alpha < 1:
-            _log_softmax_row(s[i], 1.0, l1)
-            total_ce -= l1[y[i]]
+            m1, lse_1 = _softmax_row(s[i], np.float32(1), p1)
+            total_ce -= s[i, y[i]] - m1 - lse_1
             for j in range(c):
-                grad[i, j] += (1 - alpha) * (math.exp(l1[j]) - (1.0 if j == y[i] else 0.0)) / n
-    return alpha * temperature * temperature * total_kl / n + (1 - alpha) * total_ce / n
+                grad[i, j] += ce_scale * (p1[j] - (np.float32(1) if j == y[i] else np.float32(0)))
+    return a * temperature * temperature * total_kl / n + (1 - alpha) * total_ce / n
 
 
 @njit(**JIT)

@@ -1,0 +1,125 @@
+"""The whole KD step as one compiled call, when the numba backend is active and every layer
+has a fused form (dense, conv1d/conv2d, max/avg pooling, global average pooling, flatten;
+not dropout or batchnorm) and the optimizer is SGD or Adam.
+
+`fused_kd_step(model, opt)` returns a callable with kd_step's arguments and result, or None
+(then kd_step runs layer by layer). The program handed to the kernel compiler is read from
+each layer's spec entry and shapes, and parameter offsets from the model's flat vector.
+"""
+
+import numpy as np
+
+from ..kernels.activations import CODES
+from ..kernels.backend import active
+from ..kernels.conv import out_size, same_padding
+from .losses import KDResult
+from .optim import SGD, Adam
+
+
+def _offset(view, flat):
+    return (view.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // 4
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+
+
+def program_of(model):
+    """The model as kernel ops (edgekd.kernels.step_numba), or None if a layer has no fused form."""
+    ops = []
+    flat = model.flat_params
+    for layer in model.layers:
+        cfg, kind, shape = layer.cfg, layer.type, layer.in_shape
+        if kind == "dense":
+            k, b = layer.params["kernel"], layer.params["bias"]
+            ops.append(("dense", k.shape[0], k.shape[1], CODES[cfg["activation"]],
+                        _offset(k, flat), _offset(b, flat)))
+        elif kind in ("conv1d", "conv2d"):
+            if kind == "conv1d":
+                (h, w, c), (kh, kw), (sh, sw) = (1, *shape), (1, cfg["kernel_size"]), (1, cfg["stride"])
+            else:
+                (h, w, c), (kh, kw), (sh, sw) = shape, _pair(cfg["kernel_size"]), _pair(cfg["stride"])
+            same = cfg["padding"] == "same"
+            (pt, pb), (pl, pr) = [same_padding(s, k, st) if same else (0, 0)
+                                  for s, k, st in ((h, kh, sh), (w, kw, sw))]
+            f = cfg["filters"]
+            ho, wo = out_size(h + pt + pb, kh, sh), out_size(w + pl + pr, kw, sw)
+            k, b = layer.params["kernel"], layer.params["bias"]
+            ops.append(("conv", h, w, c, kh, kw, sh, sw, f, ho, wo, (pt, pb, pl, pr),
+                        CODES[cfg["activation"]], _offset(k, flat), _offset(b, flat)))
+        elif kind in ("maxpool1d", "maxpool2d", "avgpool1d"):
+            if kind.endswith("1d"):
+                p = cfg["pool_size"]
+                s = cfg["stride"] if cfg["stride"] is not None else p
+                (h, w, c), (ph, pw), (sh, sw) = (1, *shape), (1, p), (1, s)
+            else:
+                (h, w, c), (ph, pw) = shape, _pair(cfg["pool_size"])
+                sh, sw = _pair(cfg["stride"]) if cfg["stride"] is not None else (ph, pw)
+            ops.append(("maxpool" if kind.startswith("max") else "avgpool", h, w, c, ph, pw, sh, sw,
+                        (h - ph) // sh + 1, (w - pw) // sw + 1))
+        elif kind == "global_avgpool":
+            ops.append(("gap", int(np.prod(shape[:-1])), shape[-1]))
+        elif kind == "flatten":
+            ops.append(("flatten",))
+        else:
+            return None
+    return tuple(ops)
+
+
+class FusedKDStep:
+    """kd_step for one (model, optimizer) pair: work arrays per batch size, one compiled call."""
+
+    def __init__(self, model, opt, program):
+        from ..kernels.step_numba import compile_step
+        self.model, self.opt = model, opt
+        self.kind = "sgd" if isinstance(opt, SGD) else "adam"
+        self.fn, self.sizes = compile_step(program, self.kind, model.num_classes,
+                                           int(np.prod(model.input_shape)))
+        (self.P, self.G), = opt.pairs
+        slots = [opt.bufs[s][0] for s in opt.slots]
+        self.S1 = slots[0]
+        self.S2 = slots[1] if len(slots) > 1 else slots[0]
+        self.work = {}
+
+    def buffers(self, n):
+        w = self.work.get(n)
+        if w is None:
+            nf, ni = self.sizes(n)
+            c = self.model.num_classes
+            w = self.work[n] = (np.empty(nf, np.float32), np.empty(max(ni, 1), np.int64),
+                                np.empty((n, c), np.float32), np.empty(n, np.float32),
+                                np.empty(n, np.bool_))
+        return w
+
+    def __call__(self, x, soft, y, temperature, alpha):
+        n = len(x)
+        x = np.ascontiguousarray(x, np.float32).reshape(n, -1)
+        t = np.ascontiguousarray(soft, np.float32)
+        y = np.ascontiguousarray(y, np.int64)
+        wf, wi, grad, kl, agree = self.buffers(n)
+        o = self.opt
+        o.t += 1
+        if self.kind == "sgd":
+            loss, correct = self.fn(x, t, y, self.P, self.G, self.S1, self.S2, wf, wi, grad, kl,
+                                    agree, float(temperature), float(alpha), float(o.lr), o.mu,
+                                    o.wd, o.nesterov, o.t == 1)
+        else:
+            loss, correct = self.fn(x, t, y, self.P, self.G, self.S1, self.S2, wf, wi, grad, kl,
+                                    agree, float(temperature), float(alpha), float(o.lr), o.b1,
+                                    o.b2, o.eps, o.wd, o.t, o.decoupled)
+        res = KDResult(float(loss), grad, kl, agree)
+        res.correct = int(correct)
+        return res
+
+
+def fused_kd_step(model, opt):
+    """The cached fused step for (model, opt), or None when it does not apply."""
+    if active().name != "numba" or type(opt) not in (SGD, Adam) or len(opt.pairs) != 1 \
+            or opt.pairs[0][0] is not model.flat_params or opt.pairs[0][1] is not model.flat_grads:
+        return None
+    cache = model.__dict__.setdefault("_fused_steps", {})
+    key = id(opt)
+    if key not in cache:
+        program = program_of(model)
+        cache[key] = (opt, FusedKDStep(model, opt, program) if program is not None else None)
+    return cache[key][1]

@@ -1,0 +1,472 @@
+"""One numba-compiled function per training step: forward, KD loss, backward and optimizer
+update of a whole model, with no Python between layers.
+
+The model arrives as a *program*, a tuple of plain op tuples (built by edgekd.distill.fused
+from the layers; this module knows nothing of them):
+
+    ("dense", fan_in, units, act_code, kernel_offset, bias_offset)
+    ("conv", h, w, c, kh, kw, sh, sw, filters, ho, wo, (pt, pb, pl, pr), act_code, k_off, b_off)
+    ("maxpool" | "avgpool", h, w, c, ph, pw, sh, sw, ho, wo)
+    ("gap", h * w, c)
+    ("flatten",)
+
+Offsets index the model's flat parameter (and gradient) vector. Python source specialised to
+the program (every feature size a literal; the batch size stays a run-time value, since
+halting makes batches of any size) is written once under the cache directory and compiled
+by numba with its on-disk cache, so a later process loads it instead of compiling.
+
+Dense layers and convolutions of at least GEMM_MIN_K taps x channels call BLAS sgemm through
+numba's numpy.dot (SciPy's bindings) when SciPy is installed; the rest are loops written out
+per op (numba_twins' kernels where a generated form is missing). Sums run in other orders than
+numpy's, so the step agrees with the numpy backend to float32 round-off, not bit for bit
+(tests/test_fused_step.py). The direct-loop convolutions keep their sums in scalars, which
+LLVM leaves unvectorised here; the sgemm path is the fast one.
+"""
+
+import hashlib
+import importlib.util
+import os
+import sys
+
+from . import numba_twins
+
+VERSION = 1
+
+
+def cache_dir():
+    """Where generated steps live: $NUMBA_CACHE_DIR/edgekd-steps if set, else
+    $XDG_CACHE_HOME/edgekd/steps (default ~/.cache/edgekd/steps)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.path.join(os.environ["NUMBA_CACHE_DIR"], "edgekd-steps")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "edgekd", "steps")
+
+
+def _twins_digest():
+    with open(numba_twins.__file__, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+class _Gen:
+    """Builds the step's source line by line; float and int workspaces grow as ops ask."""
+
+    def __init__(self):
+        self.lines, self.fsize, self.isize = [], [], []
+
+    def emit(self, line, indent=1):
+        self.lines.append("    " * indent + line)
+
+    def fbuf(self, name, per_sample, shape):
+        """A float32 work array of n * per_sample elements, viewed as (n, *shape)."""
+        start = "+".join(self.fsize) or "0"
+        self.fsize.append(f"n*{per_sample}")
+        dims = ", ".join(["n", *map(str, shape)])
+        self.emit(f"{name} = WF[{start}:{start}+n*{per_sample}].reshape(({dims}))")
+
+    def fconst(self, name, size, shape):
+        """A float32 work array of a fixed `size` (independent of the batch)."""
+        start = "+".join(self.fsize) or "0"
+        self.fsize.append(str(size))
+        dims = ", ".join(map(str, shape))
+        self.emit(f"{name} = WF[{start}:{start}+{size}].reshape(({dims}))")
+
+    def ibuf(self, name, per_sample, shape):
+        start = "+".join(self.isize) or "0"
+        self.isize.append(f"n*{per_sample}")
+        dims = ", ".join(["n", *map(str, shape)])
+        self.emit(f"{name} = WI[{start}:{start}+n*{per_sample}].reshape(({dims}))")
+
+
+def _size(shape):
+    s = 1
+    for d in shape:
+        s *= d
+    return s
+
+
+MAX_UNROLL = 32  # filters (and channels) up to this many get written-out convolution loops
+
+
+def _accs(f, prefix="c"):
+    return [f"{prefix}{q}" for q in range(f)]
+
+
+def _conv_forward(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
+    """Direct convolution, no im2col: per output pixel the `f` filter sums live in scalars
+    (registers), bias first, then (kernel row, kernel column, input channel) in order."""
+    acc = _accs(f)
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit("; ".join(f"{a} = b{i}[{q}]" for q, a in enumerate(acc)), 4)
+    g.emit(f"for ki in range({kh}):", 4)
+    g.emit(f"for kj in range({kw}):", 5)
+    g.emit(f"xr = xp{i}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
+    g.emit(f"wr = k{i}[ki, kj]", 6)
+    g.emit(f"for ci in range({c}):", 6)
+    g.emit("xv = xr[ci]", 7)
+    g.emit("wc = wr[ci]", 7)
+    for q, a in enumerate(acc):
+        g.emit(f"{a} += xv * wc[{q}]", 7)
+    g.emit(f"o = a{i}[s, oh, ow]", 4)
+    for q, a in enumerate(acc):
+        g.emit(f"o[{q}] = _act({a}, {code})", 4)
+
+
+def _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
+    """dz <- dz * act'(y); bias and kernel gradients as sums over every output pixel of the
+    batch with the `f` filter sums in scalars; the input gradient pixel by pixel."""
+    acc = _accs(f)
+    if code:
+        g.emit("for s in range(n):")
+        g.emit(f"for oh in range({ho}):", 2)
+        g.emit(f"for ow in range({wo}):", 3)
+        g.emit(f"gr = dz{i}[s, oh, ow]", 4)
+        g.emit(f"yr = a{i}[s, oh, ow]", 4)
+        g.emit(f"for q in range({f}):", 4)
+        g.emit(f"gr[q] *= _act_grad(yr[q], {code})", 5)
+    g.emit("; ".join(f"{a} = np.float32(0)" for a in acc))
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit(f"gr = dz{i}[s, oh, ow]", 4)
+    for q, a in enumerate(acc):
+        g.emit(f"{a} += gr[{q}]", 4)
+    for q, a in enumerate(acc):
+        g.emit(f"gb{i}[{q}] = {a}")
+    g.emit(f"for ki in range({kh}):")
+    g.emit(f"for kj in range({kw}):", 2)
+    g.emit(f"for ci in range({c}):", 3)
+    g.emit("; ".join(f"{a} = np.float32(0)" for a in acc), 4)
+    g.emit("for s in range(n):", 4)
+    g.emit(f"for oh in range({ho}):", 5)
+    g.emit(f"for ow in range({wo}):", 6)
+    g.emit(f"xv = xp{i}[s, oh * {sh} + ki, ow * {sw} + kj, ci]", 7)
+    g.emit(f"gr = dz{i}[s, oh, ow]", 7)
+    for q, a in enumerate(acc):
+        g.emit(f"{a} += xv * gr[{q}]", 7)
+    g.emit(f"gc = gk{i}[ki, kj, ci]", 4)
+    for q, a in enumerate(acc):
+        g.emit(f"gc[{q}] = {a}", 4)
+    if not need_dx:
+        return
+    # the input gradient vectorised over input channels: the kernel transposed to
+    # [kh, kw, f, c] once per step, then per output pixel and kernel tap c sums in scalars
+    g.fconst(f"kt{i}", kh * kw * f * c, (kh, kw, f, c))
+    g.emit(f"for ki in range({kh}):")
+    g.emit(f"for kj in range({kw}):", 2)
+    g.emit(f"for ci in range({c}):", 3)
+    g.emit(f"for q in range({f}):", 4)
+    g.emit(f"kt{i}[ki, kj, q, ci] = k{i}[ki, kj, ci, q]", 5)
+    ds = _accs(c, "d")
+    g.emit(f"dxp{i}[:] = 0")
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit(f"gr = dz{i}[s, oh, ow]", 4)
+    g.emit(f"for ki in range({kh}):", 4)
+    g.emit(f"for kj in range({kw}):", 5)
+    g.emit(f"dr = dxp{i}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
+    g.emit("; ".join(f"{a} = dr[{q}]" for q, a in enumerate(ds)), 6)
+    g.emit(f"for q in range({f}):", 6)
+    g.emit("gv = gr[q]", 7)
+    g.emit(f"wt = kt{i}[ki, kj, q]", 7)
+    for q, a in enumerate(ds):
+        g.emit(f"{a} += gv * wt[{q}]", 7)
+    g.emit("; ".join(f"dr[{q}] = {a}" for q, a in enumerate(ds)), 6)
+
+
+GEMM_MIN_K = 8  # with BLAS, convolutions of at least this many taps x channels use im2col + sgemm
+
+
+def _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
+    """Wide kernels: the patches copied into rows (kept for backward), one sgemm, then bias
+    and activation in one pass."""
+    K, P = kh * kw * c, ho * wo
+    g.fbuf(f"cols{i}", P * K, (P * K,))
+    g.emit(f"cm{i} = cols{i}.reshape((n * {P}, {K}))")
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit(f"row = cm{i}[s * {P} + oh * {wo} + ow]", 4)
+    g.emit(f"for ki in range({kh}):", 4)
+    g.emit(f"for kj in range({kw}):", 5)
+    g.emit(f"xr = xp{i}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
+    g.emit(f"base = (ki * {kw} + kj) * {c}", 6)
+    g.emit(f"for ci in range({c}):", 6)
+    g.emit("row[base + ci] = xr[ci]", 7)
+    g.emit(f"am{i} = a{i}.reshape((n * {P}, {f}))")
+    g.emit(f"np.dot(cm{i}, k{i}.reshape(({K}, {f})), am{i})")
+    g.emit(f"for r in range(n * {P}):")
+    g.emit(f"for q in range({f}):", 2)
+    g.emit(f"am{i}[r, q] = _act(am{i}[r, q] + b{i}[q], {code})", 3)
+
+
+def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
+    K, P = kh * kw * c, ho * wo
+    g.emit(f"dm{i} = dz{i}.reshape((n * {P}, {f}))")
+    if code:
+        g.emit(f"for r in range(n * {P}):")
+        g.emit(f"for q in range({f}):", 2)
+        g.emit(f"dm{i}[r, q] *= _act_grad(am{i}[r, q], {code})", 3)
+    g.emit(f"for q in range({f}):")
+    g.emit("acc = np.float32(0)", 2)
+    g.emit(f"for r in range(n * {P}):", 2)
+    g.emit(f"acc += dm{i}[r, q]", 3)
+    g.emit(f"gb{i}[q] = acc", 2)
+    g.emit(f"np.dot(cm{i}.T, dm{i}, gk{i}.reshape(({K}, {f})))")
+    if not need_dx:
+        return
+    g.fbuf(f"dcols{i}", P * K, (P * K,))
+    g.emit(f"dc{i} = dcols{i}.reshape((n * {P}, {K}))")
+    g.emit(f"np.dot(dm{i}, k{i}.reshape(({K}, {f})).T, dc{i})")
+    g.emit(f"dxp{i}[:] = 0")
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit(f"row = dc{i}[s * {P} + oh * {wo} + ow]", 4)
+    g.emit(f"for ki in range({kh}):", 4)
+    g.emit(f"for kj in range({kw}):", 5)
+    g.emit(f"dr = dxp{i}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
+    g.emit(f"base = (ki * {kw} + kj) * {c}", 6)
+    g.emit(f"for ci in range({c}):", 6)
+    g.emit("dr[ci] += row[base + ci]", 7)
+
+
+def source(program, optimizer, classes, in_size, blas=False):
+    """Python source of `step(...)` for `program`, with `optimizer` 'sgd' or 'adam'; dense
+    layers call BLAS through numpy.dot when `blas` (numba needs SciPy for that)."""
+    g = _Gen()
+    acts = ["x"]          # activation names, acts[i] feeds op i
+    shapes = [(in_size,)]  # per-sample shape of acts[i] as the op reading it views it
+    g.emit("n = x.shape[0]")
+    views = []            # per op: names used again in backward
+    for i, op in enumerate(program):
+        kind = op[0]
+        src = acts[-1]
+        if kind == "dense":
+            _, fi, units, code, wo, bo = op
+            g.emit(f"w{i} = P[{wo}:{wo + fi * units}].reshape(({fi}, {units}))")
+            g.emit(f"b{i} = P[{bo}:{bo + units}]")
+            g.fbuf(f"a{i}", units, (units,))
+            if blas:
+                g.emit(f"np.dot({src}.reshape((n, {fi})), w{i}, a{i})")
+                g.emit("for s in range(n):")
+                g.emit(f"for j in range({units}):", 2)
+                g.emit(f"a{i}[s, j] = _act(a{i}[s, j] + b{i}[j], {code})", 3)
+            else:
+                g.emit(f"dense_forward({src}.reshape((n, {fi})), w{i}, b{i}, {code}, a{i})")
+            acts.append(f"a{i}")
+            shapes.append((units,))
+        elif kind == "conv":
+            _, h, w, c, kh, kw, sh, sw, f, ho, wo_, pads, code, ko, bo = op
+            pt, pb, pl, pr = pads
+            hp, wp = h + pt + pb, w + pl + pr
+            g.emit(f"k{i} = P[{ko}:{ko + kh * kw * c * f}].reshape(({kh}, {kw}, {c}, {f}))")
+            g.emit(f"b{i} = P[{bo}:{bo + f}]")
+            x4 = f"{src}.reshape((n, {h}, {w}, {c}))"
+            if any(pads):
+                g.fbuf(f"xp{i}", hp * wp * c, (hp, wp, c))
+                g.emit(f"xp{i}[:] = 0")
+                g.emit(f"xs{i} = {x4}")
+                g.emit("for s in range(n):")
+                g.emit(f"for r in range({h}):", 2)
+                g.emit(f"xp{i}[s, {pt} + r, {pl}:{pl + w}, :] = xs{i}[s, r]", 3)
+                x4 = f"xp{i}"
+            else:
+                g.emit(f"xp{i} = {x4}")
+            g.fbuf(f"a{i}", ho * wo_ * f, (ho, wo_, f))
+            if blas and kh * kw * c >= GEMM_MIN_K:
+                _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo_, code)
+            elif f <= MAX_UNROLL:
+                _conv_forward(g, i, kh, kw, c, f, sh, sw, ho, wo_, code)
+            else:
+                g.emit(f"conv2d_forward(xp{i}, k{i}, b{i}, {sh}, {sw}, {code}, a{i})")
+            acts.append(f"a{i}")
+            shapes.append((ho, wo_, f))
+        elif kind in ("maxpool", "avgpool"):
+            _, h, w, c, ph, pw, sh, sw, ho, wo_ = op
+            g.fbuf(f"a{i}", ho * wo_ * c, (ho, wo_, c))
+            x4 = f"{src}.reshape((n, {h}, {w}, {c}))"
+            if kind == "maxpool":
+                g.ibuf(f"arg{i}", ho * wo_ * c, (ho, wo_, c))
+                g.emit(f"maxpool2d_forward({x4}, {ph}, {pw}, {sh}, {sw}, a{i}, arg{i})")
+            else:
+                g.emit(f"avgpool2d_forward({x4}, {ph}, {pw}, {sh}, {sw}, a{i})")
+            acts.append(f"a{i}")
+            shapes.append((ho, wo_, c))
+        elif kind == "gap":
+            _, hw, c = op
+            g.fbuf(f"a{i}", c, (c,))
+            g.emit(f"xs{i} = {src}.reshape((n, {hw}, {c}))")
+            g.emit("for s in range(n):")
+            g.emit(f"for ci in range({c}):", 2)
+            g.emit("acc = np.float32(0)", 3)
+            g.emit(f"for p in range({hw}):", 3)
+            g.emit(f"acc += xs{i}[s, p, ci]", 4)
+            g.emit(f"a{i}[s, ci] = acc / np.float32({hw})", 3)
+            acts.append(f"a{i}")
+            shapes.append((c,))
+        elif kind == "flatten":
+            acts.append(src)
+            shapes.append((_size(shapes[-1]),))
+        else:
+            raise ValueError(f"no fused form for {kind!r}")
+        views.append(src)
+
+    logits = acts[-1]
+    g.emit(f"s_ = {logits}.reshape((n, {classes}))")
+    g.emit("loss = kd_loss_grad(s_, t, y, temperature, alpha, grad, kl)")
+    g.emit("correct = 0")
+    g.emit("for s in range(n):")
+    g.emit("bs = 0", 2)
+    g.emit("bt = 0", 2)
+    g.emit(f"for j in range(1, {classes}):", 2)
+    g.emit("if s_[s, j] > s_[s, bs]:", 3)
+    g.emit("bs = j", 4)
+    g.emit("if t[s, j] > t[s, bt]:", 3)
+    g.emit("bt = j", 4)
+    g.emit("agree[s] = bs == bt", 2)
+    g.emit("if bs == y[s]:", 2)
+    g.emit("correct += 1", 3)
+
+    # backward: gy is the gradient of the current op's output, copied into the op's own buffer
+    # (the kernels overwrite it with the pre-activation gradient, as the layer path does)
+    gy = "grad"
+    for i in range(len(program) - 1, -1, -1):
+        op = program[i]
+        kind = op[0]
+        first = i == 0 or all(p[0] == "flatten" for p in program[:i])
+        src = views[i]
+        if kind == "dense":
+            _, fi, units, code, wo, bo = op
+            g.fbuf(f"dz{i}", units, (units,))
+            g.emit(f"dz{i}[:] = {gy}.reshape((n, {units}))")
+            dx = "None"
+            if not first:
+                g.fbuf(f"dx{i}", fi, (fi,))
+                dx = f"dx{i}"
+            g.emit(f"gw{i} = G[{wo}:{wo + fi * units}].reshape(({fi}, {units}))")
+            g.emit(f"gb{i} = G[{bo}:{bo + units}]")
+            if blas:
+                if code:
+                    g.emit("for s in range(n):")
+                    g.emit(f"for j in range({units}):", 2)
+                    g.emit(f"dz{i}[s, j] *= _act_grad(a{i}[s, j], {code})", 3)
+                g.emit(f"np.dot({src}.reshape((n, {fi})).T, dz{i}, gw{i})")
+                g.emit(f"for j in range({units}):")
+                g.emit("acc = np.float32(0)", 2)
+                g.emit("for s in range(n):", 2)
+                g.emit(f"acc += dz{i}[s, j]", 3)
+                g.emit(f"gb{i}[j] = acc", 2)
+                if dx != "None":
+                    g.emit(f"np.dot(dz{i}, w{i}.T, {dx})")
+            else:
+                g.emit(f"dense_backward({src}.reshape((n, {fi})), w{i}, a{i}, dz{i}, {code}, gw{i}, gb{i}, {dx})")
+            gy = dx
+        elif kind == "conv":
+            _, h, w, c, kh, kw, sh, sw, f, ho, wo_, pads, code, ko, bo = op
+            pt, pb, pl, pr = pads
+            hp, wp = h + pt + pb, w + pl + pr
+            g.fbuf(f"dz{i}", ho * wo_ * f, (ho, wo_, f))
+            g.emit(f"dz{i}[:] = {gy}.reshape((n, {ho}, {wo_}, {f}))")
+            g.emit(f"gk{i} = G[{ko}:{ko + kh * kw * c * f}].reshape(({kh}, {kw}, {c}, {f}))")
+            g.emit(f"gb{i} = G[{bo}:{bo + f}]")
+            if not first:
+                g.fbuf(f"dxp{i}", hp * wp * c, (hp, wp, c))
+            if blas and kh * kw * c >= GEMM_MIN_K:
+                _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo_, code, not first)
+            elif f <= MAX_UNROLL and c <= MAX_UNROLL:
+                _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo_, code, not first)
+            else:
+                g.emit(f"conv2d_backward(xp{i}, k{i}, a{i}, dz{i}, {sh}, {sw}, {code}, gk{i}, gb{i}, "
+                       f"{'None' if first else f'dxp{i}'})")
+            if first:
+                gy = None
+                continue
+            if any(pads):
+                g.fbuf(f"dx{i}", h * w * c, (h, w, c))
+                g.emit("for s in range(n):")
+                g.emit(f"for r in range({h}):", 2)
+                g.emit(f"dx{i}[s, r] = dxp{i}[s, {pt} + r, {pl}:{pl + w}, :]", 3)
+                gy = f"dx{i}"
+            else:
+                gy = f"dxp{i}"
+        elif kind in ("maxpool", "avgpool"):
+            _, h, w, c, ph, pw, sh, sw, ho, wo_ = op
+            g.fbuf(f"dx{i}", h * w * c, (h, w, c))
+            dy = f"{gy}.reshape((n, {ho}, {wo_}, {c}))"
+            if kind == "maxpool":
+                g.emit(f"maxpool2d_backward(arg{i}, {ph}, {pw}, {sh}, {sw}, {dy}, dx{i})")
+            else:
+                g.emit(f"avgpool2d_backward({ph}, {pw}, {sh}, {sw}, {dy}, dx{i})")
+            gy = f"dx{i}"
+        elif kind == "gap":
+            _, hw, c = op
+            g.fbuf(f"dx{i}", hw * c, (hw, c))
+            g.emit(f"gs{i} = {gy}.reshape((n, {c}))")
+            g.emit("for s in range(n):")
+            g.emit(f"for ci in range({c}):", 2)
+            g.emit(f"v = gs{i}[s, ci] / np.float32({hw})", 3)
+            g.emit(f"for p in range({hw}):", 3)
+            g.emit(f"dx{i}[s, p, ci] = v", 4)
+            gy = f"dx{i}"
+        # flatten: the gradient passes through unchanged
+        if first:
+            break
+
+    if optimizer == "sgd":
+        g.emit("sgd_update(P, G, S1, lr, momentum, weight_decay, nesterov, first_step)")
+        args = "lr, momentum, weight_decay, nesterov, first_step"
+    else:
+        g.emit("adam_update(P, G, S1, S2, lr, beta1, beta2, eps, weight_decay, step_no, decoupled)")
+        args = "lr, beta1, beta2, eps, weight_decay, step_no, decoupled"
+    g.emit("return loss, correct")
+    head = [
+        f"# generated by edgekd.kernels.step_numba v{VERSION} for numba_twins {_twins_digest()}",
+        f"# program: {program!r}, optimizer: {optimizer}",
+        "import numpy as np",
+        "from numba import njit",
+        "from edgekd.kernels.numba_twins import (_act, _act_grad, dense_forward, dense_backward, conv2d_forward,",
+        "    conv2d_backward, maxpool2d_forward, maxpool2d_backward, avgpool2d_forward,",
+        "    avgpool2d_backward, kd_loss_grad, sgd_update, adam_update)",
+        "",
+        "",
+        "@njit(cache=True, nogil=True, fastmath={'reassoc', 'contract'})",
+        f"def step(x, t, y, P, G, S1, S2, WF, WI, grad, kl, agree, temperature, alpha, {args}):",
+    ]
+    sizes = ("\n\ndef sizes(n):\n"
+             f"    return {'+'.join(g.fsize) or '0'}, {'+'.join(g.isize) or '0'}\n")
+    return "\n".join(head + g.lines) + "\n" + sizes
+
+
+_loaded = {}
+
+
+def have_blas():
+    """numba's numpy.dot calls BLAS through SciPy's bindings."""
+    return importlib.util.find_spec("scipy") is not None
+
+
+def compile_step(program, optimizer, classes, in_size):
+    """(step, sizes): the compiled step for `program` and sizes(n) -> (float, int) workspace
+    elements for a batch of n. Loaded from the cache directory when already generated."""
+    src = source(program, optimizer, classes, in_size, blas=have_blas())
+    digest = hashlib.sha256(src.encode()).hexdigest()[:20]
+    root = cache_dir()
+    path = os.path.join(root, f"edgekd_step_{digest}.py")
+    if path in _loaded:
+        return _loaded[path]
+    if not os.path.exists(path):
+        os.makedirs(root, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(src)
+        os.replace(tmp, path)  # never rewritten afterwards: numba's cache keys on its mtime
+    name = f"edgekd_step_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    _loaded[path] = (mod.step, mod.sizes)
+    return _loaded[path]
