@@ -1,5 +1,5 @@
 """Host side of training the whole float32 student on a board by KD with early halting
-decided on the board (DESIGN.md, "Training on the board"). The host sets the student up
+decided on the board (docs/protocol.md, section 11.8). The host sets the student up
 (refusing one that does not fit before sending it), writes its initial weights, and streams
 (id, label, x, teacher logits) in TRAIN_STEP frames in edgekd's epoch order
 (edgekd.link.order); the board runs forward, KD loss, backward and the optimizer step, applies

@@ -1,4 +1,5 @@
-"""The KD loss and its gradient w.r.t. the student logits, in one pass (DESIGN.md):
+"""The KD loss and its gradient w.r.t. the student logits, in one pass (temperature T,
+weight a on the soft term):
 
     L = a * T^2 * KL(p(t/T) || p(s/T)) + (1 - a) * CE(y, p(s))
     dL/ds = a * T * (p(s/T) - p(t/T)) + (1 - a) * (p(s) - onehot(y))

@@ -191,8 +191,8 @@ static void softmax_t(const float *v, uint16_t n, float T, float *p, float *lp)
     for (i = 0; i < n; i++) { lp[i] -= lse; p[i] *= inv; }
 }
 
-/* The KD loss of one row (DESIGN.md); its gradient, divided by the batch, replaces the
- * logits (times the last activation's derivative). Returns the row's loss; *kl the KL at T. */
+/* The KD loss of one row, L = a T^2 KL(p(t/T) || p(s/T)) + (1 - a) CE(y, p(s)); its gradient,
+ * divided by the batch, replaces the logits (times the last activation's derivative). Returns the row's loss; *kl the KL at T. */
 static float kd_row(float *s, const uint8_t *teacher, uint16_t label, uint16_t batch,
                     float *kl, uint8_t *agree, uint8_t *correct)
 {

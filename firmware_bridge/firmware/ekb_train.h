@@ -1,5 +1,5 @@
 /* Training the whole float32 MLP student on the board (docs/protocol.md, section 11.8):
- * dense layers with relu / relu6 / tanh / none, the KD loss of DESIGN.md (T, alpha), backward,
+ * dense layers with relu / relu6 / tanh / none, the KD loss (T, alpha; edgekd/kernels/kd.py), backward,
  * SGD with momentum or Adam, and the early-halting rule of edgekd's device trainer (a sample
  * settles once KL <= eps and the argmax agrees for `patience` visits). Weights, gradients,
  * optimizer state, one frame of activations and the settle state are carved out of one static
