@@ -8,6 +8,7 @@
 #include "ekb_model.h"
 #include "ekb_train.h"
 #include "hal.h"
+#include "le_bytes.h"
 #include "sha256.h"
 
 #define PROTO_VERSION 1
@@ -45,31 +46,6 @@ static int8_t xq[EKB_MAX_WIDTH], yq[EKB_MAX_CLASSES];
 static float feat[EKB_MAX_WIDTH], logits[EKB_MAX_CLASSES];
 
 static const char *err_text;
-
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static float rdf(const uint8_t *p)
-{
-    uint32_t u = rd32(p);
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-static void wr16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void wr32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
-}
-static void wrf(uint8_t *p, float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    wr32(p, u);
-}
-static void wri(uint8_t *p, int32_t v) { wr32(p, (uint32_t)v); }
 
 #define NAK_TEXT 64
 static uint8_t nak_buf[FRAME_OVERHEAD + 3 + NAK_TEXT]; /* NAKs never overwrite tx */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ekb_model.h"
+#include "le_bytes.h"
 
 /* The arena: floats, so every part is aligned for them. */
 static float arena[EKB_TRAIN_ARENA / 4];
@@ -23,23 +24,6 @@ static uint8_t *settle;                        /* per id: bit 7 settled, bits 0.
 static uint32_t steps;                         /* optimizer steps taken */
 static double beta1_t, beta2_t;                /* beta^steps, for Adam's bias correction */
 
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static float rdf(const uint8_t *p)
-{
-    uint32_t u = rd32(p);
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-static void wrf(uint8_t *p, float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    p[0] = (uint8_t)u; p[1] = (uint8_t)(u >> 8); p[2] = (uint8_t)(u >> 16); p[3] = (uint8_t)(u >> 24);
-}
 static int finite(float f) { return f >= -3.4e38f && f <= 3.4e38f; }
 
 static uint16_t layer_in(uint8_t l) { return l == 0 ? setup.in : setup.units[l - 1]; }
