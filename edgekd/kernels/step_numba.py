@@ -233,88 +233,180 @@ def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
     g.emit("dr[ci] += row[base + ci]", 7)
 
 
-def source(program, optimizer, classes, in_size, blas=False):
-    """Python source of `step(...)` for `program`, with `optimizer` 'sgd' or 'adam'; dense
-    layers call BLAS through numpy.dot when `blas` (numba needs SciPy for that)."""
-    g = _Gen()
+def _dense_forward(g, i, op, src, shape, blas):
+    _, fi, units, code, wo, bo = op
+    g.emit(f"w{i} = P[{wo}:{wo + fi * units}].reshape(({fi}, {units}))")
+    g.emit(f"b{i} = P[{bo}:{bo + units}]")
+    g.fbuf(f"a{i}", units, (units,))
+    if blas:
+        g.emit(f"np.dot({src}.reshape((n, {fi})), w{i}, a{i})")
+        g.emit("for s in range(n):")
+        g.emit(f"for j in range({units}):", 2)
+        g.emit(f"a{i}[s, j] = _act(a{i}[s, j] + b{i}[j], {code})", 3)
+    else:
+        g.emit(f"dense_forward({src}.reshape((n, {fi})), w{i}, b{i}, {code}, a{i})")
+    return f"a{i}", (units,)
+
+
+def _dense_backward(g, i, op, src, gy, first, blas):
+    _, fi, units, code, wo, bo = op
+    g.fbuf(f"dz{i}", units, (units,))
+    g.emit(f"dz{i}[:] = {gy}.reshape((n, {units}))")
+    dx = "None"
+    if not first:
+        g.fbuf(f"dx{i}", fi, (fi,))
+        dx = f"dx{i}"
+    g.emit(f"gw{i} = G[{wo}:{wo + fi * units}].reshape(({fi}, {units}))")
+    g.emit(f"gb{i} = G[{bo}:{bo + units}]")
+    if blas:
+        if code:
+            g.emit("for s in range(n):")
+            g.emit(f"for j in range({units}):", 2)
+            g.emit(f"dz{i}[s, j] *= _act_grad(a{i}[s, j], {code})", 3)
+        g.emit(f"np.dot({src}.reshape((n, {fi})).T, dz{i}, gw{i})")
+        g.emit(f"for j in range({units}):")
+        g.emit("acc = np.float32(0)", 2)
+        g.emit("for s in range(n):", 2)
+        g.emit(f"acc += dz{i}[s, j]", 3)
+        g.emit(f"gb{i}[j] = acc", 2)
+        if dx != "None":
+            g.emit(f"np.dot(dz{i}, w{i}.T, {dx})")
+    else:
+        g.emit(f"dense_backward({src}.reshape((n, {fi})), w{i}, a{i}, dz{i}, {code}, gw{i}, gb{i}, {dx})")
+    return dx
+
+
+def _conv_forward_op(g, i, op, src, shape, blas):
+    _, h, w, c, kh, kw, sh, sw, f, ho, wo_, pads, code, ko, bo = op
+    pt, pb, pl, pr = pads
+    hp, wp = h + pt + pb, w + pl + pr
+    g.emit(f"k{i} = P[{ko}:{ko + kh * kw * c * f}].reshape(({kh}, {kw}, {c}, {f}))")
+    g.emit(f"b{i} = P[{bo}:{bo + f}]")
+    x4 = f"{src}.reshape((n, {h}, {w}, {c}))"
+    if any(pads):
+        g.fbuf(f"xp{i}", hp * wp * c, (hp, wp, c))
+        g.emit(f"xp{i}[:] = 0")
+        g.emit(f"xs{i} = {x4}")
+        g.emit("for s in range(n):")
+        g.emit(f"for r in range({h}):", 2)
+        g.emit(f"xp{i}[s, {pt} + r, {pl}:{pl + w}, :] = xs{i}[s, r]", 3)
+        x4 = f"xp{i}"
+    else:
+        g.emit(f"xp{i} = {x4}")
+    g.fbuf(f"a{i}", ho * wo_ * f, (ho, wo_, f))
+    if blas and kh * kw * c >= GEMM_MIN_K:
+        _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo_, code)
+    elif f <= MAX_UNROLL:
+        _conv_forward(g, i, kh, kw, c, f, sh, sw, ho, wo_, code)
+    else:
+        g.emit(f"conv2d_forward(xp{i}, k{i}, b{i}, {sh}, {sw}, {code}, a{i})")
+    return f"a{i}", (ho, wo_, f)
+
+
+def _conv_backward_op(g, i, op, src, gy, first, blas):
+    _, h, w, c, kh, kw, sh, sw, f, ho, wo_, pads, code, ko, bo = op
+    pt, pb, pl, pr = pads
+    hp, wp = h + pt + pb, w + pl + pr
+    g.fbuf(f"dz{i}", ho * wo_ * f, (ho, wo_, f))
+    g.emit(f"dz{i}[:] = {gy}.reshape((n, {ho}, {wo_}, {f}))")
+    g.emit(f"gk{i} = G[{ko}:{ko + kh * kw * c * f}].reshape(({kh}, {kw}, {c}, {f}))")
+    g.emit(f"gb{i} = G[{bo}:{bo + f}]")
+    if not first:
+        g.fbuf(f"dxp{i}", hp * wp * c, (hp, wp, c))
+    if blas and kh * kw * c >= GEMM_MIN_K:
+        _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo_, code, not first)
+    elif f <= MAX_UNROLL and c <= MAX_UNROLL:
+        _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo_, code, not first)
+    else:
+        g.emit(f"conv2d_backward(xp{i}, k{i}, a{i}, dz{i}, {sh}, {sw}, {code}, gk{i}, gb{i}, "
+               f"{'None' if first else f'dxp{i}'})")
+    if first:
+        return None
+    if any(pads):
+        g.fbuf(f"dx{i}", h * w * c, (h, w, c))
+        g.emit("for s in range(n):")
+        g.emit(f"for r in range({h}):", 2)
+        g.emit(f"dx{i}[s, r] = dxp{i}[s, {pt} + r, {pl}:{pl + w}, :]", 3)
+        return f"dx{i}"
+    return f"dxp{i}"
+
+
+def _pool_forward(g, i, op, src, shape, blas):
+    kind, h, w, c, ph, pw, sh, sw, ho, wo_ = op
+    g.fbuf(f"a{i}", ho * wo_ * c, (ho, wo_, c))
+    x4 = f"{src}.reshape((n, {h}, {w}, {c}))"
+    if kind == "maxpool":
+        g.ibuf(f"arg{i}", ho * wo_ * c, (ho, wo_, c))
+        g.emit(f"maxpool2d_forward({x4}, {ph}, {pw}, {sh}, {sw}, a{i}, arg{i})")
+    else:
+        g.emit(f"avgpool2d_forward({x4}, {ph}, {pw}, {sh}, {sw}, a{i})")
+    return f"a{i}", (ho, wo_, c)
+
+
+def _pool_backward(g, i, op, src, gy, first, blas):
+    kind, h, w, c, ph, pw, sh, sw, ho, wo_ = op
+    g.fbuf(f"dx{i}", h * w * c, (h, w, c))
+    dy = f"{gy}.reshape((n, {ho}, {wo_}, {c}))"
+    if kind == "maxpool":
+        g.emit(f"maxpool2d_backward(arg{i}, {ph}, {pw}, {sh}, {sw}, {dy}, dx{i})")
+    else:
+        g.emit(f"avgpool2d_backward({ph}, {pw}, {sh}, {sw}, {dy}, dx{i})")
+    return f"dx{i}"
+
+
+def _gap_forward(g, i, op, src, shape, blas):
+    _, hw, c = op
+    g.fbuf(f"a{i}", c, (c,))
+    g.emit(f"xs{i} = {src}.reshape((n, {hw}, {c}))")
+    g.emit("for s in range(n):")
+    g.emit(f"for ci in range({c}):", 2)
+    g.emit("acc = np.float32(0)", 3)
+    g.emit(f"for p in range({hw}):", 3)
+    g.emit(f"acc += xs{i}[s, p, ci]", 4)
+    g.emit(f"a{i}[s, ci] = acc / np.float32({hw})", 3)
+    return f"a{i}", (c,)
+
+
+def _gap_backward(g, i, op, src, gy, first, blas):
+    _, hw, c = op
+    g.fbuf(f"dx{i}", hw * c, (hw, c))
+    g.emit(f"gs{i} = {gy}.reshape((n, {c}))")
+    g.emit("for s in range(n):")
+    g.emit(f"for ci in range({c}):", 2)
+    g.emit(f"v = gs{i}[s, ci] / np.float32({hw})", 3)
+    g.emit(f"for p in range({hw}):", 3)
+    g.emit(f"dx{i}[s, p, ci] = v", 4)
+    return f"dx{i}"
+
+
+def _flatten_forward(g, i, op, src, shape, blas):
+    return src, (_size(shape),)
+
+
+def _flatten_backward(g, i, op, src, gy, first, blas):
+    return gy   # the gradient passes through unchanged
+
+
+# per op kind: (emit forward -> (output name, per-sample shape), emit backward -> gradient name)
+_OPS = {"dense": (_dense_forward, _dense_backward), "conv": (_conv_forward_op, _conv_backward_op),
+        "maxpool": (_pool_forward, _pool_backward), "avgpool": (_pool_forward, _pool_backward),
+        "gap": (_gap_forward, _gap_backward), "flatten": (_flatten_forward, _flatten_backward)}
+
+
+def _emit_forward(g, program, in_size, blas):
+    """Forward through every op; returns the logits' name and each op's input name."""
     acts = ["x"]          # activation names, acts[i] feeds op i
     shapes = [(in_size,)]  # per-sample shape of acts[i] as the op reading it views it
-    g.emit("n = x.shape[0]")
-    views = []            # per op: names used again in backward
     for i, op in enumerate(program):
-        kind = op[0]
-        src = acts[-1]
-        if kind == "dense":
-            _, fi, units, code, wo, bo = op
-            g.emit(f"w{i} = P[{wo}:{wo + fi * units}].reshape(({fi}, {units}))")
-            g.emit(f"b{i} = P[{bo}:{bo + units}]")
-            g.fbuf(f"a{i}", units, (units,))
-            if blas:
-                g.emit(f"np.dot({src}.reshape((n, {fi})), w{i}, a{i})")
-                g.emit("for s in range(n):")
-                g.emit(f"for j in range({units}):", 2)
-                g.emit(f"a{i}[s, j] = _act(a{i}[s, j] + b{i}[j], {code})", 3)
-            else:
-                g.emit(f"dense_forward({src}.reshape((n, {fi})), w{i}, b{i}, {code}, a{i})")
-            acts.append(f"a{i}")
-            shapes.append((units,))
-        elif kind == "conv":
-            _, h, w, c, kh, kw, sh, sw, f, ho, wo_, pads, code, ko, bo = op
-            pt, pb, pl, pr = pads
-            hp, wp = h + pt + pb, w + pl + pr
-            g.emit(f"k{i} = P[{ko}:{ko + kh * kw * c * f}].reshape(({kh}, {kw}, {c}, {f}))")
-            g.emit(f"b{i} = P[{bo}:{bo + f}]")
-            x4 = f"{src}.reshape((n, {h}, {w}, {c}))"
-            if any(pads):
-                g.fbuf(f"xp{i}", hp * wp * c, (hp, wp, c))
-                g.emit(f"xp{i}[:] = 0")
-                g.emit(f"xs{i} = {x4}")
-                g.emit("for s in range(n):")
-                g.emit(f"for r in range({h}):", 2)
-                g.emit(f"xp{i}[s, {pt} + r, {pl}:{pl + w}, :] = xs{i}[s, r]", 3)
-                x4 = f"xp{i}"
-            else:
-                g.emit(f"xp{i} = {x4}")
-            g.fbuf(f"a{i}", ho * wo_ * f, (ho, wo_, f))
-            if blas and kh * kw * c >= GEMM_MIN_K:
-                _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo_, code)
-            elif f <= MAX_UNROLL:
-                _conv_forward(g, i, kh, kw, c, f, sh, sw, ho, wo_, code)
-            else:
-                g.emit(f"conv2d_forward(xp{i}, k{i}, b{i}, {sh}, {sw}, {code}, a{i})")
-            acts.append(f"a{i}")
-            shapes.append((ho, wo_, f))
-        elif kind in ("maxpool", "avgpool"):
-            _, h, w, c, ph, pw, sh, sw, ho, wo_ = op
-            g.fbuf(f"a{i}", ho * wo_ * c, (ho, wo_, c))
-            x4 = f"{src}.reshape((n, {h}, {w}, {c}))"
-            if kind == "maxpool":
-                g.ibuf(f"arg{i}", ho * wo_ * c, (ho, wo_, c))
-                g.emit(f"maxpool2d_forward({x4}, {ph}, {pw}, {sh}, {sw}, a{i}, arg{i})")
-            else:
-                g.emit(f"avgpool2d_forward({x4}, {ph}, {pw}, {sh}, {sw}, a{i})")
-            acts.append(f"a{i}")
-            shapes.append((ho, wo_, c))
-        elif kind == "gap":
-            _, hw, c = op
-            g.fbuf(f"a{i}", c, (c,))
-            g.emit(f"xs{i} = {src}.reshape((n, {hw}, {c}))")
-            g.emit("for s in range(n):")
-            g.emit(f"for ci in range({c}):", 2)
-            g.emit("acc = np.float32(0)", 3)
-            g.emit(f"for p in range({hw}):", 3)
-            g.emit(f"acc += xs{i}[s, p, ci]", 4)
-            g.emit(f"a{i}[s, ci] = acc / np.float32({hw})", 3)
-            acts.append(f"a{i}")
-            shapes.append((c,))
-        elif kind == "flatten":
-            acts.append(src)
-            shapes.append((_size(shapes[-1]),))
-        else:
-            raise ValueError(f"no fused form for {kind!r}")
-        views.append(src)
+        if op[0] not in _OPS:
+            raise ValueError(f"no fused form for {op[0]!r}")
+        name, shape = _OPS[op[0]][0](g, i, op, acts[-1], shapes[-1], blas)
+        acts.append(name)
+        shapes.append(shape)
+    return acts[-1], acts[:-1]
 
-    logits = acts[-1]
+
+def _emit_loss(g, logits, classes):
     g.emit(f"s_ = {logits}.reshape((n, {classes}))")
     g.emit("loss = kd_loss_grad(s_, t, y, temperature, alpha, grad, kl)")
     g.emit("correct = 0")
@@ -330,97 +422,37 @@ def source(program, optimizer, classes, in_size, blas=False):
     g.emit("if bs == y[s]:", 2)
     g.emit("correct += 1", 3)
 
-    # backward: gy is the gradient of the current op's output, copied into the op's own buffer
-    # (the kernels overwrite it with the pre-activation gradient, as the layer path does)
+
+def _emit_backward(g, program, views, blas):
+    """Backward from the loss gradient: gy names the gradient of the current op's output,
+    copied into the op's own buffer (the kernels overwrite it with the pre-activation
+    gradient, as the layer path does); ops before the first weighted one are skipped."""
     gy = "grad"
     for i in range(len(program) - 1, -1, -1):
-        op = program[i]
-        kind = op[0]
         first = i == 0 or all(p[0] == "flatten" for p in program[:i])
-        src = views[i]
-        if kind == "dense":
-            _, fi, units, code, wo, bo = op
-            g.fbuf(f"dz{i}", units, (units,))
-            g.emit(f"dz{i}[:] = {gy}.reshape((n, {units}))")
-            dx = "None"
-            if not first:
-                g.fbuf(f"dx{i}", fi, (fi,))
-                dx = f"dx{i}"
-            g.emit(f"gw{i} = G[{wo}:{wo + fi * units}].reshape(({fi}, {units}))")
-            g.emit(f"gb{i} = G[{bo}:{bo + units}]")
-            if blas:
-                if code:
-                    g.emit("for s in range(n):")
-                    g.emit(f"for j in range({units}):", 2)
-                    g.emit(f"dz{i}[s, j] *= _act_grad(a{i}[s, j], {code})", 3)
-                g.emit(f"np.dot({src}.reshape((n, {fi})).T, dz{i}, gw{i})")
-                g.emit(f"for j in range({units}):")
-                g.emit("acc = np.float32(0)", 2)
-                g.emit("for s in range(n):", 2)
-                g.emit(f"acc += dz{i}[s, j]", 3)
-                g.emit(f"gb{i}[j] = acc", 2)
-                if dx != "None":
-                    g.emit(f"np.dot(dz{i}, w{i}.T, {dx})")
-            else:
-                g.emit(f"dense_backward({src}.reshape((n, {fi})), w{i}, a{i}, dz{i}, {code}, gw{i}, gb{i}, {dx})")
-            gy = dx
-        elif kind == "conv":
-            _, h, w, c, kh, kw, sh, sw, f, ho, wo_, pads, code, ko, bo = op
-            pt, pb, pl, pr = pads
-            hp, wp = h + pt + pb, w + pl + pr
-            g.fbuf(f"dz{i}", ho * wo_ * f, (ho, wo_, f))
-            g.emit(f"dz{i}[:] = {gy}.reshape((n, {ho}, {wo_}, {f}))")
-            g.emit(f"gk{i} = G[{ko}:{ko + kh * kw * c * f}].reshape(({kh}, {kw}, {c}, {f}))")
-            g.emit(f"gb{i} = G[{bo}:{bo + f}]")
-            if not first:
-                g.fbuf(f"dxp{i}", hp * wp * c, (hp, wp, c))
-            if blas and kh * kw * c >= GEMM_MIN_K:
-                _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo_, code, not first)
-            elif f <= MAX_UNROLL and c <= MAX_UNROLL:
-                _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo_, code, not first)
-            else:
-                g.emit(f"conv2d_backward(xp{i}, k{i}, a{i}, dz{i}, {sh}, {sw}, {code}, gk{i}, gb{i}, "
-                       f"{'None' if first else f'dxp{i}'})")
-            if first:
-                gy = None
-                continue
-            if any(pads):
-                g.fbuf(f"dx{i}", h * w * c, (h, w, c))
-                g.emit("for s in range(n):")
-                g.emit(f"for r in range({h}):", 2)
-                g.emit(f"dx{i}[s, r] = dxp{i}[s, {pt} + r, {pl}:{pl + w}, :]", 3)
-                gy = f"dx{i}"
-            else:
-                gy = f"dxp{i}"
-        elif kind in ("maxpool", "avgpool"):
-            _, h, w, c, ph, pw, sh, sw, ho, wo_ = op
-            g.fbuf(f"dx{i}", h * w * c, (h, w, c))
-            dy = f"{gy}.reshape((n, {ho}, {wo_}, {c}))"
-            if kind == "maxpool":
-                g.emit(f"maxpool2d_backward(arg{i}, {ph}, {pw}, {sh}, {sw}, {dy}, dx{i})")
-            else:
-                g.emit(f"avgpool2d_backward({ph}, {pw}, {sh}, {sw}, {dy}, dx{i})")
-            gy = f"dx{i}"
-        elif kind == "gap":
-            _, hw, c = op
-            g.fbuf(f"dx{i}", hw * c, (hw, c))
-            g.emit(f"gs{i} = {gy}.reshape((n, {c}))")
-            g.emit("for s in range(n):")
-            g.emit(f"for ci in range({c}):", 2)
-            g.emit(f"v = gs{i}[s, ci] / np.float32({hw})", 3)
-            g.emit(f"for p in range({hw}):", 3)
-            g.emit(f"dx{i}[s, p, ci] = v", 4)
-            gy = f"dx{i}"
-        # flatten: the gradient passes through unchanged
+        gy = _OPS[program[i][0]][1](g, i, program[i], views[i], gy, first, blas)
         if first:
             break
 
+
+def _emit_update(g, optimizer):
+    """The optimizer step; returns the step function's optimizer arguments."""
     if optimizer == "sgd":
         g.emit("sgd_update(P, G, S1, lr, momentum, weight_decay, nesterov, first_step)")
-        args = "lr, momentum, weight_decay, nesterov, first_step"
-    else:
-        g.emit("adam_update(P, G, S1, S2, lr, beta1, beta2, eps, weight_decay, step_no, decoupled)")
-        args = "lr, beta1, beta2, eps, weight_decay, step_no, decoupled"
+        return "lr, momentum, weight_decay, nesterov, first_step"
+    g.emit("adam_update(P, G, S1, S2, lr, beta1, beta2, eps, weight_decay, step_no, decoupled)")
+    return "lr, beta1, beta2, eps, weight_decay, step_no, decoupled"
+
+
+def source(program, optimizer, classes, in_size, blas=False):
+    """Python source of `step(...)` for `program`, with `optimizer` 'sgd' or 'adam'; dense
+    layers call BLAS through numpy.dot when `blas` (numba needs SciPy for that)."""
+    g = _Gen()
+    g.emit("n = x.shape[0]")
+    logits, views = _emit_forward(g, program, in_size, blas)
+    _emit_loss(g, logits, classes)
+    _emit_backward(g, program, views, blas)
+    args = _emit_update(g, optimizer)
     g.emit("return loss, correct")
     head = [
         f"# generated by edgekd.kernels.step_numba v{VERSION} for numba_twins {_twins_digest()}",
