@@ -182,3 +182,16 @@ def test_killed_training_resumes_to_the_same_weights(files, tmp_path):
     assert resumed["weights_sha256"] == clean["weights_sha256"]
     assert resumed["test_accuracy"] == clean["test_accuracy"]
     assert len(metrics.read_text().splitlines()) == clean["epochs_run"]
+
+
+def test_demo_makes_its_cache_folder_on_a_fresh_machine(tmp_path, monkeypatch):
+    """The quick start's first command on a machine with no ~/.cache/edgekd yet (files are
+    written only into folders that exist, so the demo must make its own cache folder)."""
+    from edgekd.cli import demo_cmd
+    from edgekd.data import load_dataset
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh"))
+    monkeypatch.setattr(demo_cmd, "TEACHER_EPOCHS", 1)
+    from edgekd.workflows import cache_dir
+    path, cached, result = demo_cmd.cached_teacher(load_dataset("digits"), cache_dir(), seed=0)
+    assert not cached and os.path.isfile(path) and result["test_accuracy"] > 0.1
+    assert demo_cmd.cached_teacher(load_dataset("digits"), cache_dir(), seed=0)[1]

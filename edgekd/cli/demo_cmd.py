@@ -78,6 +78,7 @@ def cached_teacher(data, cache, seed):
     tpath = os.path.join(cache, f"teacher-digits-{digest}.npz")
     cached = os.path.exists(tpath)
     if not cached:
+        os.makedirs(cache, exist_ok=True)   # edgekd's own cache folder: made on first use
         with EpochBar(TEACHER_EPOCHS, "teacher", ["loss", "test_accuracy"]) as bar:
             train_teacher(TEACHER_SPEC, data, tpath, TEACHER_EPOCHS, seed=seed, on_epoch=bar.update)
     return tpath, cached, evaluate(tpath, data)
