@@ -179,22 +179,29 @@ def _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
 GEMM_MIN_K = 8  # with BLAS, convolutions of at least this many taps x channels use im2col + sgemm
 
 
+def _patch_rows(g, rows, image, pix, body, kh, kw, c, sh, sw, ho, wo):
+    """The loop nest pairing each output pixel's im2col row (`rows`, [n*ho*wo, kh*kw*c]) with
+    its input patch in `image`: `body` copies a patch into its row (forward) or adds a row
+    back into its patch (backward), with `pix` the patch pixel and `row` the row."""
+    g.emit("for s in range(n):")
+    g.emit(f"for oh in range({ho}):", 2)
+    g.emit(f"for ow in range({wo}):", 3)
+    g.emit(f"row = {rows}[s * {ho * wo} + oh * {wo} + ow]", 4)
+    g.emit(f"for ki in range({kh}):", 4)
+    g.emit(f"for kj in range({kw}):", 5)
+    g.emit(f"{pix} = {image}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
+    g.emit(f"base = (ki * {kw} + kj) * {c}", 6)
+    g.emit(f"for ci in range({c}):", 6)
+    g.emit(body, 7)
+
+
 def _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
     """Wide kernels: the patches copied into rows (kept for backward), one sgemm, then bias
     and activation in one pass."""
     K, P = kh * kw * c, ho * wo
     g.fbuf(f"cols{i}", P * K, (P * K,))
     g.emit(f"cm{i} = cols{i}.reshape((n * {P}, {K}))")
-    g.emit("for s in range(n):")
-    g.emit(f"for oh in range({ho}):", 2)
-    g.emit(f"for ow in range({wo}):", 3)
-    g.emit(f"row = cm{i}[s * {P} + oh * {wo} + ow]", 4)
-    g.emit(f"for ki in range({kh}):", 4)
-    g.emit(f"for kj in range({kw}):", 5)
-    g.emit(f"xr = xp{i}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
-    g.emit(f"base = (ki * {kw} + kj) * {c}", 6)
-    g.emit(f"for ci in range({c}):", 6)
-    g.emit("row[base + ci] = xr[ci]", 7)
+    _patch_rows(g, f"cm{i}", f"xp{i}", "xr", "row[base + ci] = xr[ci]", kh, kw, c, sh, sw, ho, wo)
     g.emit(f"am{i} = a{i}.reshape((n * {P}, {f}))")
     g.emit(f"np.dot(cm{i}, k{i}.reshape(({K}, {f})), am{i})")
     g.emit(f"for r in range(n * {P}):")
@@ -221,16 +228,7 @@ def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
     g.emit(f"dc{i} = dcols{i}.reshape((n * {P}, {K}))")
     g.emit(f"np.dot(dm{i}, k{i}.reshape(({K}, {f})).T, dc{i})")
     g.emit(f"dxp{i}[:] = 0")
-    g.emit("for s in range(n):")
-    g.emit(f"for oh in range({ho}):", 2)
-    g.emit(f"for ow in range({wo}):", 3)
-    g.emit(f"row = dc{i}[s * {P} + oh * {wo} + ow]", 4)
-    g.emit(f"for ki in range({kh}):", 4)
-    g.emit(f"for kj in range({kw}):", 5)
-    g.emit(f"dr = dxp{i}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
-    g.emit(f"base = (ki * {kw} + kj) * {c}", 6)
-    g.emit(f"for ci in range({c}):", 6)
-    g.emit("dr[ci] += row[base + ci]", 7)
+    _patch_rows(g, f"dc{i}", f"dxp{i}", "dr", "dr[ci] += row[base + ci]", kh, kw, c, sh, sw, ho, wo)
 
 
 def _dense_forward(g, i, op, src, shape, blas):
