@@ -18,6 +18,7 @@ class Batch:
     x: np.ndarray              # float32 [B, *input_shape]
     y: np.ndarray              # int64 [B]
     soft: np.ndarray | None    # float32 [B, classes], teacher logits as they arrived
+    rows: np.ndarray | None = None  # uint8 [B, row bytes]: x and soft still encoded (row_codec)
 
 
 @dataclass
@@ -100,6 +101,13 @@ class SoftLabelSource:
     def epoch(self, epoch):
         """Yield the epoch's batches, in the order fixed by (seed, epoch, halted set)."""
         raise NotImplementedError
+
+    def row_codec(self):
+        """Sources whose batches carry `rows` (samples as the link encoded them) return the
+        codec that decodes them (nbytes per row, decode(rows) -> (x, soft)), so the device can
+        keep samples in the bytes they arrived in. None: nothing to keep (the device owns
+        the data, or already keeps all of it)."""
+        return None
 
     def report(self, epoch, cursor, halted, woken):
         """After each batch: ACK the cursor, HALT newly settled ids, WAKE drifted ones."""

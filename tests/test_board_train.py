@@ -65,11 +65,11 @@ def digits(board_models):
 
 
 def numpy_reference(spec, init, x, y, t, train_ids, cfg):
-    """edgekd's trainer step by step: the same order (edgekd.link.order), schedule, optimizer."""
+    """edgekd's trainer step by step: the same order (edgekd.order), schedule, optimizer."""
     from edgekd.distill.optim import make_optimizer
     from edgekd.distill.steps import kd_step
     from edgekd.kernels import backend
-    from edgekd.link.order import epoch_order
+    from edgekd.order import epoch_order
     from edgekd.nn.model import Sequential
     backend.select("numpy")
     model = Sequential(spec)

@@ -70,7 +70,8 @@ def test_naive_baseline_and_default_bytes(files, tmp_path):
     try:
         common = ["train", "--student", files / "student.json", "--epochs", 10, "--json",
                   "--connect", host.connect]
-        naive = as_json(edgekd(*common, "--no-halting", "--codec", "f32", "--out", tmp_path / "n"))
+        naive = as_json(edgekd(*common, "--no-halting", "--codec", "f32", "--cache-budget", 0,
+                              "--out", tmp_path / "n"))
         default = as_json(edgekd(*common, "--backend", "numpy", "--out", tmp_path / "d"))
     finally:
         host.stop()

@@ -29,8 +29,11 @@ def run(teacher, digits, out, resume=False, on_epoch=None, **kw):
 
 
 def test_halting_saves_bytes_and_keeps_accuracy(teacher, digits, tmp_path):
-    full = run(teacher, digits, tmp_path / "full", halting={"enabled": False}, epochs=10)
-    halt = run(teacher, digits, tmp_path / "halt", epochs=10, halting={"eps": 0.1, "rho": 1.0})
+    # a device that keeps nothing: every byte saved is halting's
+    full = run(teacher, digits, tmp_path / "full", halting={"enabled": False}, epochs=10,
+               cache_budget=0)
+    halt = run(teacher, digits, tmp_path / "halt", epochs=10, halting={"eps": 0.1, "rho": 1.0},
+               cache_budget=0)
     assert full["settled_fraction"] == 0 and full["epochs_run"] == 10
     # the naive figure is exactly what streaming everything costs (plus the val slice, STOP)
     assert full["bytes_down"] + full["bytes_up"] >= full["bytes_naive_run"]
@@ -63,10 +66,16 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("policy", ["skip", "rehearse", "wake"])
-def test_resume_after_a_crash_gives_the_same_weights(teacher, digits, tmp_path, policy):
-    halting = {"eps": 0.2, "policy": policy, "rehearse_prob": 0.5, "eps_wake": 0.25, "rho": 1.0}
-    clean = run(teacher, digits, tmp_path / "clean", halting=halting, optimizer="nesterov")
+@pytest.mark.parametrize("policy,keep,budget", [
+    ("skip", "first", 0), ("rehearse", "first", 1 << 20), ("wake", "settled", 40_000),
+    ("rehearse", "first", 40_000)])
+def test_resume_after_a_crash_gives_the_same_weights(teacher, digits, tmp_path, policy, keep,
+                                                     budget):
+    """Nothing kept, everything kept, and a third of the split kept (the rest streamed)."""
+    halting = {"eps": 0.2, "policy": policy, "rehearse_prob": 0.5, "eps_wake": 0.25, "rho": 1.0,
+               "keep": keep}
+    clean = run(teacher, digits, tmp_path / "clean", halting=halting, optimizer="nesterov",
+                cache_budget=budget)
 
     def crash(metrics):
         if metrics["epoch"] == 3:
@@ -74,14 +83,33 @@ def test_resume_after_a_crash_gives_the_same_weights(teacher, digits, tmp_path, 
 
     with pytest.raises(Killed):
         run(teacher, digits, tmp_path / "crash", halting=halting, optimizer="nesterov",
-            on_epoch=crash)
+            on_epoch=crash, cache_budget=budget)
     resumed = run(teacher, digits, tmp_path / "crash", resume=True, halting=halting,
-                  optimizer="nesterov")
+                  optimizer="nesterov", cache_budget=budget)
     assert resumed["weights_sha256"] == clean["weights_sha256"]
+    assert resumed["kept_bytes"] == clean["kept_bytes"] <= budget
     assert resumed["epochs_run"] == clean["epochs_run"]
     assert resumed["bytes_down"] > clean["bytes_down"]  # the resumed run re-fetched eval data
     lines = (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["epoch"] for s in lines] == list(range(1, clean["epochs_run"] + 1))
+
+
+def test_what_the_device_keeps_changes_the_bytes_and_not_the_weights(teacher, digits, tmp_path):
+    """Without halting, keeping nothing, a part, or all of the split trains on the same
+    batches in the same order (kept samples are replayed where the host would have streamed
+    them), so the weights are bit-identical; the link carries each kept sample once. (The
+    teacher is a table of logits: a network's logits may differ in the last bit with the
+    batch a row is computed in, and a kept row keeps the logits of its first batch.)"""
+    np.save(tmp_path / "logits.npy", teacher.logits(digits.x_train))
+    table = load_teacher(str(tmp_path / "logits.npy"), digits)
+    runs = {b: run(table, digits, tmp_path / str(b), halting={"enabled": False},
+                   cache_budget=b) for b in (0, 30_000, 1 << 30)}
+    assert len({r["weights_sha256"] for r in runs.values()}) == 1
+    none, part, every = (runs[b] for b in (0, 30_000, 1 << 30))
+    assert none["kept_bytes"] == 0 < part["kept_bytes"] <= 30_000 < every["kept_bytes"]
+    assert every["bytes_down"] < part["bytes_down"] < none["bytes_down"]
+    # everything kept: one epoch's worth of batches, whatever the number of epochs
+    assert every["bytes_down"] < 1.5 * none["bytes_down"] / none["epochs_run"]
 
 
 def test_a_checkpoint_from_before_the_link_settings_split_resumes_the_same(teacher, digits,

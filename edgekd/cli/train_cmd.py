@@ -9,7 +9,7 @@ from click.core import ParameterSource
 
 from ..distill import supervised
 from ..distill.config import CHECKPOINT, METRICS, STUDENT, VAL_METRICS, TrainConfig
-from ..distill.halting import POLICIES, HaltingConfig
+from ..distill.halting import KEEP, POLICIES, HaltingConfig
 from ..distill.optim import LR_SCHEDULES, OPTIMIZERS
 from ..errors import EdgekdError
 from ..link.codecs import SOFT_CODECS, X_CODECS
@@ -70,6 +70,9 @@ def halting_options(f):
         click.option("--policy", default=d.policy, show_default=True, type=click.Choice(POLICIES),
                      help="What settled samples get: skip, rehearse from the device cache, or "
                           "wake (re-stream) if a rehearsal shows drift."),
+        click.option("--keep", default=d.keep, show_default=True, type=click.Choice(KEEP),
+                     help="Which samples the device keeps within --cache-budget (a kept sample "
+                          "crosses the link once): the first to arrive, or those that settle."),
         click.option("--rehearse-prob", default=d.rehearse_prob, show_default=True,
                      type=click.FloatRange(0, 1), help="Per-epoch rehearsal probability."),
         click.option("--eps-wake", default=d.eps_wake, show_default=True, type=click.FloatRange(0),
@@ -92,14 +95,15 @@ def halting_options(f):
 
 def make_config(kw):
     h = HaltingConfig(enabled=kw.pop("halting"), eps=kw.pop("eps"), patience=kw.pop("patience"),
-                      policy=kw.pop("policy"), rehearse_prob=kw.pop("rehearse_prob"),
+                      policy=kw.pop("policy"), keep=kw.pop("keep"), rehearse_prob=kw.pop("rehearse_prob"),
                       eps_wake=kw.pop("eps_wake"), rho=kw.pop("rho"), delta=kw.pop("delta"),
                       patience_epochs=kw.pop("patience_epochs"),
                       byte_budget=kw.pop("byte_budget"), time_budget_s=kw.pop("time_budget"))
     kd = not kw.pop("no_kd")
     return TrainConfig(kd=kd, halting=h, **{k: kw.pop(k) for k in (
         "epochs", "batch", "lr", "lr_schedule", "optimizer", "weight_decay", "momentum", "seed",
-        "temperature", "alpha", "val_fraction", "val_metric", "restore_best")}).check()
+        "temperature", "alpha", "val_fraction", "val_metric", "restore_best",
+        "cache_budget")}).check()
 
 
 def make_link_config(kw):
@@ -189,7 +193,9 @@ def link_options(f):
         click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
                      help="Seconds without a byte from the host before the link counts as lost."),
         click.option("--cache-budget", default="1MiB", show_default=True, type=BYTES,
-                     help="Device-data mode: bytes of soft labels the device may keep."),
+                     help="Bytes the device may spend keeping samples as they arrived (inputs "
+                          "and soft labels, encoded; device-data mode: soft labels). A kept "
+                          "sample is never sent again. 0 keeps nothing."),
         click.option("--fetch-once", is_flag=True,
                      help="Keep the first epoch's samples in memory and train later epochs "
                           "offline (for devices with RAM for the whole training split)."),
@@ -283,7 +289,8 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
     """`edgekd train` (its help is TRAIN_HELP)."""
     from ..workflows import train_student
     link = {k: kw.pop(k) for k in ("connect", "token", "window", "retries", "timeout",
-                                   "cache_budget", "fetch_once", "tls_ca", "tls_fingerprint")}
+                                   "fetch_once", "tls_ca", "tls_fingerprint")}
+    link["cache_budget"] = kw["cache_budget"]
     cfg, codecs = make_config(kw), make_link_config(kw)
     spec = load_spec_file(student_path)
     checkpoint = None
@@ -304,7 +311,7 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
 # flags whose config field is not named like the flag
 FLAG_FIELDS = {"halting": "halting.enabled", "time_budget": "halting.time_budget_s",
                "no_kd": "kd"}
-HALTING_FLAGS = ("eps", "patience", "policy", "rehearse_prob", "eps_wake", "rho", "delta",
+HALTING_FLAGS = ("eps", "patience", "policy", "keep", "rehearse_prob", "eps_wake", "rho", "delta",
                  "patience_epochs", "byte_budget")
 
 

@@ -27,12 +27,16 @@ class Checkpoint:
     halter: dict
     best: dict
     dropout_rng: dict
-    arrays: dict            # weights, optimizer, settle tracker, rehearsal cache, best weights
+    arrays: dict            # weights, optimizer, settle tracker, kept samples, best weights
 
     @property
     def halted_ids(self):
-        """The samples settled so far: the HELLO of the resumed run tells the host these."""
-        return np.flatnonzero(self.arrays["halt.settled"])
+        """The samples the host no longer sends (settled, or kept by the device): the HELLO
+        of the resumed run tells the host these."""
+        halted = self.arrays["halt.settled"].copy()
+        if "cache.slot" in self.arrays:
+            halted |= self.arrays["cache.slot"] >= 0
+        return np.flatnonzero(halted)
 
     @property
     def num_train(self):

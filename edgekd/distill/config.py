@@ -31,6 +31,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_metric: str = "kl"
     restore_best: bool = True
+    cache_budget: int = 1 << 20    # bytes of samples the device may keep (still encoded)
     halting: HaltingConfig = field(default_factory=HaltingConfig)
 
     def check(self):
@@ -48,6 +49,8 @@ class TrainConfig:
             raise EdgekdError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_metric not in VAL_METRICS:
             raise EdgekdError(f"val_metric must be one of {', '.join(VAL_METRICS)}")
+        if not isinstance(self.cache_budget, int) or self.cache_budget < 0:
+            raise EdgekdError(f"cache_budget must be a byte count >= 0, got {self.cache_budget!r}")
         self.halting.check()
         return self
 

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import EdgekdError
 
 POLICIES = ("skip", "rehearse", "wake")
+KEEP = ("first", "settled")   # which samples the device keeps, within --cache-budget
 
 
 @dataclass
@@ -26,6 +27,7 @@ class HaltingConfig:
     eps: float = 0.05
     patience: int = 2
     policy: str = "skip"
+    keep: str = "first"
     rehearse_prob: float = 0.1
     eps_wake: float = 0.2
     rho: float = 0.98
@@ -37,6 +39,8 @@ class HaltingConfig:
     def check(self):
         if self.policy not in POLICIES:
             raise EdgekdError(f"halting policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if self.keep not in KEEP:
+            raise EdgekdError(f"halting keep must be one of {', '.join(KEEP)}, got {self.keep!r}")
         for name, lo, hi in (("eps", 0, None), ("eps_wake", 0, None), ("rho", 0, 1),
                              ("rehearse_prob", 0, 1), ("delta", 0, None)):
             v = getattr(self, name)

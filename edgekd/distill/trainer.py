@@ -15,11 +15,13 @@ import numpy as np
 from ..errors import EdgekdError
 from ..fileio import append_line, atomic_path, drop_torn_tail
 from ..nn.io import save_model
+from ..order import epoch_order, split_validation
 from ..source import Hello
 from .best import BestWeights
+from .device_cache import DeviceCache
+from .feed import EpochFeed
 from .halting import EpochHalter, SettleTracker
 from .optim import make_optimizer
-from .rehearsal import RehearsalCache
 from .steps import accuracy, kd_step, slice_metrics
 from .config import CHECKPOINT, METRICS, STUDENT
 
@@ -95,9 +97,9 @@ class Trainer:
             hello.halted, hello.num_train = ck.halted_ids, ck.num_train
         w = self.welcome = self.source.open(hello)
         self.num_train_only = w.num_train - w.num_val
+        self.train_ids = split_validation(w.num_train, cfg.val_fraction, cfg.seed)[0]
         self.tracker = SettleTracker(w.num_train, cfg.halting)
-        self.cache = RehearsalCache(w.num_train, m.input_shape, m.num_classes,
-                                    cfg.halting.enabled and cfg.halting.policy != "skip")
+        self.cache = DeviceCache(w.num_train, self.source.row_codec(), cfg.cache_budget)
         if ck is not None:
             self.tracker.load_state(ck.arrays)
             self.cache.load_state(ck.arrays)
@@ -133,38 +135,63 @@ class Trainer:
         self.source.close()
         return self.finish(start, reason)
 
-    def run_epoch(self, start):
+    def plan(self):
+        """This epoch's samples: every one not settled, and settled ones the device keeps
+        with probability rehearse_prob (policies rehearse and wake), in the epoch order."""
         cfg, h = self.cfg, self.cfg.halting
+        settled = self.tracker.settled
+        planned = ~settled
+        if h.policy != "skip":
+            draw = np.random.default_rng([cfg.seed, self.epoch, 2]).random(len(settled))
+            planned |= settled & self.cache.kept & (draw < h.rehearse_prob)
+        return epoch_order(self.train_ids, cfg.seed, self.epoch, ~planned)
+
+    def arrived(self, b):
+        """A host batch came in: under keep=first, keep what the budget holds (the host is
+        told they are halted, so it never sends them again)."""
+        if self.cfg.halting.keep != "first" or b.rows is None:
+            return b.ids[:0]
+        return self.cache.admit(b.ids, b.rows, b.y)
+
+    def run_epoch(self, start):
+        cfg = self.cfg
         t_epoch = time.perf_counter()
-        loss_sum = correct = visited = 0
-        new_settled = 0
+        n = {"loss": 0.0, "correct": 0, "visited": 0, "rehearsed": 0, "woken": 0, "settled": 0}
         stop = None
         self.opt.lr = np.float32(cfg.lr_at(self.epoch))
-        rehearse = self.cache.pick(self.tracker.settled, h.rehearse_prob, cfg.seed, self.epoch)
-        for cursor, b in enumerate(self.source.epoch(self.epoch), 1):
-            res = self.step(b.x, b.soft, b.y)
-            loss_sum += res.loss * len(b.ids)
-            correct += res.correct
-            visited += len(b.ids)
-            new = self.tracker.observe(b.ids, res.kl, res.agree)
-            self.cache.put(new, b)
-            new_settled += len(new)
-            self.source.report(self.epoch, cursor, new, new[:0])
+        feed = EpochFeed(self.source, self.epoch, self.plan(), self.cache.kept, self.cache,
+                         cfg.batch, self.arrived)
+        for ids, x, soft, y, rows in feed.steps():
+            res = self.step(x, soft, y)
+            feed.halted(self.observe(ids, res, rows, y, n))
             link = self.totals()
             stop = self.halter.budget(link["bytes_down"] + link["bytes_up"],
                                       self.base["wall_s"] + time.perf_counter() - start)
             if stop:
                 break
-        rehearsed = woken = 0
-        for i in range(0, len(rehearse) if stop is None else 0, cfg.batch):
-            ids = rehearse[i:i + cfg.batch]
-            x, soft, y = self.cache.get(ids)
-            res = self.step(x, soft, y)
-            rehearsed += len(ids)
-            w = self.tracker.rehearse(ids, res.kl)
-            if len(w):
-                woken += len(w)
-                self.source.report(self.epoch, 0, w[:0], w)
+        feed.close(finished=stop is None)
+        return self.epoch_metrics(n, t_epoch, stop)
+
+    def observe(self, ids, res, rows, y, n):
+        """Settle, rehearse and keep after one step; returns the ids the host must now halt."""
+        was = self.tracker.settled[ids]
+        halted_before = was | self.cache.kept[ids]
+        fresh = ~was
+        new = self.tracker.observe(ids[fresh], res.kl[fresh], res.agree[fresh])
+        n["woken"] += len(self.tracker.rehearse(ids[was], res.kl[was]))
+        if self.cfg.halting.keep == "settled" and len(new) and rows is not None:
+            pos = np.flatnonzero(np.isin(ids, new) & ~self.cache.kept[ids])
+            self.cache.admit(ids[pos], rows[pos], y[pos])
+        n["loss"] += res.loss * len(ids)
+        n["correct"] += res.correct
+        n["visited"] += len(ids)
+        n["rehearsed"] += int(was.sum())
+        n["settled"] += len(new)
+        now = self.tracker.settled[ids] | self.cache.kept[ids]
+        return ids[now & ~halted_before]
+
+    def epoch_metrics(self, n, t_epoch, stop):
+        cfg = self.cfg
         settled_frac = self.settled_fraction()
         val = slice_metrics(self.model, self.val, cfg.temperature) if self.val else {}
         signal = val.get(cfg.val_metric)
@@ -174,13 +201,15 @@ class Trainer:
         if stop is None:
             stop = self.halter.after_epoch(settled_frac, signal)
         link = self.totals()
-        return {"epoch": self.epoch + 1, "loss": loss_sum / max(visited, 1),
-                "train_accuracy": correct / max(visited, 1), "val_accuracy": val.get("accuracy"),
+        visited = max(n["visited"], 1)
+        return {"epoch": self.epoch + 1, "loss": n["loss"] / visited,
+                "train_accuracy": n["correct"] / visited, "val_accuracy": val.get("accuracy"),
                 "val_agreement": val.get("agreement"), "val_kl": val.get("kl"),
                 "test_accuracy": test_acc,
-                "visited": visited, "rehearsed": rehearsed, "woken": woken,
-                "newly_settled": new_settled, "settled": int(self.tracker.settled.sum()),
-                "settled_fraction": settled_frac, **link,
+                "visited": n["visited"], "rehearsed": n["rehearsed"], "woken": n["woken"],
+                "newly_settled": n["settled"], "settled": int(self.tracker.settled.sum()),
+                "settled_fraction": settled_frac, "kept": self.cache.used,
+                "kept_bytes": self.cache.nbytes, **link,
                 "bytes_naive_run": self.naive(self.epoch + 1),
                 "bytes_naive_planned": self.naive(cfg.epochs),
                 "epoch_s": time.perf_counter() - t_epoch, "stop": stop}
@@ -238,6 +267,7 @@ class Trainer:
             "bytes_naive_run": self.naive(self.epoch),
             "bytes_naive_planned": self.naive(self.cfg.epochs),
             "settled_fraction": self.settled_fraction(),
+            "kept": self.cache.used, "kept_bytes": self.cache.nbytes,
             "train_samples_per_s": totals["samples"] / totals["train_s"] if totals["train_s"] else 0.0,
             "peak_rss_mib": round(peak_rss_mib(), 1),
             "params": self.model.num_params(),

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import EdgekdError
 from ..source import Batch, HaltedSet, SoftLabelSource, Welcome
 from . import messages as m
-from .codecs import soft_codec, x_codec
+from .codecs import RowCodec, soft_codec, x_codec
 from .frames import DEFAULT_MAX_PAYLOAD, ProtocolError
 from .settings import LinkConfig
 from .transport import HostBusy, LinkDown
@@ -244,7 +244,11 @@ class LinkSource(SoftLabelSource):
                 fresh = True
                 continue
             self._count()
-            yield Batch(ids, x.reshape((len(ids),) + tuple(self.hello.input_shape)), y, soft)
+            yield Batch(ids, x.reshape((len(ids),) + tuple(self.hello.input_shape)), y, soft,
+                        m.batch_rows(payload, self.xc, self.sc))
+
+    def row_codec(self):
+        return RowCodec(self.xc, self.sc, self.hello.input_shape)
 
     def _check_ids(self, ids, y):
         if ids.size and ids.max() >= len(self.halted):

@@ -133,6 +133,23 @@ def _grid_step(u, fallback):
     return fallback
 
 
+class RowCodec:
+    """One training row as the link carried it, inputs then soft label, still encoded: what a
+    device keeps of a streamed sample, decoded only when the sample is replayed."""
+
+    def __init__(self, xc, sc, input_shape):
+        self.xc, self.sc, self.shape = xc, sc, tuple(input_shape)
+        self.x_bytes = xc.nbytes(1)
+        self.nbytes = self.x_bytes + sc.nbytes(1)
+
+    def decode(self, rows):
+        """(x [n, *input_shape], soft [n, classes]) float32 from uint8 rows [n, nbytes]."""
+        n = len(rows)
+        x = self.xc.decode(np.ascontiguousarray(rows[:, :self.x_bytes]).tobytes(), n)
+        soft = self.sc.decode(np.ascontiguousarray(rows[:, self.x_bytes:]).tobytes(), n)
+        return x.reshape((n,) + self.shape), soft
+
+
 def soft_codec(name, classes, k=4):
     if name == "f32":
         return FloatRows(classes, "f4")

@@ -11,7 +11,7 @@ from . import messages as m
 from .client import LinkSource, naive_bytes
 from .codecs import affine8_params, x_codec
 from .frames import ProtocolError
-from .order import epoch_order, split_validation
+from ..order import epoch_order, split_validation
 
 
 class DeviceDataSource(LinkSource):
@@ -96,6 +96,10 @@ class DeviceDataSource(LinkSource):
         for start in range(0, len(order), b):
             ids = order[start:start + b]
             yield Batch(ids, self.data.x_train[ids], self.data.y_train[ids], self.soft_labels(ids))
+
+    def row_codec(self):
+        """The device owns its inputs and caches soft labels itself (within the same budget)."""
+        return None
 
     def report(self, epoch, cursor, halted, woken):
         """Halting is local here: a halted sample is simply never asked about again."""

@@ -5,7 +5,7 @@ the baseline that halting is measured against."""
 import numpy as np
 
 from ..source import Batch, SoftLabelSource
-from .order import epoch_order, split_validation
+from ..order import epoch_order, split_validation
 
 
 class FetchOnceSource(SoftLabelSource):

@@ -19,7 +19,7 @@ from .codecs import soft_codec, x_codec
 from .frames import DEFAULT_MAX_PAYLOAD, ProtocolError
 from .host_session import HostSession
 from .messages import hello_mac
-from .order import epoch_order
+from ..order import epoch_order
 
 MAX_WINDOW = 64
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import EdgekdError
 from ..source import Batch, HaltedSet, Welcome
-from .order import epoch_order, split_validation
+from ..order import epoch_order, split_validation
 
 
 class HostSession:

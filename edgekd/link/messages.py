@@ -266,6 +266,17 @@ def unpack_batch(payload, xc, sc):
     return epoch, cursor, split, ids, y, x, soft
 
 
+def batch_rows(payload, xc, sc):
+    """A checked BATCH's samples as the link carried them: uint8 [n, x bytes + soft bytes],
+    inputs then soft label per row, still encoded (what a device keeps to replay later)."""
+    n = _BATCH.unpack_from(payload)[2]
+    o = _BATCH.size + 6 * n
+    xw, sw = xc.nbytes(1), sc.nbytes(1)
+    x = np.frombuffer(payload, np.uint8, n * xw, o).reshape(n, xw)
+    soft = np.frombuffer(payload, np.uint8, n * sw, o + n * xw).reshape(n, sw)
+    return np.concatenate([x, soft], axis=1)
+
+
 def batch_nbytes(n, xc, sc):
     """Bytes on the link for one BATCH frame of n samples (frame overhead included)."""
     return OVERHEAD + _BATCH.size + 6 * n + xc.nbytes(n) + (sc.nbytes(n) if sc else 0)
