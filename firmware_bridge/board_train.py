@@ -2,7 +2,7 @@
 decided on the board (docs/protocol.md, section 11.8). The host sets the student up
 (refusing one that does not fit before sending it), writes its initial weights, and streams
 (id, label, x, teacher logits) in TRAIN_STEP frames in edgekd's epoch order
-(edgekd.link.order); the board runs forward, KD loss, backward and the optimizer step, applies
+(edgekd.order); the board runs forward, KD loss, backward and the optimizer step, applies
 the device trainer's settling rule and answers with the ids that settled, which the host then
 leaves out of later epochs. Epochs stop by edgekd's EpochHalter: at rho, or when the mean KL
 on a held-out validation slice (edgekd's split_validation), measured on the board, stops
@@ -16,7 +16,7 @@ from edgekd.distill.halting import EpochHalter
 from edgekd.design.board_memory import FRAME_OVERHEAD
 from edgekd.errors import EdgekdError
 from edgekd.link.codecs import affine8_params
-from edgekd.link.order import epoch_order, split_validation
+from edgekd.order import epoch_order, split_validation
 from edgekd.link.settings import LinkConfig
 
 from . import commands, epochs
