@@ -52,7 +52,7 @@ def _assert_sound(ds):
 # --- built-ins ---------------------------------------------------------------------
 
 def test_builtins_listed():
-    assert BUILTINS == ("digits", "sensor", "fashion-mnist")
+    assert BUILTINS == ("digits", "iris", "sensor", "fashion-mnist")
 
 
 def test_digits_shapes_and_range():
@@ -92,6 +92,17 @@ def test_digits_split_is_deterministic_and_a_partition():
 
 def _sorted_rows(a):
     return a[np.lexsort(a.T[::-1])]
+
+
+def test_iris_is_fishers_150_split_80_20_by_class():
+    d = load_dataset("iris")
+    assert (d.input_shape, d.num_classes) == ((4,), 3)
+    assert len(d.y_train) == 120 and list(np.bincount(d.y_test)) == [10, 10, 10]
+    x = np.concatenate([d.x_train, d.x_test])
+    # Fisher's table: its first row, and per-feature ranges in centimetres
+    assert np.isclose(x, np.float32([5.1, 3.5, 1.4, 0.2])).all(axis=1).any()
+    np.testing.assert_allclose(x.min(0), [4.3, 2.0, 1.0, 0.1], atol=1e-6)
+    np.testing.assert_allclose(x.max(0), [7.9, 4.4, 6.9, 2.5], atol=1e-6)
 
 
 def test_sensor_shapes_and_balance():

@@ -15,7 +15,7 @@ from .base import emit, json_option, load_data, main
               help="Keep only the first N test samples.")
 @json_option
 def data(name, output, train_samples, test_samples, as_json):
-    """Describe data set NAME (a built-in: digits, sensor, fashion-mnist; or an .npz path).
+    """Describe data set NAME (a built-in: digits, iris, sensor, fashion-mnist; or an .npz path).
 
     fashion-mnist is read from the IDX files of Debian's dataset-fashion-mnist package;
     `edgekd data fashion-mnist --train-samples 6000 -o F.npz` writes a slice of it."""

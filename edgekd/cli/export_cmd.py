@@ -35,7 +35,7 @@ def export_text(r):
               show_default=True, help="A .tflite file, or C source (OUT.h and OUT.cc).")
 @click.option("--int8", is_flag=True,
               help="Full-integer quantization (int8 weights, activations, input and output).")
-@click.option("--calib", help="With --int8: calibration data, a built-in name (digits, sensor, fashion-mnist) "
+@click.option("--calib", help="With --int8: calibration data, a built-in name (digits, iris, sensor, fashion-mnist) "
                               "or an .npz; its training inputs are used.")
 @click.option("--calib-samples", default=2000, show_default=True, type=click.IntRange(1),
               help="Calibrate on at most this many samples (a seeded random subset).")

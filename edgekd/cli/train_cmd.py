@@ -26,7 +26,7 @@ from .base import (
     main,
 )
 
-DATA_HELP = "Data set: a built-in name (digits, sensor, fashion-mnist) or an .npz with x_train, y_train, x_test, y_test."
+DATA_HELP = "Data set: a built-in name (digits, iris, sensor, fashion-mnist) or an .npz with x_train, y_train, x_test, y_test."
 
 
 @main.command()
