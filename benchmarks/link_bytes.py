@@ -1,12 +1,16 @@
-"""Bytes on the link vs accuracy: naive streaming, fetch-once-and-cache, and early halting
-with each codec, on digits (64-32-10 MLP student) and the synthetic sensor set (conv1d
-student). One table; `--json` for machines.
+"""Link bytes against accuracy, per data set and device memory budget: naive float32
+streaming, fetch-what-fits (keep as many samples as the budget holds, stream the rest every
+epoch), and early halting (the defaults, and the old rule for contrast) at the same budget.
 
-    python benchmarks/link_bytes.py [--seeds 3] [--epochs 30] [--json]
+    python benchmarks/link_bytes.py [--seeds 5] [--epochs 30] [--sets digits,sensor,iris,fashion-mnist]
+                                    [--fmnist-train 10000] [--json] [--plot docs/halting.png]
 
-Runs use the in-process link, which frames, encodes and decodes exactly what TCP carries
-(the test suite checks byte-for-byte equality with a real socket), so the figures are the
-link's real bytes without loopback noise in the timings.
+Budgets are fractions of the training split's encoded size (what keeping every sample
+would cost the device): all of it, 10% and 1%. Every variant but the naive one speaks the
+default codecs (top-k soft labels, u8 inputs), so the columns compare halting and keeping,
+not codecs. "pts" is accuracy against fetch-what-fits at the same budget, which trains on
+every sample every epoch: the same run without halting. Runs use the in-process link,
+which frames and encodes exactly what TCP carries (the tests check it byte for byte).
 """
 
 import argparse
@@ -20,14 +24,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from edgekd.workflows import train_student, train_teacher  # noqa: E402
 from edgekd.data import load_dataset  # noqa: E402
 from edgekd.distill.config import TrainConfig  # noqa: E402
+from edgekd.distill.device_cache import LABEL_BYTES  # noqa: E402
 from edgekd.distill.halting import HaltingConfig  # noqa: E402
-from edgekd.link.fetch_once import FetchOnceSource  # noqa: E402
 from edgekd.link.local import LocalSource  # noqa: E402
 from edgekd.link.settings import LinkConfig  # noqa: E402
 from edgekd.teachers import load_teacher  # noqa: E402
+from edgekd.workflows import train_student, train_teacher  # noqa: E402
 
 SETS = {
     "digits": {
@@ -51,83 +55,181 @@ SETS = {
             {"type": "global_avgpool"}, {"type": "dense", "units": 5}]},
         "teacher_epochs": 20,
     },
+    "iris": {
+        "teacher": {"input_shape": [4], "num_classes": 3, "layers": [
+            {"type": "dense", "units": 64, "activation": "relu"},
+            {"type": "dense", "units": 64, "activation": "relu"}, {"type": "dense", "units": 3}]},
+        "student": {"input_shape": [4], "num_classes": 3, "layers": [
+            {"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", "units": 3}]},
+        "teacher_epochs": 200,
+    },
+    "fashion-mnist": {
+        "teacher": {"input_shape": [28, 28, 1], "num_classes": 10, "layers": [
+            {"type": "conv2d", "filters": 16, "kernel_size": 3, "activation": "relu"},
+            {"type": "maxpool2d", "pool_size": 2},
+            {"type": "conv2d", "filters": 32, "kernel_size": 3, "activation": "relu"},
+            {"type": "maxpool2d", "pool_size": 2},
+            {"type": "flatten"}, {"type": "dense", "units": 64, "activation": "relu"},
+            {"type": "dense", "units": 10}]},
+        "student": {"input_shape": [28, 28, 1], "num_classes": 10, "layers": [
+            {"type": "conv2d", "filters": 8, "kernel_size": 3, "stride": 2, "activation": "relu"},
+            {"type": "conv2d", "filters": 16, "kernel_size": 3, "stride": 2, "activation": "relu"},
+            {"type": "flatten"}, {"type": "dense", "units": 10}]},
+        "teacher_epochs": 8,
+    },
 }
 
-VARIANTS = [  # name, halting, codec, x codec, fetch once
-    ("naive f32", False, "f32", "f32", False),
-    ("fetch once + cache", False, "f32", "f32", True),
-    ("halting f32", True, "f32", "f32", False),
-    ("halting f16", True, "f16", "f16", False),
-    ("halting f16 soft, u8 x", True, "f16", "u8", False),
-    ("halting topk, u8 x (default)", True, "topk", "u8", False),
-]
+BUDGETS = (("all", None), ("10%", 0.10), ("1%", 0.01))
+OLD_RULE = {"eps": 0.05, "patience": 2, "policy": "skip", "rehearse_prob": 0.1}
+NAIVE = ("naive f32", {"enabled": False}, "f32")
+VARIANTS = (  # label, halting settings, soft codec (inputs: u8 unless f32)
+    ("fetch what fits", {"enabled": False}, "topk"),
+    ("halting (defaults)", {}, "topk"),
+    ("halting, old rule", OLD_RULE, "topk"),
+)
+
+
+def load(name, fmnist_train):
+    data = load_dataset(name)
+    if name == "fashion-mnist":
+        data = data.head(fmnist_train, max(fmnist_train // 5, 1000))
+    return data
 
 
 def teacher_for(name, data, workdir):
-    path = os.path.join(workdir, f"teacher-{name}.npz")
+    path = os.path.join(workdir, f"teacher-{name}-{len(data.y_train)}.npz")
     if not os.path.exists(path):
         s = SETS[name]
         train_teacher(s["teacher"], data, path, s["teacher_epochs"])
     return load_teacher(path)
 
 
-def run(name, data, teacher, variant, seed, epochs, workdir):
-    label, halting, codec, x_codec, once = variant
-    cfg = TrainConfig(epochs=epochs, seed=seed, halting=HaltingConfig(enabled=halting))
+def split_bytes(data, classes):
+    """What keeping the whole training split costs the device in the default codecs."""
+    k = LinkConfig().topk
+    row = int(np.prod(data.input_shape)) + 2 * min(k, classes) + 3 + LABEL_BYTES
+    return row * round(len(data.y_train) * (1 - TrainConfig().val_fraction))
+
+
+def run(name, data, teacher, variant, budget, seed, epochs, workdir):
+    label, halting, codec = variant
+    cfg = TrainConfig(epochs=epochs, seed=seed, halting=HaltingConfig(**halting),
+                      cache_budget=budget)
+    x_codec = "f32" if codec == "f32" else "u8"
     src = LocalSource(teacher, data, codec, x_codec, LinkConfig().topk)
-    if once:
-        src = FetchOnceSource(src)
     t0 = time.perf_counter()
     r = train_student(SETS[name]["student"], src, cfg, tempfile.mkdtemp(dir=workdir))
     r["wall"] = time.perf_counter() - t0
     return r
 
 
+def summarise(name, label, budget_name, rs, base_acc):
+    acc = np.array([r["test_accuracy"] for r in rs])
+    link = np.array([r["bytes_down"] + r["bytes_up"] for r in rs], float)
+    naive = np.array([r["bytes_naive_planned"] for r in rs], float)
+    return {"set": name, "budget": budget_name, "variant": label, "seeds": len(rs),
+            "link_bytes": int(link.mean()), "vs_naive": float((link / naive).mean()),
+            "kept_bytes": int(np.mean([r["kept_bytes"] for r in rs])),
+            "epochs": float(np.mean([r["epochs_run"] for r in rs])),
+            "wall_s": float(np.mean([r["wall"] for r in rs])),
+            "test_accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
+            "points": None if base_acc is None else float(100 * (acc - base_acc).mean()),
+            "points_std": None if base_acc is None else float(100 * (acc - base_acc).std())}
+
+
+def bench_set(name, a, workdir, say):
+    data = load(name, a.fmnist_train)
+    teacher = teacher_for(name, data, workdir)
+    whole = split_bytes(data, teacher.num_classes)
+    seeds = range(a.seeds)
+    rows = []
+    rs = [run(name, data, teacher, NAIVE, 0, s, a.epochs, workdir) for s in seeds]
+    rows.append(summarise(name, NAIVE[0], "0", rs, None))
+    say(f"{name}: naive done")
+    for budget_name, frac in BUDGETS:
+        budget = 1 << 40 if frac is None else int(frac * whole)
+        base = None
+        for v in VARIANTS:
+            rs = [run(name, data, teacher, v, budget, s, a.epochs, workdir) for s in seeds]
+            acc = np.array([r["test_accuracy"] for r in rs])
+            base = acc if base is None else base
+            rows.append(summarise(name, v[0], budget_name, rs, base))
+            say(f"{name}: {budget_name} {v[0]} done")
+    return rows
+
+
+def table(rows, a):
+    head = (f"{'set':13} {'budget':>6} {'variant':20} {'link bytes':>12} {'vs naive':>9} "
+            f"{'kept':>9} {'epochs':>6} {'wall s':>7} {'accuracy':>15} {'pts':>12}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        kept = f"{r['kept_bytes'] / 1024:.0f} KiB" if r["kept_bytes"] else "-"
+        pts = "" if r["points"] is None else f"{r['points']:+.2f}±{r['points_std']:.2f}"
+        lines.append(f"{r['set']:13} {r['budget']:>6} {r['variant']:20} {r['link_bytes']:>12,} "
+                     f"{r['vs_naive']:>8.1%} {kept:>9} {r['epochs']:>6.1f} {r['wall_s']:>7.2f} "
+                     f"{r['test_accuracy']:>8.4f}±{r['accuracy_std']:.4f} {pts:>12}")
+    lines.append(f"(mean of {a.seeds} seeds, {a.epochs} epochs planned; budget = device memory as "
+                 "a share of the encoded training split; pts = accuracy points against fetch "
+                 "what fits at the same budget, ± over seeds; kept = what the device stored)")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    """Bytes against accuracy, one panel per data set; the Pareto front dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
+    marks = {"0": "X", "all": "o", "10%": "s", "1%": "^"}
+    colours = {"naive f32": "black", "fetch what fits": "tab:blue",
+               "halting (defaults)": "tab:green", "halting, old rule": "tab:red"}
+    for ax, name in zip(axes[0], sets):
+        mine = [r for r in rows if r["set"] == name]
+        for r in mine:
+            ax.errorbar(100 * r["vs_naive"], r["test_accuracy"], yerr=r["accuracy_std"],
+                        fmt=marks[r["budget"]], color=colours[r["variant"]], capsize=2)
+        front = sorted(mine, key=lambda r: r["vs_naive"])
+        best, pareto = -1.0, []
+        for r in front:
+            if r["test_accuracy"] > best:
+                best = r["test_accuracy"]
+                pareto.append(r)
+        ax.plot([100 * r["vs_naive"] for r in pareto], [r["test_accuracy"] for r in pareto],
+                "--", color="grey", lw=1)
+        ax.set_xscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("link bytes, % of naive float32 streaming")
+    axes[0][0].set_ylabel("test accuracy")
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="") for c in colours.values()]
+    handles += [plt.Line2D([], [], color="grey", marker=m, ls="") for m in marks.values()]
+    labels = list(colours) + ["budget 0", "budget all", "budget 10%", "budget 1%"]
+    fig.legend(handles, labels, loc="lower center", ncol=8, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--sets", default="digits,sensor")
+    ap.add_argument("--sets", default="digits,sensor,iris,fashion-mnist")
+    ap.add_argument("--fmnist-train", type=int, default=10000,
+                    help="Fashion-MNIST training samples (the first N; 60000 is the whole set)")
+    ap.add_argument("--plot", metavar="PNG", help="also draw bytes against accuracy")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    say = (lambda msg: None) if a.json else (lambda msg: print(f"  {msg}", file=sys.stderr))
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in a.sets.split(","):
-            data = load_dataset(name)
-            teacher = teacher_for(name, data, workdir)
-            t_acc = float((teacher.logits(data.x_test).argmax(1) == data.y_test).mean())
-            naive = None
-            for v in VARIANTS:
-                rs = [run(name, data, teacher, v, seed, a.epochs, workdir) for seed in range(a.seeds)]
-                link = np.mean([r["bytes_down"] + r["bytes_up"] for r in rs])
-                acc = np.mean([r["test_accuracy"] for r in rs])
-                naive = naive or (link, acc)
-                per_sample = 4 * (int(np.prod(data.input_shape)) + teacher.num_classes) + 8
-                store = per_sample * len(data.y_train) if v[4] else 0
-                rows.append({"set": name, "variant": v[0], "teacher_accuracy": t_acc,
-                             "device_store_bytes": store,
-                             "link_bytes": int(link), "vs_naive": link / naive[0],
-                             "epochs": float(np.mean([r["epochs_run"] for r in rs])),
-                             "wall_s": float(np.mean([r["wall"] for r in rs])),
-                             "test_accuracy": float(acc),
-                             "accuracy_std": float(np.std([r["test_accuracy"] for r in rs])),
-                             "points_vs_naive": 100 * (acc - naive[1]), "seeds": a.seeds})
-                if not a.json:
-                    print(f"  {name}: {v[0]} done", file=sys.stderr)
+            rows += bench_set(name, a, workdir, say)
+    if a.plot:
+        plot(rows, a.plot)
     if a.json:
-        print(json.dumps({"epochs": a.epochs, "rows": rows}))
-        return
-    head = (f"{'set':7} {'variant':30} {'link bytes':>12} {'vs naive':>9} {'kept':>8} "
-            f"{'epochs':>7} {'wall s':>7} {'accuracy':>15} {'pts':>6}")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        kept = f"{r['device_store_bytes'] / 1024:.0f} KiB" if r["device_store_bytes"] else "-"
-        print(f"{r['set']:7} {r['variant']:30} {r['link_bytes']:>12,} {r['vs_naive']:>8.1%} {kept:>8} "
-              f"{r['epochs']:>7.1f} {r['wall_s']:>7.2f} {r['test_accuracy']:>8.4f}±{r['accuracy_std']:.4f} "
-              f"{r['points_vs_naive']:>+6.2f}")
-    print(f"(mean of {a.seeds} seeds, {a.epochs} epochs planned; pts = accuracy points vs naive; "
-          f"kept = training data the device must store)")
+        print(json.dumps({"epochs": a.epochs, "seeds": a.seeds, "rows": rows}))
+    else:
+        print(table(rows, a))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,9 @@ def halting_options(f):
                           "temperature T is at most this..."),
         click.option("--patience", default=d.patience, show_default=True, type=click.IntRange(1),
                      help="...and the argmaxes agree, this many visits in a row."),
+        click.option("--settle-after", default=d.settle_after, show_default=True,
+                     type=click.IntRange(0),
+                     help="Epochs that must pass before any sample may settle."),
         click.option("--policy", default=d.policy, show_default=True, type=click.Choice(POLICIES),
                      help="What settled samples get: skip, rehearse from the device cache, or "
                           "wake (re-stream) if a rehearsal shows drift."),
@@ -95,6 +98,7 @@ def halting_options(f):
 
 def make_config(kw):
     h = HaltingConfig(enabled=kw.pop("halting"), eps=kw.pop("eps"), patience=kw.pop("patience"),
+                      settle_after=kw.pop("settle_after"),
                       policy=kw.pop("policy"), keep=kw.pop("keep"), rehearse_prob=kw.pop("rehearse_prob"),
                       eps_wake=kw.pop("eps_wake"), rho=kw.pop("rho"), delta=kw.pop("delta"),
                       patience_epochs=kw.pop("patience_epochs"),
@@ -311,7 +315,8 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
 # flags whose config field is not named like the flag
 FLAG_FIELDS = {"halting": "halting.enabled", "time_budget": "halting.time_budget_s",
                "no_kd": "kd"}
-HALTING_FLAGS = ("eps", "patience", "policy", "keep", "rehearse_prob", "eps_wake", "rho", "delta",
+HALTING_FLAGS = ("eps", "patience", "settle_after", "policy", "keep", "rehearse_prob",
+                 "eps_wake", "rho", "delta",
                  "patience_epochs", "byte_budget")
 
 

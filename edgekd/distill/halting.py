@@ -26,6 +26,7 @@ class HaltingConfig:
     enabled: bool = True
     eps: float = 0.05
     patience: int = 2
+    settle_after: int = 0     # epochs that must pass before any sample may settle
     policy: str = "skip"
     keep: str = "first"
     rehearse_prob: float = 0.1
@@ -46,8 +47,8 @@ class HaltingConfig:
             v = getattr(self, name)
             if not np.isfinite(v) or v < lo or (hi is not None and v > hi):
                 raise EdgekdError(f"halting {name} must be in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
-        if self.patience < 1 or self.patience_epochs < 1:
-            raise EdgekdError("halting patience values must be >= 1")
+        if self.patience < 1 or self.patience_epochs < 1 or self.settle_after < 0:
+            raise EdgekdError("halting patience values must be >= 1 (settle_after >= 0)")
         if self.policy == "wake" and self.eps_wake < self.eps:
             raise EdgekdError(f"eps_wake ({self.eps_wake}) must be >= eps ({self.eps})")
         return self
@@ -64,11 +65,12 @@ class SettleTracker:
         self.streak = np.zeros(n, np.int32)
         self.settled = np.zeros(n, bool)
 
-    def observe(self, ids, kl, agree):
-        """Record one visit of each id; returns the ids that settled on this visit."""
+    def observe(self, ids, kl, agree, epoch=None):
+        """Record one visit of each id (in 0-based `epoch`, if known); returns the ids that
+        settled on this visit. Before `settle_after` epochs, streaks grow but nothing settles."""
         ok = (kl <= self.cfg.eps) & agree
         self.streak[ids] = np.where(ok, self.streak[ids] + 1, 0)
-        if not self.cfg.enabled:
+        if not self.cfg.enabled or (epoch is not None and epoch < self.cfg.settle_after):
             return ids[:0]
         new = ids[(self.streak[ids] >= self.cfg.patience) & ~self.settled[ids]]
         self.settled[new] = True

@@ -177,7 +177,7 @@ class Trainer:
         was = self.tracker.settled[ids]
         halted_before = was | self.cache.kept[ids]
         fresh = ~was
-        new = self.tracker.observe(ids[fresh], res.kl[fresh], res.agree[fresh])
+        new = self.tracker.observe(ids[fresh], res.kl[fresh], res.agree[fresh], self.epoch)
         n["woken"] += len(self.tracker.rehearse(ids[was], res.kl[was]))
         if self.cfg.halting.keep == "settled" and len(new) and rows is not None:
             pos = np.flatnonzero(np.isin(ids, new) & ~self.cache.kept[ids])
