@@ -10,6 +10,7 @@ each layer's spec entry and shapes, and parameter offsets from the model's flat 
 import numpy as np
 
 from ..kernels.activations import CODES
+from ..kernels.aligned import aligned_empty
 from ..kernels.backend import active
 from ..kernels.conv import out_size, same_padding
 from .losses import KDResult
@@ -73,8 +74,8 @@ class FusedKDStep:
         from ..kernels.step_numba import compile_step
         self.model, self.opt = model, opt
         self.kind = "sgd" if isinstance(opt, SGD) else "adam"
-        self.fn, self.sizes = compile_step(program, self.kind, model.num_classes,
-                                           int(np.prod(model.input_shape)))
+        self.features = int(np.prod(model.input_shape))
+        self.fn, self.sizes = compile_step(program, self.kind, model.num_classes, self.features)
         (self.P, self.G), = opt.pairs
         slots = [opt.bufs[s][0] for s in opt.slots]
         self.S1 = slots[0]
@@ -86,17 +87,19 @@ class FusedKDStep:
         if w is None:
             nf, ni = self.sizes(n)
             c = self.model.num_classes
-            w = self.work[n] = (np.empty(nf, np.float32), np.empty(max(ni, 1), np.int64),
-                                np.empty((n, c), np.float32), np.empty(n, np.float32),
-                                np.empty(n, np.bool_))
+            w = self.work[n] = (aligned_empty(nf), aligned_empty(max(ni, 1), np.int64),
+                                aligned_empty((n, c)), aligned_empty(n), aligned_empty(n, np.bool_),
+                                aligned_empty((n, self.features)), aligned_empty((n, c)),
+                                aligned_empty(n, np.int64))
         return w
 
     def __call__(self, x, soft, y, temperature, alpha):
         n = len(x)
-        x = np.ascontiguousarray(x, np.float32).reshape(n, -1)
-        t = np.ascontiguousarray(soft, np.float32)
-        y = np.ascontiguousarray(y, np.int64)
-        wf, wi, grad, kl, agree = self.buffers(n)
+        wf, wi, grad, kl, agree, xa, t, ya = self.buffers(n)
+        xa[...] = np.reshape(x, (n, -1))   # the batch copied onto aligned memory: same bits
+        t[...] = soft                      # whatever buffer the link decoded it into
+        ya[...] = y
+        x, y = xa, ya
         o = self.opt
         o.t += 1
         if self.kind == "sgd":

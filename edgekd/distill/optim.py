@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from ..errors import EdgekdError
+from ..kernels.aligned import aligned_zeros
 from ..kernels.backend import active
 
 
@@ -21,7 +22,7 @@ class Optimizer:
         self.lr = float(lr)
         self.wd = float(weight_decay)
         self.t = 0
-        self.bufs = {s: [np.zeros_like(p) for p, _ in pairs] for s in self.slots}
+        self.bufs = {s: [aligned_zeros(p.shape, p.dtype) for p, _ in pairs] for s in self.slots}
 
     def step(self):
         self.t += 1

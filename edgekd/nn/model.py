@@ -4,6 +4,7 @@ import hashlib
 
 import numpy as np
 
+from ..kernels.aligned import aligned_zeros
 from .layers.dropout import Dropout
 from .spec import build_layers
 
@@ -23,8 +24,8 @@ class Sequential:
         so an optimizer step is a single pass over one array."""
         pairs = [(layer, k) for layer in self.layers for k in layer.param_order if k in layer.params]
         total = sum(layer.params[k].size for layer, k in pairs)
-        self.flat_params = np.zeros(total, np.float32)
-        self.flat_grads = np.zeros(total, np.float32)
+        self.flat_params = aligned_zeros(total)   # on a cache line: see kernels.aligned
+        self.flat_grads = aligned_zeros(total)
         at = 0
         for layer, k in pairs:
             shape, size = layer.params[k].shape, layer.params[k].size
