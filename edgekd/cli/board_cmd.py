@@ -16,7 +16,8 @@ from .train_cmd import DATA_HELP
 
 # defaults come from the device trainer's configs, so a board trains as `edgekd train` does
 
-_HALT = HaltingConfig()
+# boards settle by the absolute rule (the firmware has no teacher-information term yet)
+_HALT = HaltingConfig(threshold="absolute", eps=0.05)
 _TRAIN = TrainConfig()
 
 
@@ -221,7 +222,8 @@ def train_last(teacher_path, data, epochs, lr, lr_decay, holdout, batch, tempera
     logits = load_teacher(teacher_path, ds).logits(x_train)
     cfg = TrainLastConfig(epochs=epochs, lr=lr, lr_decay=lr_decay, holdout=holdout,
                           temperature=temperature, alpha=alpha, batch=batch, seed=seed,
-                          halting=HaltingConfig(enabled=halting, eps=eps, patience=patience,
+                          halting=HaltingConfig(enabled=halting, eps=eps, threshold="absolute",
+                                                patience=patience,
                                                 rho=rho).check())
     from .base import EpochBar
     with _connect(port, baud, timeout, retries, verbose) as client, \
@@ -319,7 +321,8 @@ def train_student(student_path, init_path, teacher_path, data, epochs, batch, op
                       optimizer=optimizer, momentum=momentum, seed=seed,
                       temperature=temperature, alpha=alpha, val_fraction=val_fraction,
                       val_metric="kl",
-                      halting=HaltingConfig(enabled=halting, eps=eps, patience=patience,
+                      halting=HaltingConfig(enabled=halting, eps=eps, threshold="absolute",
+                                                patience=patience,
                                             rho=rho, patience_epochs=patience_epochs))
     ds = load_data(data)
     x_train, y_train = ds.x_train[:limit], ds.y_train[:limit]

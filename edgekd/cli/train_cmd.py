@@ -9,7 +9,7 @@ from click.core import ParameterSource
 
 from ..distill import supervised
 from ..distill.config import CHECKPOINT, METRICS, STUDENT, VAL_METRICS, TrainConfig
-from ..distill.halting import KEEP, POLICIES, HaltingConfig
+from ..distill.halting import KEEP, POLICIES, THRESHOLDS, HaltingConfig
 from ..distill.optim import LR_SCHEDULES, OPTIMIZERS
 from ..errors import EdgekdError
 from ..link.codecs import SOFT_CODECS, X_CODECS
@@ -64,15 +64,21 @@ def halting_options(f):
                      help="Early halting; --no-halting streams every sample every epoch."),
         click.option("--eps", default=d.eps, show_default=True, type=click.FloatRange(0),
                      help="A visit counts towards settling when KL(teacher||student) at "
-                          "temperature T is at most this..."),
+                          "temperature T is at most this (times the teacher's information on "
+                          "the sample, under --threshold relative)..."),
+        click.option("--threshold", default=d.threshold, show_default=True,
+                     type=click.Choice(THRESHOLDS),
+                     help="relative: --eps (and --eps-wake) times the teacher's information on "
+                          "the sample, KL(teacher || uniform) at T; absolute: --eps itself."),
         click.option("--patience", default=d.patience, show_default=True, type=click.IntRange(1),
                      help="...and the argmaxes agree, this many visits in a row."),
         click.option("--settle-after", default=d.settle_after, show_default=True,
                      type=click.IntRange(0),
                      help="Epochs that must pass before any sample may settle."),
         click.option("--policy", default=d.policy, show_default=True, type=click.Choice(POLICIES),
-                     help="What settled samples get: skip, rehearse from the device cache, or "
-                          "wake (re-stream) if a rehearsal shows drift."),
+                     help="What a settled sample the device keeps gets: skip (no more steps), "
+                          "rehearse (replayed with --rehearse-prob per epoch), or wake (as "
+                          "rehearse, un-settled when a replay drifts past --eps-wake)."),
         click.option("--keep", default=d.keep, show_default=True, type=click.Choice(KEEP),
                      help="Which samples the device keeps within --cache-budget (a kept sample "
                           "crosses the link once): the first to arrive, or those that settle."),
@@ -98,8 +104,9 @@ def halting_options(f):
 
 def make_config(kw):
     h = HaltingConfig(enabled=kw.pop("halting"), eps=kw.pop("eps"), patience=kw.pop("patience"),
-                      settle_after=kw.pop("settle_after"),
-                      policy=kw.pop("policy"), keep=kw.pop("keep"), rehearse_prob=kw.pop("rehearse_prob"),
+                      threshold=kw.pop("threshold"), settle_after=kw.pop("settle_after"),
+                      policy=kw.pop("policy"), keep=kw.pop("keep"),
+                      rehearse_prob=kw.pop("rehearse_prob"),
                       eps_wake=kw.pop("eps_wake"), rho=kw.pop("rho"), delta=kw.pop("delta"),
                       patience_epochs=kw.pop("patience_epochs"),
                       byte_budget=kw.pop("byte_budget"), time_budget_s=kw.pop("time_budget"))
@@ -315,9 +322,8 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
 # flags whose config field is not named like the flag
 FLAG_FIELDS = {"halting": "halting.enabled", "time_budget": "halting.time_budget_s",
                "no_kd": "kd"}
-HALTING_FLAGS = ("eps", "patience", "settle_after", "policy", "keep", "rehearse_prob",
-                 "eps_wake", "rho", "delta",
-                 "patience_epochs", "byte_budget")
+HALTING_FLAGS = ("eps", "threshold", "patience", "settle_after", "policy", "keep",
+                 "rehearse_prob", "eps_wake", "rho", "delta", "patience_epochs", "byte_budget")
 
 
 def warn_overridden(ctx, cfg, codecs, checkpoint):

@@ -1,12 +1,16 @@
 """Early halting, decided on the device.
 
-Per-sample: sample i is *settled* once KL(p_T || p_S) at temperature T is <= eps and the
-student's argmax equals the teacher's for `patience` consecutive visits. Settled samples are
-reported to the host, which stops sending them. What happens to them next is the policy:
+Per-sample: sample i is *settled* once KL(p_T || p_S) at temperature T is <= eps (threshold
+`relative`, the default: eps times the teacher's information on that sample, KL(p_T ||
+uniform); `absolute`: eps itself) and the student's argmax equals the teacher's for `patience`
+consecutive visits, and at least `settle_after` epochs have passed. Settled samples are
+reported to the host, which stops sending them. A settled sample the device keeps
+(distill.device_cache) is still replayed, per the policy:
   skip      never visited again;
-  rehearse  revisited with probability `rehearse_prob` per epoch from the device's cache;
-  wake      as rehearse, and a rehearsal whose KL exceeds `eps_wake` un-settles the sample,
-            so the host streams it again.
+  rehearse  (default) replayed with probability `rehearse_prob` (default 1) per epoch;
+  wake      as rehearse, and a replay whose KL exceeds `eps_wake` un-settles the sample.
+A settled sample the device does not keep is never seen again. docs/halting.md gives the
+measurements that chose these defaults.
 Per-epoch: stop when the settled fraction reaches `rho`, when the validation signal has not
 improved by `delta` for `patience_epochs` epochs, or when a byte or time budget runs out.
 """
@@ -18,18 +22,20 @@ import numpy as np
 from ..errors import EdgekdError
 
 POLICIES = ("skip", "rehearse", "wake")
+THRESHOLDS = ("relative", "absolute")
 KEEP = ("first", "settled")   # which samples the device keeps, within --cache-budget
 
 
 @dataclass
 class HaltingConfig:
     enabled: bool = True
-    eps: float = 0.05
+    eps: float = 0.02
+    threshold: str = "relative"
     patience: int = 2
     settle_after: int = 0     # epochs that must pass before any sample may settle
-    policy: str = "skip"
+    policy: str = "rehearse"
     keep: str = "first"
-    rehearse_prob: float = 0.1
+    rehearse_prob: float = 1.0
     eps_wake: float = 0.2
     rho: float = 0.98
     delta: float = 0.001
@@ -40,6 +46,9 @@ class HaltingConfig:
     def check(self):
         if self.policy not in POLICIES:
             raise EdgekdError(f"halting policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if self.threshold not in THRESHOLDS:
+            raise EdgekdError(f"halting threshold must be one of {', '.join(THRESHOLDS)}, "
+                              f"got {self.threshold!r}")
         if self.keep not in KEEP:
             raise EdgekdError(f"halting keep must be one of {', '.join(KEEP)}, got {self.keep!r}")
         for name, lo, hi in (("eps", 0, None), ("eps_wake", 0, None), ("rho", 0, 1),
@@ -65,10 +74,11 @@ class SettleTracker:
         self.streak = np.zeros(n, np.int32)
         self.settled = np.zeros(n, bool)
 
-    def observe(self, ids, kl, agree, epoch=None):
+    def observe(self, ids, kl, agree, epoch=None, info=None):
         """Record one visit of each id (in 0-based `epoch`, if known); returns the ids that
-        settled on this visit. Before `settle_after` epochs, streaks grow but nothing settles."""
-        ok = (kl <= self.cfg.eps) & agree
+        settled on this visit. Before `settle_after` epochs, streaks grow but nothing settles.
+        `info` (teacher_information per sample) is what a relative threshold scales with."""
+        ok = (kl <= self.limit(self.cfg.eps, info)) & agree
         self.streak[ids] = np.where(ok, self.streak[ids] + 1, 0)
         if not self.cfg.enabled or (epoch is not None and epoch < self.cfg.settle_after):
             return ids[:0]
@@ -76,11 +86,16 @@ class SettleTracker:
         self.settled[new] = True
         return new
 
-    def rehearse(self, ids, kl):
+    def limit(self, eps, info):
+        if self.cfg.threshold == "relative" and info is not None:
+            return eps * info
+        return eps
+
+    def rehearse(self, ids, kl, info=None):
         """Check rehearsed (settled) ids; under `wake`, drifted ones un-settle. Returns them."""
         if self.cfg.policy != "wake":
             return ids[:0]
-        woken = ids[kl > self.cfg.eps_wake]
+        woken = ids[kl > self.limit(self.cfg.eps_wake, info)]
         self.settled[woken] = False
         self.streak[woken] = 0
         return woken

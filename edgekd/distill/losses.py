@@ -42,3 +42,11 @@ def kd_loss(s, t, y, temperature=4.0, alpha=0.9, grad=None, kl=None):
     loss = active().kd_loss_grad(s, t, y, float(temperature), float(alpha), grad, kl)
     agree = s.argmax(axis=1) == t.argmax(axis=1)
     return KDResult(float(loss), grad, kl, agree)
+
+
+def teacher_information(soft, temperature):
+    """Per sample, what the teacher's soft label says beyond a uniform guess: KL(p_T || uniform)
+    = log C - H(p_T) at temperature T. Halting's relative threshold scales with it, since a
+    soft teacher (near-uniform p_T) makes every KL small whether or not the student learned."""
+    logp = log_softmax(np.asarray(soft, np.float32) / np.float32(temperature))
+    return (np.log(np.float32(soft.shape[1])) + (np.exp(logp) * logp).sum(axis=1)).astype(np.float32)

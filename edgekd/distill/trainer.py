@@ -22,6 +22,7 @@ from .device_cache import DeviceCache
 from .feed import EpochFeed
 from .halting import EpochHalter, SettleTracker
 from .optim import make_optimizer
+from .losses import teacher_information
 from .steps import accuracy, kd_step, slice_metrics
 from .config import CHECKPOINT, METRICS, STUDENT
 
@@ -163,7 +164,7 @@ class Trainer:
                          cfg.batch, self.arrived)
         for ids, x, soft, y, rows in feed.steps():
             res = self.step(x, soft, y)
-            feed.halted(self.observe(ids, res, rows, y, n))
+            feed.halted(self.observe(ids, res, soft, rows, y, n))
             link = self.totals()
             stop = self.halter.budget(link["bytes_down"] + link["bytes_up"],
                                       self.base["wall_s"] + time.perf_counter() - start)
@@ -172,13 +173,16 @@ class Trainer:
         feed.close(finished=stop is None)
         return self.epoch_metrics(n, t_epoch, stop)
 
-    def observe(self, ids, res, rows, y, n):
+    def observe(self, ids, res, soft, rows, y, n):
         """Settle, rehearse and keep after one step; returns the ids the host must now halt."""
         was = self.tracker.settled[ids]
         halted_before = was | self.cache.kept[ids]
         fresh = ~was
-        new = self.tracker.observe(ids[fresh], res.kl[fresh], res.agree[fresh], self.epoch)
-        n["woken"] += len(self.tracker.rehearse(ids[was], res.kl[was]))
+        info = (teacher_information(soft, self.cfg.temperature)
+                if self.cfg.halting.threshold == "relative" else np.ones(len(ids), np.float32))
+        new = self.tracker.observe(ids[fresh], res.kl[fresh], res.agree[fresh], self.epoch,
+                                   info[fresh])
+        n["woken"] += len(self.tracker.rehearse(ids[was], res.kl[was], info[was]))
         if self.cfg.halting.keep == "settled" and len(new) and rows is not None:
             pos = np.flatnonzero(np.isin(ids, new) & ~self.cache.kept[ids])
             self.cache.admit(ids[pos], rows[pos], y[pos])

@@ -1,0 +1,71 @@
+"""The measurements that chose halting's defaults (docs/halting.md): settle rules against
+fetch-what-fits, at a device budget where most samples must be streamed (1% of the encoded
+training split) and at one that holds them all.
+
+    python benchmarks/halting_rules.py [--seeds 5] [--sets digits,sensor] [--json]
+
+Same data sets, students, teachers and accounting as benchmarks/link_bytes.py.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+
+import numpy as np
+
+from link_bytes import epochs_for, load, run, split_bytes, summarise, teacher_for
+
+RULES = (  # label, halting settings (the rest are the defaults)
+    ("no halting (fetch what fits)", {"enabled": False}),
+    ("absolute eps 0.05, skip (old)", {"threshold": "absolute", "eps": 0.05, "policy": "skip"}),
+    ("absolute eps 0.05", {"threshold": "absolute", "eps": 0.05}),
+    ("absolute eps 0.005", {"threshold": "absolute", "eps": 0.005}),
+    ("relative eps 0.01", {"eps": 0.01}),
+    ("relative eps 0.02 (default)", {}),
+    ("relative eps 0.03", {"eps": 0.03}),
+    ("relative eps 0.02, settle after 10", {"settle_after": 10}),
+    ("relative eps 0.02, kept: rehearse 0.5", {"rehearse_prob": 0.5}),
+)
+BUDGETS = (("1%", 0.01), ("all", None))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--sets", default="digits,sensor")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    a.epochs, a.fmnist_train = None, 3000
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in a.sets.split(","):
+            data = load(name, a.fmnist_train)
+            teacher = teacher_for(name, data, workdir)
+            whole = split_bytes(data, teacher.num_classes)
+            for budget_name, frac in BUDGETS:
+                budget = 1 << 40 if frac is None else int(frac * whole)
+                base = None
+                for label, halting in RULES:
+                    rs = [run(name, data, teacher, (label, halting, "topk"), budget, s,
+                              epochs_for(name, a), workdir) for s in range(a.seeds)]
+                    acc = np.array([r["test_accuracy"] for r in rs])
+                    base = acc if base is None else base
+                    rows.append(summarise(name, label, budget_name, rs, base))
+                    if not a.json:
+                        print(f"  {name} {budget_name}: {label} done", file=sys.stderr)
+    if a.json:
+        print(json.dumps({"seeds": a.seeds, "rows": rows}))
+        return
+    head = f"{'set':8} {'budget':>6} {'rule':38} {'vs naive':>9} {'epochs':>6} {'accuracy':>15} {'pts':>12}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        pts = f"{r['points']:+.2f}±{r['points_std']:.2f}"
+        print(f"{r['set']:8} {r['budget']:>6} {r['variant']:38} {r['vs_naive']:>8.1%} "
+              f"{r['epochs']:>6.1f} {r['test_accuracy']:>8.4f}±{r['accuracy_std']:.4f} {pts:>12}")
+    print(f"(mean of {a.seeds} seeds; pts against no halting at the same budget, ± over seeds)")
+
+
+if __name__ == "__main__":
+    main()
