@@ -78,3 +78,11 @@ def test_settle_after_holds_settling_back(teacher, digits, tmp_path):
                       halting=HaltingConfig(eps=0.5, patience=1, settle_after=2, rho=1.0))
     train_student(STUDENT, LocalSource(teacher, digits), cfg, str(tmp_path), on_epoch=lines.append)
     assert [m["newly_settled"] for m in lines[:2]] == [0, 0] and lines[2]["newly_settled"] > 0
+
+
+def test_no_sample_settles_in_a_training_split_under_min_samples(teacher, digits, tmp_path):
+    """digits trains on 1,294 samples: with min_samples above that, per-sample halting is off."""
+    common = {"budget": 0, "eps": 0.5, "patience": 1, "rho": 1.0}
+    on = run(teacher, digits, tmp_path / "on", min_samples=1294, **common)
+    off = run(teacher, digits, tmp_path / "off", min_samples=1295, **common)
+    assert on["settled_fraction"] > 0.5 and off["settled_fraction"] == 0

@@ -75,6 +75,10 @@ def halting_options(f):
         click.option("--settle-after", default=d.settle_after, show_default=True,
                      type=click.IntRange(0),
                      help="Epochs that must pass before any sample may settle."),
+        click.option("--min-samples", default=d.min_samples, show_default=True,
+                     type=click.IntRange(0),
+                     help="No sample settles when the training split is smaller than this "
+                          "(epoch halting still applies)."),
         click.option("--policy", default=d.policy, show_default=True, type=click.Choice(POLICIES),
                      help="What a settled sample the device keeps gets: skip (no more steps), "
                           "rehearse (replayed with --rehearse-prob per epoch), or wake (as "
@@ -104,7 +108,8 @@ def halting_options(f):
 
 def make_config(kw):
     h = HaltingConfig(enabled=kw.pop("halting"), eps=kw.pop("eps"), patience=kw.pop("patience"),
-                      threshold=kw.pop("threshold"), settle_after=kw.pop("settle_after"),
+                      threshold=kw.pop("threshold"), min_samples=kw.pop("min_samples"),
+                      settle_after=kw.pop("settle_after"),
                       policy=kw.pop("policy"), keep=kw.pop("keep"),
                       rehearse_prob=kw.pop("rehearse_prob"),
                       eps_wake=kw.pop("eps_wake"), rho=kw.pop("rho"), delta=kw.pop("delta"),
@@ -322,8 +327,8 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
 # flags whose config field is not named like the flag
 FLAG_FIELDS = {"halting": "halting.enabled", "time_budget": "halting.time_budget_s",
                "no_kd": "kd"}
-HALTING_FLAGS = ("eps", "threshold", "patience", "settle_after", "policy", "keep",
-                 "rehearse_prob", "eps_wake", "rho", "delta", "patience_epochs", "byte_budget")
+HALTING_FLAGS = ("eps", "threshold", "patience", "settle_after", "min_samples", "policy",
+                 "keep", "rehearse_prob", "eps_wake", "rho", "delta", "patience_epochs", "byte_budget")
 
 
 def warn_overridden(ctx, cfg, codecs, checkpoint):

@@ -33,6 +33,7 @@ class HaltingConfig:
     threshold: str = "relative"
     patience: int = 2
     settle_after: int = 0     # epochs that must pass before any sample may settle
+    min_samples: int = 1000   # smaller training splits: no per-sample halting (epoch halting stays)
     policy: str = "rehearse"
     keep: str = "first"
     rehearse_prob: float = 1.0
@@ -56,8 +57,9 @@ class HaltingConfig:
             v = getattr(self, name)
             if not np.isfinite(v) or v < lo or (hi is not None and v > hi):
                 raise EdgekdError(f"halting {name} must be in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
-        if self.patience < 1 or self.patience_epochs < 1 or self.settle_after < 0:
-            raise EdgekdError("halting patience values must be >= 1 (settle_after >= 0)")
+        if self.patience < 1 or self.patience_epochs < 1 or self.settle_after < 0 \
+                or self.min_samples < 0:
+            raise EdgekdError("halting patience values must be >= 1 (settle_after, min_samples >= 0)")
         if self.policy == "wake" and self.eps_wake < self.eps:
             raise EdgekdError(f"eps_wake ({self.eps_wake}) must be >= eps ({self.eps})")
         return self
@@ -67,10 +69,13 @@ class HaltingConfig:
 
 
 class SettleTracker:
-    """Per-sample streaks and the settled set, over ids 0..n-1 of the training split."""
+    """Per-sample streaks and the settled set, over ids 0..n-1 of the training split.
+    `train_samples` (those trained on) below cfg.min_samples switches settling off: on a set
+    that small every skipped sample is a large share of the data, and the link is cheap."""
 
-    def __init__(self, n, cfg):
+    def __init__(self, n, cfg, train_samples=None):
         self.cfg = cfg
+        self.active = cfg.enabled and (train_samples is None or train_samples >= cfg.min_samples)
         self.streak = np.zeros(n, np.int32)
         self.settled = np.zeros(n, bool)
 
@@ -80,7 +85,7 @@ class SettleTracker:
         `info` (teacher_information per sample) is what a relative threshold scales with."""
         ok = (kl <= self.limit(self.cfg.eps, info)) & agree
         self.streak[ids] = np.where(ok, self.streak[ids] + 1, 0)
-        if not self.cfg.enabled or (epoch is not None and epoch < self.cfg.settle_after):
+        if not self.active or (epoch is not None and epoch < self.cfg.settle_after):
             return ids[:0]
         new = ids[(self.streak[ids] >= self.cfg.patience) & ~self.settled[ids]]
         self.settled[new] = True

@@ -99,7 +99,7 @@ class Trainer:
         w = self.welcome = self.source.open(hello)
         self.num_train_only = w.num_train - w.num_val
         self.train_ids = split_validation(w.num_train, cfg.val_fraction, cfg.seed)[0]
-        self.tracker = SettleTracker(w.num_train, cfg.halting)
+        self.tracker = SettleTracker(w.num_train, cfg.halting, self.num_train_only)
         self.cache = DeviceCache(w.num_train, self.source.row_codec(), cfg.cache_budget)
         if ck is not None:
             self.tracker.load_state(ck.arrays)
