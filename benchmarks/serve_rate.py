@@ -19,7 +19,9 @@ the same logits before anything is timed.
 rows/s and MB/s are per wall second, all devices together; `host cpu` is the host process's CPU
 time over the run as a share of one core; `rows/s per host core` is rows per host CPU second,
 so a busy neighbour on the machine or devices too slow to saturate the host do not change it.
-By default the host is pinned to one CPU and the devices to the others (when there are >= 2).
+By default the host (every thread of it, onnxruntime's thread pool included) is pinned to one
+CPU and the devices to the others (when there are >= 2); onnxruntime runs with the session
+options edgekd's ONNX teacher gives it (its default thread pool).
 """
 
 import argparse
@@ -184,6 +186,12 @@ def start_host(teacher, set_name, backend, devices, cpus):
     if not line:
         p.kill()
         raise SystemExit(f"edgekd serve did not start ({' '.join(cmd)})")
+    if cpus:  # onnxruntime sets its own workers' affinity: hold every host thread to `cpus`
+        for tid in os.listdir(f"/proc/{p.pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:
+                pass
     return p, json.loads(line)["port"]
 
 
