@@ -341,8 +341,8 @@ def main(argv=None):
     if a.first_step:
         return first_step_worker(a.first_step)
     if a.startup_only:
-        return print(json.dumps(startup(tempfile.mkdtemp(prefix="edgekd-speed-"),
-                                        a.startup_rounds), indent=1))
+        start = startup(tempfile.mkdtemp(prefix="edgekd-speed-"), a.startup_rounds)
+        return print(json.dumps({"startup": start})) if a.json else print_startup(start)
     engines = [e for e in ENGINES if e != "jax" or have_jax()]
     notes = [] if "jax" in engines else ["JAX is not installed (pip install 'jax[cpu]'): its column is skipped"]
     rows = []
@@ -388,15 +388,20 @@ def print_table(result, jax):
     for n in result["notes"]:
         print(f"note: {n}")
     if result["startup"]:
-        print("\n`edgekd train` (digits, MLP) from process start to its first finished step (warm:"
-              " median of interleaved runs;\nnumba_floor: a process importing numba and calling "
-              "one cached @njit function):")
-        for k, v in result["startup"].items():
-            if "error" in v:
-                print(f"  {k:11} failed: {v['error']}")
-            else:
-                rss = f"   peak RSS {v['peak_rss_mib']:.0f} MiB" if v.get("peak_rss_mib") else ""
-                print(f"  {k:11} {v['first_step_s']:6.2f} s   (whole run {v['process_s']:6.2f} s){rss}")
+        print()
+        print_startup(result["startup"])
+
+
+def print_startup(start):
+    print("`edgekd train` (digits, MLP) from process start to its first finished step (warm:"
+          " median of interleaved runs;\nnumba_floor: a process importing numba and calling "
+          "one cached @njit function):")
+    for k, v in start.items():
+        if "error" in v:
+            print(f"  {k:11} failed: {v['error']}")
+        else:
+            rss = f"   peak RSS {v['peak_rss_mib']:.0f} MiB" if v.get("peak_rss_mib") else ""
+            print(f"  {k:11} {v['first_step_s']:6.2f} s   (whole run {v['process_s']:6.2f} s){rss}")
 
 
 if __name__ == "__main__":
