@@ -204,6 +204,14 @@ def stop(p):
         p.wait()
 
 
+def readline(p, timeout, what):
+    """A line from a worker, or a clear exit when it says nothing for `timeout` seconds."""
+    ready, _, _ = select.select([p.stdout], [], [], timeout)
+    if not ready:
+        raise SystemExit(f"{what}: no answer in {timeout:g} s")
+    return p.stdout.readline()
+
+
 def run_devices(host, port, n, mode, cpus, seconds, warm, epochs, student, codec, backend):
     """Start n device workers, let each connect and warm up, start them together, collect their
     results; returns (results, host CPU seconds, wall seconds)."""
@@ -214,8 +222,9 @@ def run_devices(host, port, n, mode, cpus, seconds, warm, epochs, student, codec
                               stderr=subprocess.PIPE, text=True, env=env, preexec_fn=pinned(cpus))
              for i in range(n)]
     try:
+        limit = 300 + 60 * seconds + 120 * epochs
         for p in procs:
-            line = p.stdout.readline()
+            line = readline(p, limit, f"a {mode} device starting")
             if line.strip() != "ready":
                 raise SystemExit(f"a {mode} device failed before starting: "
                                  f"{(p.communicate(timeout=30)[1].strip().splitlines() or ['?'])[-1]}")
@@ -225,7 +234,7 @@ def run_devices(host, port, n, mode, cpus, seconds, warm, epochs, student, codec
             p.stdin.flush()
         results = []
         for p in procs:
-            line = p.stdout.readline()
+            line = readline(p, limit, f"a {mode} device running")
             if not line.strip():
                 raise SystemExit(f"a {mode} device failed: "
                                  f"{(p.communicate(timeout=30)[1].strip().splitlines() or ['?'])[-1]}")
