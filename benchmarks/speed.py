@@ -1,6 +1,6 @@
 """Training speed, one CPU thread: edgekd (numpy, numba) beside PyTorch and JAX, and start-up.
 
-    python benchmarks/speed.py [--rounds 7] [--budget 0.15] [--json] [--skip-startup]
+    python benchmarks/speed.py [--rounds 7] [--budget 0.15] [--json] [--skip-startup | --startup-only]
 
 Every engine trains the same students (benchmarks/models.py: the digits MLP, an MNIST-1D-like
 conv1d student, a Fashion-MNIST-kind conv2d student, plus a teacher-sized MLP at batch 32)
@@ -13,7 +13,9 @@ edgekd's cost model (a training step = 3x the forward FLOPs) and are set against
 float32 matmul peak, measured here: a 1024^3 numpy sgemm on one thread, timed in the same
 interleaved rounds as each row.
 Start-up is `edgekd train` in a fresh process, to its first finished step, with numba's
-on-disk cache empty (cold) and filled (warm).
+on-disk cache empty (cold) and filled (warm), beside numba's own floor (a fresh process that
+imports numba and calls one cached @njit function): what a warm start costs above that is
+edgekd's.
 """
 
 import argparse
@@ -234,9 +236,25 @@ def sgemm_step():
 PEAK_FLOP = 2 * 1024 ** 3
 
 
-def startup(out_dir):
+FLOOR = """import sys, time
+from numba import njit
+
+
+@njit(cache=True)
+def one(a):
+    return a + 1
+
+
+one(1)
+print(f"edgekd: first step done at {time.time()}", file=sys.stderr, flush=True)
+"""
+
+
+def startup(out_dir, rounds=3):
     """Seconds from process start to the end of the first training step of `edgekd train`
-    (digits, the MLP student), numpy and numba with numba's cache cold then warm."""
+    (digits, the MLP student), numpy and numba with numba's cache cold then warm; beside them
+    numba's own floor: a process that imports numba and calls one cached @njit function.
+    Warm figures are medians of `rounds` interleaved runs (the cold one runs once)."""
     spec_path = os.path.join(out_dir, "student.json")
     with open(spec_path, "w") as f:
         json.dump(MODELS["mlp"], f)
@@ -246,28 +264,45 @@ def startup(out_dir):
     subprocess.run([sys.executable, "-m", "edgekd", "teacher", "--spec", teacher_spec, "--data",
                     "digits", "--epochs", "2", "--backend", "numpy", "-o", teacher],
                    capture_output=True, check=True, timeout=900)
-    cache = os.path.join(out_dir, "numba-cache")
-    res = {}
-    for label, backend in (("numpy", "numpy"), ("numba_cold", "numba"), ("numba_warm", "numba")):
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+    floor = os.path.join(out_dir, "numba_floor.py")
+    with open(floor, "w") as f:
+        f.write(FLOOR)
+    env = {**os.environ, "NUMBA_CACHE_DIR": os.path.join(out_dir, "numba-cache")}
+
+    def timed(label, backend):
+        args = ([floor] if backend is None else
+                [__file__, "--first-step", "train", "--data", "digits", "--teacher", teacher,
+                 "--student", spec_path, "--epochs", "1", "--backend", backend,
+                 "--out", os.path.join(out_dir, f"{label}-{time.time_ns()}"), "--json"])
         t0 = time.time()
-        p = subprocess.run([sys.executable, __file__, "--first-step", "train", "--data", "digits",
-                            "--teacher", teacher,
-                            "--student", spec_path, "--epochs", "1", "--backend", backend,
-                            "--out", os.path.join(out_dir, label), "--json"],
-                           capture_output=True, text=True, env=env, check=False, timeout=900)
+        p = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                           check=False, timeout=900)
         total = time.time() - t0
         stamp = [ln for ln in p.stderr.splitlines() if ln.startswith("edgekd: first step done at ")]
         if p.returncode != 0 or not stamp:
-            res[label] = {"error": (p.stderr.strip().splitlines() or ["no output"])[-1]}
-            continue
-        first = float(stamp[0].rsplit(" ", 1)[1]) - t0
+            return {"error": (p.stderr.strip().splitlines() or ["no output"])[-1]}
         try:
             rss = json.loads(p.stdout.strip().splitlines()[-1]).get("peak_rss_mib")
         except (ValueError, IndexError):
             rss = None
-        res[label] = {"first_step_s": first, "process_s": total, "peak_rss_mib": rss}
-    return res
+        return {"first_step_s": float(stamp[0].rsplit(" ", 1)[1]) - t0, "process_s": total,
+                "peak_rss_mib": rss}
+
+    res = {"numba_cold": timed("numba_cold", "numba")}
+    timed("floor_compile", None)          # the floor's own function, compiled once, untimed
+    runs = {"numpy": [], "numba_warm": [], "numba_floor": []}
+    for _ in range(rounds):
+        for label, backend in (("numpy", "numpy"), ("numba_warm", "numba"), ("numba_floor", None)):
+            runs[label].append(timed(label, backend))
+    for label, rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            res[label] = rs[0]
+            continue
+        res[label] = {k: statistics.median(r[k] for r in ok) if ok[0][k] is not None else None
+                      for k in ("first_step_s", "process_s", "peak_rss_mib")}
+        res[label]["rounds"] = len(ok)
+    return {k: res[k] for k in ("numpy", "numba_cold", "numba_warm", "numba_floor")}
 
 
 def first_step_worker(args):
@@ -299,13 +334,15 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--skip-startup", action="store_true")
     ap.add_argument("--startup-only", action="store_true")
+    ap.add_argument("--startup-rounds", type=int, default=3, help="warm start-up runs (median taken)")
     ap.add_argument("--models", nargs="+", choices=list(MODELS), help="only these rows")
     ap.add_argument("--first-step", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.first_step:
         return first_step_worker(a.first_step)
     if a.startup_only:
-        return print(json.dumps(startup(tempfile.mkdtemp(prefix="edgekd-speed-")), indent=1))
+        start = startup(tempfile.mkdtemp(prefix="edgekd-speed-"), a.startup_rounds)
+        return print(json.dumps({"startup": start})) if a.json else print_startup(start)
     engines = [e for e in ENGINES if e != "jax" or have_jax()]
     notes = [] if "jax" in engines else ["JAX is not installed (pip install 'jax[cpu]'): its column is skipped"]
     rows = []
@@ -326,7 +363,8 @@ def main(argv=None):
                                 if x in engines and y in engines},
                      "peak_gflops": PEAK_FLOP / statistics.median(runs["sgemm"]) / 1e9,
                      "numba_gflops": g, "numba_pct_peak": pct})
-    start = {} if a.skip_startup else startup(tempfile.mkdtemp(prefix="edgekd-speed-"))
+    start = {} if a.skip_startup else startup(tempfile.mkdtemp(prefix="edgekd-speed-"),
+                                               a.startup_rounds)
     result = {"matmul_peak_gflops": statistics.median(r["peak_gflops"] for r in rows),
               "rows": rows, "startup": start, "notes": notes,
               "rounds": a.rounds, "budget_s": a.budget}
@@ -350,13 +388,20 @@ def print_table(result, jax):
     for n in result["notes"]:
         print(f"note: {n}")
     if result["startup"]:
-        print("\n`edgekd train` (digits, MLP) from process start to its first finished step:")
-        for k, v in result["startup"].items():
-            if "error" in v:
-                print(f"  {k:11} failed: {v['error']}")
-            else:
-                rss = f"   peak RSS {v['peak_rss_mib']:.0f} MiB" if v.get("peak_rss_mib") else ""
-                print(f"  {k:11} {v['first_step_s']:6.2f} s   (whole run {v['process_s']:6.2f} s){rss}")
+        print()
+        print_startup(result["startup"])
+
+
+def print_startup(start):
+    print("`edgekd train` (digits, MLP) from process start to its first finished step (warm:"
+          " median of interleaved runs;\nnumba_floor: a process importing numba and calling "
+          "one cached @njit function):")
+    for k, v in start.items():
+        if "error" in v:
+            print(f"  {k:11} failed: {v['error']}")
+        else:
+            rss = f"   peak RSS {v['peak_rss_mib']:.0f} MiB" if v.get("peak_rss_mib") else ""
+            print(f"  {k:11} {v['first_step_s']:6.2f} s   (whole run {v['process_s']:6.2f} s){rss}")
 
 
 if __name__ == "__main__":

@@ -48,22 +48,33 @@ PROBE = "from numba import njit; assert njit(lambda a: a + 1)(1) == 2"
 _verdicts = {}
 
 
-def _installed_versions():
-    from importlib import metadata
-    try:
-        return metadata.version("numba"), metadata.version("llvmlite")
-    except metadata.PackageNotFoundError:
-        return None
+def _installed_packages():
+    """numba's and llvmlite's package files with their modification times, found without
+    importing either (None when one is missing). Cheaper than their versions: importing
+    importlib.metadata and scanning sys.path for them cost ~50 ms of every warm start, and a
+    reinstall or upgrade rewrites the files, so the verdict is asked again."""
+    import importlib.util
+    found = []
+    for name in ("numba", "llvmlite"):
+        try:
+            spec = importlib.util.find_spec(name)
+            origin = spec.origin if spec is not None else None
+            found.append(f"{origin}@{os.stat(origin).st_mtime_ns}" if origin else None)
+        except (ImportError, ValueError, OSError):
+            return None
+        if found[-1] is None:
+            return None
+    return found
 
 
 def _probe_key():
-    """What the verdict depends on: interpreter, numba and llvmlite versions, machine and the
+    """What the verdict depends on: interpreter, numba and llvmlite installs, machine and the
     CPU QEMU emulates (None when numba is not installed)."""
     import platform
-    versions = _installed_versions()
-    if versions is None:
+    packages = _installed_packages()
+    if packages is None:
         return None
-    return "|".join((sys.executable, *versions, platform.machine(), os.environ.get("QEMU_CPU", "")))
+    return "|".join((sys.executable, *packages, platform.machine(), os.environ.get("QEMU_CPU", "")))
 
 
 def _probe_cache_path():
