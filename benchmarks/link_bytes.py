@@ -4,6 +4,7 @@ epoch), and early halting (the defaults, and the old rule for contrast) at the s
 
     python benchmarks/link_bytes.py [--seeds 5] [--epochs 30] [--sets digits,sensor,iris,fashion-mnist]
                                     [--fmnist-train 10000] [--json] [--plot docs/halting.png]
+    python benchmarks/link_bytes.py --tables A.json B.json [--plot docs/halting.png]
 
 Budgets are fractions of the training split's encoded size (what keeping every sample
 would cost the device): all of it, 10% and 1%. Every variant but the naive one speaks the
@@ -231,11 +232,18 @@ def main(argv=None):
                     help="Fashion-MNIST training samples (the first N; 60000 is the whole set)")
     ap.add_argument("--plot", metavar="PNG", help="also draw bytes against accuracy")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--tables", nargs="+", metavar="JSON",
+                    help="run nothing: print (and --plot) the rows of earlier --json outputs")
     a = ap.parse_args(argv)
     say = (lambda msg: None) if a.json else (lambda msg: print(f"  {msg}", file=sys.stderr))
     rows = []
+    if a.tables:
+        for path in a.tables:
+            with open(path, encoding="utf-8") as f:
+                rows += json.load(f)["rows"]
+        a.seeds = "/".join(sorted({str(r["seeds"]) for r in rows}))
     with tempfile.TemporaryDirectory() as workdir:
-        for name in a.sets.split(","):
+        for name in [] if a.tables else a.sets.split(","):
             rows += bench_set(name, a, workdir, say)
     if a.plot:
         plot(rows, a.plot)
