@@ -116,75 +116,32 @@ class BoardTrainer:
         return loss / len(ids), kl / len(ids)
 
     def run(self, x, y, teacher, x_test, y_test, on_epoch=None):
+        """Sets the student up on the board, trains it epoch by epoch until the halter
+        stops, puts the best epoch's weights back, and returns the run's figures: losses
+        before and after, test accuracy, line bytes by purpose and against naive streaming,
+        epochs, settling, memory predicted and allocated."""
         cfg, client = self.cfg, self.client
         t0 = time.perf_counter()
         board = commands.info(client)
-        self.t = np.ascontiguousarray(teacher, np.float32)
-        self.y = np.asarray(y, np.int64)
-        n = len(self.y)
-        if self.t.shape != (n, self.classes) or len(x) != n:
-            raise EdgekdError(f"teacher logits {self.t.shape} and {len(x)} inputs do not match "
-                              f"{n} labels of {self.classes} classes")
-        dt, self.xq, lo, step, _ = encode_x(x, self.x_codec)
-        inputs = self.xq.shape[1]
-        rows = min(cfg.batch, student.rows_per_frame(board, inputs, dt, self.classes))
-        self.setup = student.setup_for(self.spec, cfg, rows, n, dt, lo, step)
-        if self.setup.inputs != inputs:
-            raise EdgekdError(f"the data has {inputs} features; the student takes "
-                              f"{self.setup.inputs}")
-        predicted, allocated = student.configure(client, board, self.setup)
-        student.set_params(client, board, self.init)
+        predicted, allocated = self.set_up(board, x, y, teacher)
         setup_bytes = self.link.sent + self.link.received
-
-        train_ids, val_ids = split_validation(n, cfg.val_fraction, cfg.seed)
-        settled = np.zeros(n, bool)
+        train_ids, val_ids = split_validation(len(self.y), cfg.val_fraction, cfg.seed)
         halter = EpochHalter(cfg.halting, "validation kl", lower_is_better=True)
         loss_before = self.measured(self.measure, train_ids)[0]
-        best = {"kl": np.inf, "epoch": 0, "params": None}
-        start = time.perf_counter()
-
-        def run_batches(epoch, order):
-            lr = float(cfg.lr_at(epoch))
-            total = 0.0
-            for b in epochs.batches(order, cfg.batch):
-                r = self.frames(b, False, lr, len(b))
-                total += r["loss"]
-                for ids in r["settled"]:
-                    settled[ids] = True
-                link = self.link.sent + self.link.received - setup_bytes
-                if halter.budget(link, time.perf_counter() - start):
-                    return None
-            return total / len(order)
-
-        def after_epoch(epoch, order, loss):
-            frac = epochs.settled_fraction(settled, train_ids)
-            _, val_kl = self.measured(self.measure, val_ids)
-            if val_kl is not None and cfg.restore_best and val_kl < best["kl"]:
-                best.update(kl=val_kl, epoch=epoch + 1,
-                            params=self.measured(student.get_params, client, board))
-            if on_epoch:
-                on_epoch({"epoch": epoch + 1, "loss": loss, "streamed": len(order),
-                          "settled_fraction": frac, "val_kl": val_kl})
-            return frac, val_kl
-
-        tot = epochs.run_epochs(self.link, cfg.epochs, lambda e: epoch_order(
-            train_ids, cfg.seed, e, settled), run_batches, after_epoch, halter, train_ids)
-        weights_from = tot.epochs_run
-        if best["params"] is not None and best["epoch"] != tot.epochs_run:
-            self.measured(student.set_params, client, board, best["params"])
-            weights_from = best["epoch"]
+        steps = _StudentEpochs(self, board, train_ids, val_ids, halter, setup_bytes, on_epoch)
+        tot = epochs.run_epochs(self.link, cfg.epochs, steps.order_of, steps.run_batches,
+                                steps.after_epoch, halter, train_ids)
+        weights_from = self.keep_best(board, steps.best, tot.epochs_run)
         loss_after = self.measured(self.measure, train_ids)[0]
-        xt = (np.asarray(x_test, np.float32).reshape(len(x_test), -1) if dt == m.X_F32
-              else quantize_u8(x_test, lo, step))
-        test_logits = self.measured(student.logits, client, self.setup, xt, self.classes)
-        yt = np.asarray(y_test)
+        test_accuracy = self.test_accuracy(x_test, y_test)
+        inputs, rows = self.xq.shape[1], self.setup.rows
         rows_f32 = student.rows_per_frame(board, inputs, m.X_F32, self.classes)
         naive_run = naive_bytes(tot.epochs_run, len(train_ids), cfg.batch, inputs,
                                 self.classes, rows_f32)
         link = tot.bytes_down + tot.bytes_up
         return {
             "board": board.name, "samples": int(len(train_ids)), "validation": int(len(val_ids)),
-            "test_accuracy": float(np.mean(test_logits.argmax(axis=1) == yt)) if len(yt) else None,
+            "test_accuracy": test_accuracy,
             "loss_before": loss_before, "loss_after": loss_after,
             "bytes_down": tot.bytes_down, "bytes_up": tot.bytes_up,
             "bytes_eval": self.eval_down + self.eval_up, "bytes_setup": setup_bytes,
@@ -192,7 +149,7 @@ class BoardTrainer:
             "bytes_naive_planned": naive_bytes(cfg.epochs, len(train_ids), cfg.batch, inputs,
                                                self.classes, rows_f32),
             "link_fraction_of_naive": link / naive_run if naive_run else None,
-            "settled_fraction": epochs.settled_fraction(settled, train_ids),
+            "settled_fraction": epochs.settled_fraction(steps.settled, train_ids),
             "epochs_run": tot.epochs_run, "stop_reason": tot.stop_reason,
             "weights_from_epoch": weights_from, "epoch_losses": tot.epoch_losses,
             "samples_streamed": tot.streamed, "rows_per_frame": rows, "x_codec": self.x_codec,
@@ -202,6 +159,90 @@ class BoardTrainer:
             "memory": {"predicted": predicted.to_dict(),
                        "board": {k: v for k, v in allocated.items()}},
             "resends": client.resends, "wall_s": round(time.perf_counter() - t0, 3)}
+
+    def set_up(self, board, x, y, teacher):
+        """Check the data against the student, encode the inputs as they will be sent, and
+        configure the student on the board (refused before anything is sent if it does not
+        fit) with its initial weights; returns (predicted, allocated) memory."""
+        self.t = np.ascontiguousarray(teacher, np.float32)
+        self.y = np.asarray(y, np.int64)
+        n = len(self.y)
+        if self.t.shape != (n, self.classes) or len(x) != n:
+            raise EdgekdError(f"teacher logits {self.t.shape} and {len(x)} inputs do not match "
+                              f"{n} labels of {self.classes} classes")
+        dt, self.xq, lo, step, _ = encode_x(x, self.x_codec)
+        self.x_code = dt, lo, step
+        inputs = self.xq.shape[1]
+        rows = min(self.cfg.batch, student.rows_per_frame(board, inputs, dt, self.classes))
+        self.setup = student.setup_for(self.spec, self.cfg, rows, n, dt, lo, step)
+        if self.setup.inputs != inputs:
+            raise EdgekdError(f"the data has {inputs} features; the student takes "
+                              f"{self.setup.inputs}")
+        predicted, allocated = student.configure(self.client, board, self.setup)
+        student.set_params(self.client, board, self.init)
+        return predicted, allocated
+
+    def keep_best(self, board, best, epochs_run):
+        """Put the best epoch's weights back unless the last epoch was the best; returns
+        the epoch the board's weights now come from."""
+        if best["params"] is None or best["epoch"] == epochs_run:
+            return epochs_run
+        self.measured(student.set_params, self.client, board, best["params"])
+        return best["epoch"]
+
+    def test_accuracy(self, x_test, y_test):
+        """Accuracy of the board's student on the test set, its inputs encoded as the
+        training inputs were (None without test samples)."""
+        dt, lo, step = self.x_code
+        xt = (np.asarray(x_test, np.float32).reshape(len(x_test), -1) if dt == m.X_F32
+              else quantize_u8(x_test, lo, step))
+        test_logits = self.measured(student.logits, self.client, self.setup, xt, self.classes)
+        yt = np.asarray(y_test)
+        return float(np.mean(test_logits.argmax(axis=1) == yt)) if len(yt) else None
+
+
+class _StudentEpochs:
+    """What epochs.run_epochs asks of a whole-student run: each epoch's order (edgekd's, less
+    the samples the board settled), its batches streamed with the byte and time budgets
+    checked after each, and after each epoch the validation KL measured on the board that
+    decides the weights kept."""
+
+    def __init__(self, trainer, board, train_ids, val_ids, halter, setup_bytes, on_epoch):
+        self.trainer, self.board, self.halter = trainer, board, halter
+        self.train_ids, self.val_ids = train_ids, val_ids
+        self.setup_bytes, self.on_epoch = setup_bytes, on_epoch
+        self.settled = np.zeros(len(trainer.y), bool)
+        self.best = {"kl": np.inf, "epoch": 0, "params": None}
+        self.start = time.perf_counter()
+
+    def order_of(self, epoch):
+        return epoch_order(self.train_ids, self.trainer.cfg.seed, epoch, self.settled)
+
+    def run_batches(self, epoch, order):
+        tr = self.trainer
+        lr = float(tr.cfg.lr_at(epoch))
+        total = 0.0
+        for b in epochs.batches(order, tr.cfg.batch):
+            r = tr.frames(b, False, lr, len(b))
+            total += r["loss"]
+            for ids in r["settled"]:
+                self.settled[ids] = True
+            link = tr.link.sent + tr.link.received - self.setup_bytes
+            if self.halter.budget(link, time.perf_counter() - self.start):
+                return None
+        return total / len(order)
+
+    def after_epoch(self, epoch, order, loss):
+        tr = self.trainer
+        frac = epochs.settled_fraction(self.settled, self.train_ids)
+        _, val_kl = tr.measured(tr.measure, self.val_ids)
+        if val_kl is not None and tr.cfg.restore_best and val_kl < self.best["kl"]:
+            self.best.update(kl=val_kl, epoch=epoch + 1,
+                             params=tr.measured(student.get_params, tr.client, self.board))
+        if self.on_epoch:
+            self.on_epoch({"epoch": epoch + 1, "loss": loss, "streamed": len(order),
+                           "settled_fraction": frac, "val_kl": val_kl})
+        return frac, val_kl
 
 
 def read_student(client):

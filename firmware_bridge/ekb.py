@@ -11,7 +11,8 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.export.qmath import activation_range, quantize_multiplier
-from edgekd.export.tflite_read import read_tflite
+from edgekd.export.tflite_read import read_graph, read_tflite
+from edgekd.kernels.conv import same_padding
 
 from .last_layer import last_dense
 
@@ -96,9 +97,6 @@ def _from_graph(data, where):
     """EKB of a conv1d student, read with edgekd's int8 graph reader (the one whose
     reference inference matches TFLM): RESHAPEs vanish (channels-last rows are already
     [length][channels]), every other op becomes one layer."""
-    from edgekd.export import qmath
-    from edgekd.kernels.conv import same_padding
-    from edgekd.export.tflite_read import read_graph
     try:
         g = read_graph(data)
     except EdgekdError as e:
@@ -106,66 +104,78 @@ def _from_graph(data, where):
     if not g.int8:
         raise EdgekdError(f"{where}: the C firmware runs full-integer int8 models; export "
                           f"with --int8")
-    shapes, layers = g.shapes, []
-    for i, op in enumerate(g.ops):
-        if op.kind == "RESHAPE":
-            continue
-        if op.kind not in ("FULLY_CONNECTED",) + _SPATIAL:
-            raise EdgekdError(f"{where}: the C firmware runs dense, conv1d, 1-D pooling and "
-                              f"MEAN layers; this model has a {op.kind} operator")
-        (in_scale, in_zp), (out_scale, out_zp) = g.quant[i], g.quant[i + 1]
-        ishape, oshape = shapes[i], shapes[i + 1]
-        n_in, n_out = int(np.prod(ishape[1:])), int(np.prod(oshape[1:]))
-        act = op.act if op.act in ACT_CODES else None
-        if act is None:
-            raise EdgekdError(f"{where}: fused activation {op.act} is not supported by the C "
-                              f"firmware")
-        lo, hi = (-128, 127) if op.kind == "MEAN" else \
-            qmath.activation_range(act, out_scale, out_zp)
-        geometry, body = None, b""
-        if op.kind == "FULLY_CONNECTED":
-            kind = DENSE
-            body = _channels(op, in_scale, out_scale) + op.q_weight.astype(np.int8).tobytes()
-        else:
-            if len(ishape) != 4 or ishape[1] != 1 or (len(oshape) == 4 and oshape[1] != 1):
-                raise EdgekdError(f"{where}: the C firmware runs 1-D (height-1) {op.kind} "
-                                  f"only; this one has input shape {list(ishape[1:])}")
-            length, ch = ishape[2], ishape[3]
-            if op.kind == "MEAN":
-                if tuple(op.axes) != (1, 2):
-                    raise EdgekdError(f"{where}: MEAN over axes {op.axes}; the C firmware "
-                                      f"averages over the length only")
-                kind, k, stride, pad, l_out, c_out = MEAN, 1, 1, 0, 1, ch
-                n = length
-                mult, shift = qmath.quantize_multiplier(np.float64(np.float32(in_scale))
-                                                        / np.float64(np.float32(out_scale)))
-                sh = min(n.bit_length() - 1, 32, 31 + shift)
-                mult, shift = (mult << sh) // n, shift - sh
-                body = struct.pack("<ii", mult, shift)
-            elif op.kind == "CONV_2D":
-                c_out, kh, k, _ = op.q_weight.shape
-                if kh != 1 or op.stride[0] != 1:
-                    raise EdgekdError(f"{where}: the C firmware runs height-1 convolutions only")
-                kind, stride = CONV1D, op.stride[1]
-                pad = same_padding(length, k, stride)[0] if op.padding == "SAME" else 0
-                l_out = oshape[2]
-                body = _channels(op, in_scale, out_scale) + op.q_weight.astype(np.int8).tobytes()
-            else:
-                kind = MAXPOOL1D if op.kind == "MAX_POOL_2D" else AVGPOOL1D
-                if op.pool[0] != 1 or op.stride[0] != 1:
-                    raise EdgekdError(f"{where}: the C firmware pools along the length only")
-                k, stride, pad, l_out, c_out = op.pool[1], op.stride[1], 0, oshape[2], ch
-            geometry = GEOMETRY.pack(length, ch, k, stride, pad, l_out, c_out)
-        if n_in > 0xFFFF or n_out > 0xFFFF:
-            raise EdgekdError(f"{where}: a layer has more than 65,535 values per sample")
-        head = LAYER.pack(n_in, n_out, ACT_CODES[act], kind, int(in_zp), int(out_zp), lo, hi,
-                          float(in_scale), float(out_scale))
-        layers.append(head + (geometry or b"") + body + b"\0" * (-len(body) % 4))
+    layers = [_graph_layer(g, i, op, where) for i, op in enumerate(g.ops) if op.kind != "RESHAPE"]
     if len(layers) > MAX_LAYERS:
         raise EdgekdError(f"{where}: {len(layers)} layers; EKB holds at most {MAX_LAYERS}")
     in_scale, in_zp = g.quant[0]
     return HEADER.pack(MAGIC, len(layers), DT_I8, DT_I8, float(in_scale), int(in_zp)) + \
         b"".join(layers)
+
+
+def _graph_layer(g, i, op, where):
+    """One EKB layer (head, geometry for a 1-D layer, body) of op number `i` of the graph:
+    its quantization is what the graph holds between op i and op i + 1."""
+    if op.kind not in ("FULLY_CONNECTED",) + _SPATIAL:
+        raise EdgekdError(f"{where}: the C firmware runs dense, conv1d, 1-D pooling and "
+                          f"MEAN layers; this model has a {op.kind} operator")
+    (in_scale, in_zp), (out_scale, out_zp) = g.quant[i], g.quant[i + 1]
+    ishape, oshape = g.shapes[i], g.shapes[i + 1]
+    n_in, n_out = int(np.prod(ishape[1:])), int(np.prod(oshape[1:]))
+    act = op.act if op.act in ACT_CODES else None
+    if act is None:
+        raise EdgekdError(f"{where}: fused activation {op.act} is not supported by the C "
+                          f"firmware")
+    lo, hi = (-128, 127) if op.kind == "MEAN" else activation_range(act, out_scale, out_zp)
+    if op.kind == "FULLY_CONNECTED":
+        kind, geometry = DENSE, b""
+        body = _channels(op, in_scale, out_scale) + op.q_weight.astype(np.int8).tobytes()
+    else:
+        kind, geometry, body = _spatial_layer(op, ishape, oshape, in_scale, out_scale, where)
+    if n_in > 0xFFFF or n_out > 0xFFFF:
+        raise EdgekdError(f"{where}: a layer has more than 65,535 values per sample")
+    head = LAYER.pack(n_in, n_out, ACT_CODES[act], kind, int(in_zp), int(out_zp), lo, hi,
+                      float(in_scale), float(out_scale))
+    return head + geometry + body + b"\0" * (-len(body) % 4)
+
+
+def _spatial_layer(op, ishape, oshape, in_scale, out_scale, where):
+    """(kind, GEOMETRY bytes, body) of a height-1 CONV_2D, pool or MEAN: the firmware runs
+    them along the length of a [1, length, channels] tensor only."""
+    if len(ishape) != 4 or ishape[1] != 1 or (len(oshape) == 4 and oshape[1] != 1):
+        raise EdgekdError(f"{where}: the C firmware runs 1-D (height-1) {op.kind} "
+                          f"only; this one has input shape {list(ishape[1:])}")
+    length, ch = ishape[2], ishape[3]
+    if op.kind == "MEAN":
+        if tuple(op.axes) != (1, 2):
+            raise EdgekdError(f"{where}: MEAN over axes {op.axes}; the C firmware "
+                              f"averages over the length only")
+        kind, k, stride, pad, l_out, c_out = MEAN, 1, 1, 0, 1, ch
+        body = _mean_multiplier(length, in_scale, out_scale)
+    elif op.kind == "CONV_2D":
+        c_out, kh, k, _ = op.q_weight.shape
+        if kh != 1 or op.stride[0] != 1:
+            raise EdgekdError(f"{where}: the C firmware runs height-1 convolutions only")
+        kind, stride = CONV1D, op.stride[1]
+        pad = same_padding(length, k, stride)[0] if op.padding == "SAME" else 0
+        l_out = oshape[2]
+        body = _channels(op, in_scale, out_scale) + op.q_weight.astype(np.int8).tobytes()
+    else:
+        kind = MAXPOOL1D if op.kind == "MAX_POOL_2D" else AVGPOOL1D
+        if op.pool[0] != 1 or op.stride[0] != 1:
+            raise EdgekdError(f"{where}: the C firmware pools along the length only")
+        k, stride, pad, l_out, c_out, body = op.pool[1], op.stride[1], 0, oshape[2], ch, b""
+    return kind, GEOMETRY.pack(length, ch, k, stride, pad, l_out, c_out), body
+
+
+def _mean_multiplier(n, in_scale, out_scale):
+    """MEAN's body: (multiplier, shift) of in_scale / out_scale with the division by the
+    length `n` folded in, the multiplier shifted left first (as far as n's bits and the
+    shift's range allow) so the integer division keeps its precision."""
+    mult, shift = quantize_multiplier(np.float64(np.float32(in_scale))
+                                      / np.float64(np.float32(out_scale)))
+    sh = min(n.bit_length() - 1, 32, 31 + shift)
+    mult, shift = (mult << sh) // n, shift - sh
+    return struct.pack("<ii", mult, shift)
 
 
 def _channels(op, in_scale, out_scale):

@@ -105,11 +105,65 @@ class _LastLayerRun:
         out, _ = self.measured(commands.infer, self.client, self.x[self.held], self.board)
         return float(np.mean(out.argmax(axis=1) == self.y[self.held])), self.kd_loss(self.held)
 
-    def restore(self, best, was_trained):
-        if best["epoch"] == 0 and not was_trained:
+    def starting_layer(self):
+        """The layer the board starts with, as the first candidate to keep: its held-out
+        score, and its weights read back when it was trained before (a deployed layer comes
+        back by RESET, so it needs no copy)."""
+        weights = None
+        score = self.score()
+        if self.board.trained and len(self.held):
+            weights = self.measured(commands.get_weights, self.client, self.board)
+        return {"score": score, "epoch": 0, "weights": weights}
+
+    def keep_best(self, best, epochs_run):
+        """Leave the best layer seen on the board; returns which one that is ("trained":
+        the last epoch's, already there)."""
+        if best["score"] is None or best["epoch"] == epochs_run:
+            return "trained"
+        if best["epoch"] == 0 and not self.board.trained:
             self.measured(commands.reset, self.client)
         else:
             self.measured(commands.set_weights, self.client, *best["weights"], self.board)
+        return "before" if best["epoch"] == 0 else f"epoch {best['epoch']}"
+
+
+class _Epochs:
+    """What epochs.run_epochs asks of a train-last run: each epoch's order (a seeded shuffle
+    of the training ids less those settled), its batches streamed at a rate that decays
+    epoch by epoch, and after each epoch the held-out score that decides the layer kept."""
+
+    def __init__(self, run, best, on_epoch):
+        self.run, self.best, self.on_epoch = run, best, on_epoch
+        self.tracker = SettleTracker(len(run.x), run.cfg.halting)
+        self.rng = np.random.default_rng(run.cfg.seed)
+        self.lr = run.cfg.lr
+
+    def order_of(self, epoch):
+        ids = self.run.train_ids
+        order = ids[self.rng.permutation(len(ids))]
+        return order[~self.tracker.settled[order]]
+
+    def run_batches(self, epoch, order):
+        total = 0.0
+        for b in epochs.batches(order, self.run.n):
+            loss, kl, agree = self.run.batch(b, self.lr)
+            total += loss * len(b)
+            self.tracker.observe(b, kl, agree)
+        return total / len(order)
+
+    def after_epoch(self, epoch, order, loss):
+        run = self.run
+        self.lr *= run.cfg.lr_decay
+        settled = epochs.settled_fraction(self.tracker.settled, run.train_ids)
+        now = run.score()
+        if now is not None and _better(now, self.best["score"]):
+            self.best.update(score=now, epoch=epoch + 1,
+                             weights=run.measured(commands.get_weights, run.client, run.board))
+        if self.on_epoch:
+            self.on_epoch({"epoch": epoch + 1, "loss": loss, "streamed": len(order),
+                           "settled_fraction": settled,
+                           "holdout_accuracy": None if now is None else now[0]})
+        return settled, None
 
 
 def _better(a, b):
@@ -130,46 +184,12 @@ def train_last(client, x, y, teacher_logits, cfg=None, on_epoch=None):
     run = _LastLayerRun(client, x, y, teacher_logits, cfg)
     train_ids = run.train_ids
     before = run.kd_loss(train_ids)
-    start_score = run.score()
-    was_trained = run.board.trained
-    start_weights = (run.measured(commands.get_weights, client, run.board)
-                     if was_trained and len(run.held) else None)
-    best = {"score": start_score, "epoch": 0, "weights": start_weights}
-    tracker = SettleTracker(len(x), cfg.halting)
-    rng = np.random.default_rng(cfg.seed)
-    lr = {"now": cfg.lr}
-
-    def order_of(epoch):
-        order = train_ids[rng.permutation(len(train_ids))]
-        return order[~tracker.settled[order]]
-
-    def run_batches(epoch, order):
-        total = 0.0
-        for b in epochs.batches(order, run.n):
-            loss, kl, agree = run.batch(b, lr["now"])
-            total += loss * len(b)
-            tracker.observe(b, kl, agree)
-        return total / len(order)
-
-    def after_epoch(epoch, order, loss):
-        lr["now"] *= cfg.lr_decay
-        settled = epochs.settled_fraction(tracker.settled, train_ids)
-        now = run.score()
-        if now is not None and _better(now, best["score"]):
-            best.update(score=now, epoch=epoch + 1,
-                        weights=run.measured(commands.get_weights, client, run.board))
-        if on_epoch:
-            on_epoch({"epoch": epoch + 1, "loss": loss, "streamed": len(order),
-                      "settled_fraction": settled,
-                      "holdout_accuracy": None if now is None else now[0]})
-        return settled, None
-
-    tot = epochs.run_epochs(client.link, cfg.epochs, order_of, run_batches, after_epoch,
-                            EpochHalter(cfg.halting), train_ids)
-    kept = "trained"
-    if best["score"] is not None and best["epoch"] != tot.epochs_run:
-        run.restore(best, was_trained)
-        kept = "before" if best["epoch"] == 0 else f"epoch {best['epoch']}"
+    best = run.starting_layer()
+    start_score = best["score"]
+    steps = _Epochs(run, best, on_epoch)
+    tot = epochs.run_epochs(client.link, cfg.epochs, steps.order_of, steps.run_batches,
+                            steps.after_epoch, EpochHalter(cfg.halting), train_ids)
+    kept = run.keep_best(best, tot.epochs_run)
     after = run.kd_loss(train_ids)
     hold = None if start_score is None else {
         "samples": int(len(run.held)),
@@ -182,6 +202,6 @@ def train_last(client, x, y, teacher_logits, cfg=None, on_epoch=None):
             "bytes_naive_run": naive_epoch * tot.epochs_run,
             "bytes_naive_planned": naive_epoch * cfg.epochs, "epochs_run": tot.epochs_run,
             "samples_streamed": tot.streamed, "samples_naive": len(train_ids) * cfg.epochs,
-            "settled_fraction": epochs.settled_fraction(tracker.settled, train_ids),
+            "settled_fraction": epochs.settled_fraction(steps.tracker.settled, train_ids),
             "stop_reason": tot.stop_reason, "epoch_losses": tot.epoch_losses, "batch": run.n,
             "resends": client.resends, "wall_s": round(time.perf_counter() - t0, 3)}

@@ -4,15 +4,16 @@ not dropout or batchnorm) and the optimizer is SGD or Adam.
 
 `fused_kd_step(model, opt)` returns a callable with kd_step's arguments and result, or None
 (then kd_step runs layer by layer). The program handed to the kernel compiler is read from
-each layer's spec entry and shapes, and parameter offsets from the model's flat vector.
+each layer's plan, and parameter offsets from the model's flat vector.
 """
+
+from math import prod
 
 import numpy as np
 
 from ..kernels.activations import CODES
 from ..kernels.aligned import aligned_empty
 from ..kernels.backend import active
-from ..kernels.conv import out_size, same_padding
 from .losses import KDResult
 from .optim import SGD, Adam
 
@@ -21,50 +22,39 @@ def _offset(view, flat):
     return (view.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // 4
 
 
-def _pair(v):
-    return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+_POOLS = {"maxpool1d": "maxpool", "maxpool2d": "maxpool", "avgpool1d": "avgpool"}
 
 
 def program_of(model):
-    """The model as kernel ops (edgekd.kernels.step_numba), or None if a layer has no fused form."""
+    """The model as kernel ops (edgekd.kernels.step_numba), or None if a layer has no fused
+    form. Shapes, windows and activations come from each layer's plan (edgekd/nn/plan.py);
+    parameter offsets from where its arrays sit in the model's flat vector."""
     ops = []
-    flat = model.flat_params
     for layer in model.layers:
-        cfg, kind, shape = layer.cfg, layer.type, layer.in_shape
-        if kind == "dense":
-            k, b = layer.params["kernel"], layer.params["bias"]
-            ops.append(("dense", k.shape[0], k.shape[1], CODES[cfg["activation"]],
-                        _offset(k, flat), _offset(b, flat)))
-        elif kind in ("conv1d", "conv2d"):
-            if kind == "conv1d":
-                (h, w, c), (kh, kw), (sh, sw) = (1, *shape), (1, cfg["kernel_size"]), (1, cfg["stride"])
-            else:
-                (h, w, c), (kh, kw), (sh, sw) = shape, _pair(cfg["kernel_size"]), _pair(cfg["stride"])
-            same = cfg["padding"] == "same"
-            (pt, pb), (pl, pr) = [same_padding(s, k, st) if same else (0, 0)
-                                  for s, k, st in ((h, kh, sh), (w, kw, sw))]
-            f = cfg["filters"]
-            ho, wo = out_size(h + pt + pb, kh, sh), out_size(w + pl + pr, kw, sw)
-            k, b = layer.params["kernel"], layer.params["bias"]
-            ops.append(("conv", h, w, c, kh, kw, sh, sw, f, ho, wo, (pt, pb, pl, pr),
-                        CODES[cfg["activation"]], _offset(k, flat), _offset(b, flat)))
-        elif kind in ("maxpool1d", "maxpool2d", "avgpool1d"):
-            if kind.endswith("1d"):
-                p = cfg["pool_size"]
-                s = cfg["stride"] if cfg["stride"] is not None else p
-                (h, w, c), (ph, pw), (sh, sw) = (1, *shape), (1, p), (1, s)
-            else:
-                (h, w, c), (ph, pw) = shape, _pair(cfg["pool_size"])
-                sh, sw = _pair(cfg["stride"]) if cfg["stride"] is not None else (ph, pw)
-            ops.append(("maxpool" if kind.startswith("max") else "avgpool", h, w, c, ph, pw, sh, sw,
-                        (h - ph) // sh + 1, (w - pw) // sw + 1))
-        elif kind == "global_avgpool":
-            ops.append(("gap", int(np.prod(shape[:-1])), shape[-1]))
-        elif kind == "flatten":
+        plan = layer.plan
+        if plan.type == "dense":
+            fan_in, units = plan.params["kernel"]
+            ops.append(("dense", fan_in, units, CODES[plan.activation],
+                        *_param_offsets(layer, model.flat_params)))
+        elif plan.type in ("conv1d", "conv2d"):
+            w = plan.window
+            ops.append(("conv", *w.in_hwc, *w.size, *w.stride, w.out_hwc[2], *w.out_hwc[:2],
+                        w.pads, CODES[plan.activation], *_param_offsets(layer, model.flat_params)))
+        elif plan.type in _POOLS:
+            w = plan.window
+            ops.append((_POOLS[plan.type], *w.in_hwc, *w.size, *w.stride, *w.out_hwc[:2]))
+        elif plan.type == "global_avgpool":
+            ops.append(("gap", prod(plan.in_shape[:-1]), plan.in_shape[-1]))
+        elif plan.type == "flatten":
             ops.append(("flatten",))
         else:
             return None
     return tuple(ops)
+
+
+def _param_offsets(layer, flat):
+    """(kernel offset, bias offset) of a weighted layer in the model's flat vector."""
+    return _offset(layer.params["kernel"], flat), _offset(layer.params["bias"], flat)
 
 
 class FusedKDStep:

@@ -91,13 +91,20 @@ def _accs(f, prefix="c"):
     return [f"{prefix}{q}" for q in range(f)]
 
 
+def _pixel_loops(g, ho, wo, at=1):
+    """Open the loops over every output pixel of the batch (sample, row, column), the
+    outermost at indent `at`: the body goes at `at + 3`. Every direct-loop pass of a
+    convolution walks the pixels this way."""
+    g.emit("for s in range(n):", at)
+    g.emit(f"for oh in range({ho}):", at + 1)
+    g.emit(f"for ow in range({wo}):", at + 2)
+
+
 def _conv_forward(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
     """Direct convolution, no im2col: per output pixel the `f` filter sums live in scalars
     (registers), bias first, then (kernel row, kernel column, input channel) in order."""
     acc = _accs(f)
-    g.emit("for s in range(n):")
-    g.emit(f"for oh in range({ho}):", 2)
-    g.emit(f"for ow in range({wo}):", 3)
+    _pixel_loops(g, ho, wo)
     g.emit("; ".join(f"{a} = b{i}[{q}]" for q, a in enumerate(acc)), 4)
     g.emit(f"for ki in range({kh}):", 4)
     g.emit(f"for kj in range({kw}):", 5)
@@ -115,32 +122,48 @@ def _conv_forward(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
 
 def _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
     """dz <- dz * act'(y); bias and kernel gradients as sums over every output pixel of the
-    batch with the `f` filter sums in scalars; the input gradient pixel by pixel."""
-    acc = _accs(f)
+    batch with the `f` filter sums in scalars; the input gradient pixel by pixel, only when
+    a layer before this one needs it."""
     if code:
-        g.emit("for s in range(n):")
-        g.emit(f"for oh in range({ho}):", 2)
-        g.emit(f"for ow in range({wo}):", 3)
-        g.emit(f"gr = dz{i}[s, oh, ow]", 4)
-        g.emit(f"yr = a{i}[s, oh, ow]", 4)
-        g.emit(f"for q in range({f}):", 4)
-        g.emit(f"gr[q] *= _act_grad(yr[q], {code})", 5)
+        _conv_act_grad(g, i, f, ho, wo, code)
+    _conv_bias_grad(g, i, f, ho, wo)
+    _conv_kernel_grad(g, i, kh, kw, c, f, sh, sw, ho, wo)
+    if need_dx:
+        _conv_input_grad(g, i, kh, kw, c, f, sh, sw, ho, wo)
+
+
+def _conv_act_grad(g, i, f, ho, wo, code):
+    """dz <- dz * act'(y) in place, y read from the layer's output: what the gradient passes
+    below see is the pre-activation gradient."""
+    _pixel_loops(g, ho, wo)
+    g.emit(f"gr = dz{i}[s, oh, ow]", 4)
+    g.emit(f"yr = a{i}[s, oh, ow]", 4)
+    g.emit(f"for q in range({f}):", 4)
+    g.emit(f"gr[q] *= _act_grad(yr[q], {code})", 5)
+
+
+def _conv_bias_grad(g, i, f, ho, wo):
+    """The bias gradient: per filter, the sum of dz over every output pixel of the batch,
+    the `f` sums in scalars through one pass."""
+    acc = _accs(f)
     g.emit("; ".join(f"{a} = np.float32(0)" for a in acc))
-    g.emit("for s in range(n):")
-    g.emit(f"for oh in range({ho}):", 2)
-    g.emit(f"for ow in range({wo}):", 3)
+    _pixel_loops(g, ho, wo)
     g.emit(f"gr = dz{i}[s, oh, ow]", 4)
     for q, a in enumerate(acc):
         g.emit(f"{a} += gr[{q}]", 4)
     for q, a in enumerate(acc):
         g.emit(f"gb{i}[{q}] = {a}")
+
+
+def _conv_kernel_grad(g, i, kh, kw, c, f, sh, sw, ho, wo):
+    """The kernel gradient, one kernel tap and input channel at a time: its `f` filter sums
+    of x * dz over every output pixel of the batch in scalars, stored once at the end."""
+    acc = _accs(f)
     g.emit(f"for ki in range({kh}):")
     g.emit(f"for kj in range({kw}):", 2)
     g.emit(f"for ci in range({c}):", 3)
     g.emit("; ".join(f"{a} = np.float32(0)" for a in acc), 4)
-    g.emit("for s in range(n):", 4)
-    g.emit(f"for oh in range({ho}):", 5)
-    g.emit(f"for ow in range({wo}):", 6)
+    _pixel_loops(g, ho, wo, at=4)
     g.emit(f"xv = xp{i}[s, oh * {sh} + ki, ow * {sw} + kj, ci]", 7)
     g.emit(f"gr = dz{i}[s, oh, ow]", 7)
     for q, a in enumerate(acc):
@@ -148,10 +171,12 @@ def _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
     g.emit(f"gc = gk{i}[ki, kj, ci]", 4)
     for q, a in enumerate(acc):
         g.emit(f"gc[{q}] = {a}", 4)
-    if not need_dx:
-        return
-    # the input gradient vectorised over input channels: the kernel transposed to
-    # [kh, kw, f, c] once per step, then per output pixel and kernel tap c sums in scalars
+
+
+def _conv_input_grad(g, i, kh, kw, c, f, sh, sw, ho, wo):
+    """The input gradient vectorised over input channels: the kernel transposed to
+    [kh, kw, f, c] once per step, then per output pixel and kernel tap c sums in scalars,
+    added into the padded input's gradient."""
     g.fconst(f"kt{i}", kh * kw * f * c, (kh, kw, f, c))
     g.emit(f"for ki in range({kh}):")
     g.emit(f"for kj in range({kw}):", 2)
@@ -160,9 +185,7 @@ def _conv_backward(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
     g.emit(f"kt{i}[ki, kj, q, ci] = k{i}[ki, kj, ci, q]", 5)
     ds = _accs(c, "d")
     g.emit(f"dxp{i}[:] = 0")
-    g.emit("for s in range(n):")
-    g.emit(f"for oh in range({ho}):", 2)
-    g.emit(f"for ow in range({wo}):", 3)
+    _pixel_loops(g, ho, wo)
     g.emit(f"gr = dz{i}[s, oh, ow]", 4)
     g.emit(f"for ki in range({kh}):", 4)
     g.emit(f"for kj in range({kw}):", 5)
@@ -183,9 +206,7 @@ def _patch_rows(g, rows, image, pix, body, kh, kw, c, sh, sw, ho, wo):
     """The loop nest pairing each output pixel's im2col row (`rows`, [n*ho*wo, kh*kw*c]) with
     its input patch in `image`: `body` copies a patch into its row (forward) or adds a row
     back into its patch (backward), with `pix` the patch pixel and `row` the row."""
-    g.emit("for s in range(n):")
-    g.emit(f"for oh in range({ho}):", 2)
-    g.emit(f"for ow in range({wo}):", 3)
+    _pixel_loops(g, ho, wo)
     g.emit(f"row = {rows}[s * {ho * wo} + oh * {wo} + ow]", 4)
     g.emit(f"for ki in range({kh}):", 4)
     g.emit(f"for kj in range({kw}):", 5)

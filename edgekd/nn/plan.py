@@ -1,9 +1,10 @@
 """What a layer is, said once: its plan, derived from (config, input shape) without allocating.
 
 A `LayerPlan` gives the output shape, the parameter and buffer shapes, the FLOPs of one
-inference, the activations training keeps, the scratch (im2col) it needs and the TFLite ops it
-lowers to. The cost model, the TFLM size model and the exporter read plans; none of them knows
-a layer type. `OpChain` strings the lowered ops of a model together the way the exporter writes
+inference, the activations training keeps, the scratch (im2col) it needs, the TFLite ops it
+lowers to and, for a convolution or pool, the window it slides (`Window`). The cost model, the
+TFLM size model, the exporter and the fused training step read plans; none of them re-derives
+a layer's geometry. `OpChain` strings the lowered ops of a model together the way the exporter writes
 them (a RESHAPE wherever the tensor's view changes), so the size model costs what is written.
 
 FLOP conventions (one sample, inference): a multiply-add is 2 FLOPs; a bias add and a fused
@@ -51,6 +52,18 @@ class LoweredOp:
 
 
 @dataclass(frozen=True)
+class Window:
+    """The sliding window of a convolution or pooling layer over its channels-last input,
+    as the kernels run it: [h, w, c] views (a 1-D layer has h = 1), the window size and
+    stride as (h, w), and SAME padding resolved to (top, bottom, left, right) amounts."""
+    in_hwc: tuple
+    out_hwc: tuple
+    size: tuple                  # kernel or pool (h, w)
+    stride: tuple                # (h, w)
+    pads: tuple = (0, 0, 0, 0)   # (top, bottom, left, right)
+
+
+@dataclass(frozen=True)
 class LayerPlan:
     type: str
     in_shape: tuple                              # one sample, no batch axis
@@ -62,7 +75,8 @@ class LayerPlan:
     scratch_elems: int = 0                       # float32 scratch (im2col columns), per sample
     ops: tuple | None = ()                       # TFLite ops; () vanishes; None: no lowering
     folds: bool = False                          # folds into the weighted op before it
-    activation: str | None = None                # its activation, for messages
+    activation: str | None = None                # its activation, for messages and kernels
+    window: Window | None = None                 # convolutions and pools: their window
 
     @property
     def param_elems(self):

@@ -3,8 +3,9 @@
 A layer is made in two steps. First its plan, from its spec entry and its input shape
 (without the batch axis): `build` validates the entry, derives the geometry and declares
 params and buffers, and the plan methods (`flops`, `kept_elems`, `scratch_elems`,
-`lowered_ops`) say what it costs and which TFLite ops it becomes; nothing is allocated, so
-a spec is sized, costed and lowered before it costs memory (`Layer.plan`, a LayerPlan). Then
+`lowered_ops`, `sliding_window`) say what it costs, which TFLite ops it becomes and the
+window the kernels slide over its input; nothing is allocated, so a spec is sized, costed and
+lowered before it costs memory (`Layer.plan`, a LayerPlan). Then
 `allocate`: `params` (trained), `grads` (same keys) and `buffers` (saved, not trained).
 `forward` keeps what `backward` needs; `backward` fills `grads` and returns the gradient
 of its input.
@@ -100,6 +101,10 @@ class Layer:
         when it has no TFLite lowering."""
         return None
 
+    def sliding_window(self):
+        """Its Window (edgekd/nn/plan.py) when it slides one over its input, else None."""
+        return None
+
     folds = False       # True: at inference it folds into the weighted op before it (`fold`)
     width_key = None    # the spec key of its width, which the designer scales
     structural = False  # shrinks or reshapes the tensor without weights (the designer keeps it)
@@ -112,7 +117,7 @@ class Layer:
             buffers={k: (self.param_shapes[k], f) for k, f in self.buffer_fills.items()},
             flops=self.flops(), kept_elems=self.kept_elems(), scratch_elems=self.scratch_elems(),
             ops=None if ops is None else tuple(ops), folds=self.folds,
-            activation=self.cfg.get("activation"))
+            activation=self.cfg.get("activation"), window=self.sliding_window())
 
     @classmethod
     def plan_of(cls, cfg, in_shape, where="layer"):

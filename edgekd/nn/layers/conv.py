@@ -7,7 +7,7 @@ import numpy as np
 from ...kernels.activations import CODES, NAMES
 from ...kernels.conv import out_size, same_padding
 from ..init import kernel_init
-from ..plan import CONV_2D, LoweredOp, with_activation
+from ..plan import CONV_2D, LoweredOp, Window, with_activation
 from .base import Layer, register
 
 
@@ -34,6 +34,7 @@ class _Conv(Layer):
         hp, wp = h + sum(self.pads[0]), w + sum(self.pads[1])
         if hp < kh or wp < kw:
             self.fail(f"kernel {[kh, kw]} is larger than its input {[h, w]}")
+        self.in_hwc = self.in_shape if self.rank == 3 else (1,) + self.in_shape
         self.padded_hwc = (hp, wp, self.in_shape[-1])
         self.kernel_hw = (kh, kw)
         self.out_hwc = (out_size(hp, kh, self.stride[0]), out_size(wp, kw, self.stride[1]), self.filters)
@@ -57,12 +58,14 @@ class _Conv(Layer):
         return self.column() * self.out_hwc[0] * self.out_hwc[1]
 
     def lowered_ops(self):
-        in_hwc = self.in_shape if self.rank == 3 else (1,) + self.in_shape
-        conv = LoweredOp(CONV_2D, (1,) + tuple(in_hwc), (1,) + self.out_hwc,
+        conv = LoweredOp(CONV_2D, (1,) + tuple(self.in_hwc), (1,) + self.out_hwc,
                          stride=tuple(self.stride), padding=self.padding.upper(),
                          weight=("kernel",) + self.tflite_kernel(), bias="bias")
         return with_activation(conv, self.act)
 
+    def sliding_window(self):
+        return Window(tuple(self.in_hwc), self.out_hwc, self.kernel_hw, tuple(self.stride),
+                      self.pads[0] + self.pads[1])
 
     def init(self, rng):
         k = self.params["kernel"]
@@ -74,7 +77,7 @@ class _Conv(Layer):
     def forward(self, x, training):
         n = len(x)
         (pt, pb), (pl, pr) = self.pads
-        x4 = np.asarray(x, np.float32).reshape((n,) + (self.in_shape if self.rank == 3 else (1,) + self.in_shape))
+        x4 = np.asarray(x, np.float32).reshape((n,) + self.in_hwc)
         if pt or pb or pl or pr:
             xp = self.scratch("xp", (n,) + self.padded_hwc, training)
             xp[...] = 0

@@ -5,7 +5,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..plan import AVERAGE_POOL_2D, MAX_POOL_2D, LoweredOp
+from ..plan import AVERAGE_POOL_2D, MAX_POOL_2D, LoweredOp, Window
 from .base import Layer, register
 
 
@@ -36,6 +36,9 @@ class _Pool2D(Layer):
     def lowered_ops(self):
         return (LoweredOp(self.tflite_op, (1,) + tuple(self.in_hwc), (1,) + self.out_hwc,
                           pool=tuple(self.pool), stride=tuple(self.stride)),)
+
+    def sliding_window(self):
+        return Window(tuple(self.in_hwc), self.out_hwc, tuple(self.pool), tuple(self.stride))
 
     def forward(self, x, training):
         n = len(x)
