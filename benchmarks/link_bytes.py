@@ -8,8 +8,8 @@ epoch), and early halting (the defaults, and the old rule for contrast) at the s
 
 Budgets are fractions of the training split's encoded size (what keeping every sample
 would cost the device): all of it, 10% and 1%. Every variant but the naive one speaks the
-default codecs (top-k soft labels, u8 inputs), so the columns compare halting and keeping,
-not codecs. "pts" is accuracy against fetch-what-fits at the same budget, which trains on
+default codecs (top-k soft labels, u8 inputs, zlib BATCH payloads), so the columns compare
+halting and keeping, not codecs. "pts" is accuracy against fetch-what-fits at the same budget, which trains on
 every sample every epoch: the same run without halting. Runs use the in-process link,
 which frames and encodes exactly what TCP carries (the tests check it byte for byte).
 """
@@ -122,8 +122,8 @@ def run(name, data, teacher, variant, budget, seed, epochs, workdir):
     label, halting, codec = variant
     cfg = TrainConfig(epochs=epochs, seed=seed, halting=HaltingConfig(**halting),
                       cache_budget=budget)
-    x_codec = "f32" if codec == "f32" else "u8"
-    src = LocalSource(teacher, data, codec, x_codec, LinkConfig().topk)
+    link = LinkConfig.choose(codec)
+    src = LocalSource(teacher, data, **link.source_kwargs())
     t0 = time.perf_counter()
     r = train_student(SETS[name]["student"], src, cfg, tempfile.mkdtemp(dir=workdir))
     r["wall"] = time.perf_counter() - t0

@@ -20,6 +20,7 @@ from edgekd.link import messages as m
 from edgekd.link.client import LinkSource, naive_bytes
 from edgekd.link.codecs import Affine8, TopK, affine8_params, soft_codec, x_codec
 from edgekd.link.frames import (
+    ProtocolError,
     DEFAULT_MAX_PAYLOAD,
     OVERHEAD,
     FramingError,
@@ -514,7 +515,7 @@ def test_conversation_matches_the_doc_and_bytes_count_every_frame():
     assert hello["proto"] == 2 and hello["max_frame"] == 1 << 20 and hello["replaces"] is None
     welcome, tail = m.unpack_json(decode_frame(log[2][2])[2], "WELCOME")
     assert set(welcome) == {"num_train", "num_val", "num_test", "features", "classes", "codec",
-                            "x_codec", "k", "mode", "test_split", "session", "max_frame",
+                            "x_codec", "k", "mode", "test_split", "compress", "session", "max_frame",
                             "auth"}
     assert len(bytes.fromhex(welcome["session"])) == m.SESSION_BYTES and welcome["test_split"]
     lo, step = affine8_params(DIGITS.x_train)
@@ -537,3 +538,42 @@ def test_resume_hello_carries_two_lsb_first_bitmaps():
     assert len(tail) == 2 * half
     for bitmap in (tail[:half], tail[half:]):
         assert [i for i in range(n) if bitmap[i // 8] >> (i % 8) & 1] == halted
+
+
+# ---------------------------------------------------------------------------- zlib BATCH
+def test_zlib_batches_carry_the_same_samples_in_fewer_bytes(teacher, digits, tmp_path):
+    from edgekd.distill.config import TrainConfig
+    from edgekd.link.local import LocalSource
+    from edgekd.workflows import train_student
+    spec = {"input_shape": [64], "num_classes": 10,
+            "layers": [{"type": "dense", "units": 16, "activation": "relu"},
+                       {"type": "dense", "units": 10}]}
+    runs = {c: train_student(spec, LocalSource(teacher, digits, "topk", "u8", compress=c),
+                             TrainConfig(epochs=3, cache_budget=0), str(tmp_path / c))
+            for c in ("none", "zlib")}
+    assert runs["zlib"]["weights_sha256"] == runs["none"]["weights_sha256"]
+    assert runs["zlib"]["bytes_down"] < 0.7 * runs["none"]["bytes_down"]
+
+
+def test_a_zlib_batch_never_inflates_past_the_cap():
+    bomb = zlib.compress(bytes(10 * 1024 * 1024), 9)       # 10 MiB of zeros in ~10 kB
+    with pytest.raises(ProtocolError, match="inflates past the frame cap"):
+        m.batch_payload(m.FLAG_ZLIB, bomb, 1 << 20)
+    with pytest.raises(ProtocolError, match="bad zlib payload"):
+        m.batch_payload(m.FLAG_ZLIB, b"not zlib at all", 1 << 20)
+    with pytest.raises(ProtocolError, match="truncated"):
+        m.batch_payload(m.FLAG_ZLIB, zlib.compress(b"x" * 1000)[:-3], 1 << 20)
+    assert m.batch_payload(0, b"raw", 1 << 20) == b"raw"
+    assert m.batch_payload(m.FLAG_ZLIB, zlib.compress(b"ok"), 2) == b"ok"
+
+
+def test_hello_names_compression_only_when_asked_and_refuses_unknown_ones():
+    hello = Hello(0, 32, 0.1, (64,), 10)
+    plain = m.pack_hello(hello, "topk", "u8", 4, "host-data", None, 1 << 20, None)
+    assert b"compress" not in plain
+    assert m.unpack_hello(plain, lambda auth: None).compress == "none"
+    z = m.pack_hello(hello, "topk", "u8", 4, "host-data", None, 1 << 20, None, compress="zlib")
+    assert m.unpack_hello(z, lambda auth: None).compress == "zlib"
+    bad = m.pack_hello(hello, "topk", "u8", 4, "host-data", None, 1 << 20, None, compress="lz4")
+    with pytest.raises(ProtocolError, match="compress must be one of none, zlib"):
+        m.unpack_hello(bad, lambda auth: None)

@@ -13,6 +13,7 @@ from ..distill.halting import KEEP, POLICIES, THRESHOLDS, HaltingConfig
 from ..distill.optim import LR_SCHEDULES, OPTIMIZERS
 from ..errors import EdgekdError
 from ..link.codecs import SOFT_CODECS, X_CODECS
+from ..link.messages import COMPRESSIONS
 from ..link.settings import LinkConfig
 from .base import (
     BYTES,
@@ -123,7 +124,8 @@ def make_config(kw):
 
 
 def make_link_config(kw):
-    return LinkConfig.choose(kw.pop("codec"), kw.pop("x_codec"), kw.pop("topk"))
+    return LinkConfig.choose(kw.pop("codec"), kw.pop("x_codec"), kw.pop("topk"),
+                             kw.pop("compress"))
 
 
 def training_options(f):
@@ -193,6 +195,9 @@ def link_options(f):
                      help=f"Inputs on the link [{d.x_codec}; f32 when --codec is f32]."),
         click.option("--topk", default=d.topk, show_default=True, type=click.IntRange(1, 255),
                      help="k for --codec topk."),
+        click.option("--compress", default=None, type=click.Choice(COMPRESSIONS),
+                     help=f"BATCH payloads on the link: zlib or none [{d.compress}; none "
+                          "when --codec is f32]."),
         click.option("--connect", metavar="HOST:PORT",
                      help="Stream from an `edgekd serve` host (this process is the device)."),
         click.option("--token", envvar="EDGEKD_TOKEN", help="Shared secret (or EDGEKD_TOKEN)."),

@@ -40,9 +40,10 @@ class LinkSource(SoftLabelSource):
 
     def __init__(self, dial, codec="f32", x_codec="f32", k=4, token=None, window=4,
                  retries=8, backoff_s=0.1, log=None, max_payload=DEFAULT_MAX_PAYLOAD,
-                 max_backoff_s=10.0):
+                 max_backoff_s=10.0, compress="none"):
         self.dial = dial
         self.codec, self.x_codec, self.k, self.token = codec, x_codec, k, token
+        self.compress = compress
         self.window, self.retries, self.backoff_s = window, retries, backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_payload = max_payload
@@ -74,7 +75,7 @@ class LinkSource(SoftLabelSource):
                        self.info["features"])
 
     def settings(self):
-        return LinkConfig(self.codec, self.x_codec, self.k).to_dict()
+        return LinkConfig(self.codec, self.x_codec, self.k, self.compress).to_dict()
 
     def _connect(self, kind=TRAIN):
         """Dial, authenticate, handshake. On reconnect, the HELLO carries the resume state."""
@@ -95,7 +96,7 @@ class LinkSource(SoftLabelSource):
             self._send(m.frame(m.T.HELLO, m.pack_hello(
                 self.hello, self.codec, self.x_codec, self.k, self.mode,
                 m.hello_mac(self.token, nonce) if self.token else None, self.max_payload,
-                self.session_token, resume, self.upload_affine())))
+                self.session_token, resume, self.upload_affine(), self.compress)))
             ftype, _, payload = self.t.recv()
             self._expect(ftype, payload, m.T.WELCOME)
             self._welcome(*m.unpack_welcome(payload))
@@ -222,7 +223,7 @@ class LinkSource(SoftLabelSource):
                         self._reconnect("connection closed")
                     self._send(m.frame(m.T.EPOCH, m.pack_epoch(epoch, self.cursor, self.window)))
                     received, fresh = self.cursor, False
-                ftype, _, payload = self._recv()
+                ftype, flags, payload = self._recv()
                 if ftype == m.T.EPOCH_END:
                     e, _n = m.unpack_pair(payload, "EPOCH_END")
                     if e != epoch:
@@ -231,6 +232,7 @@ class LinkSource(SoftLabelSource):
                     return
                 if ftype != m.T.BATCH:
                     raise ProtocolError(f"expected BATCH, got frame type {ftype}")
+                payload = m.batch_payload(flags, payload, self.max_payload)
                 e, cursor, split, ids, y, x, soft = m.unpack_batch(payload, self.xc, self.sc)
                 if e != epoch or cursor != received + 1 or split != m.SPLIT_TRAIN or soft is None:
                     raise ProtocolError(f"out-of-order BATCH (epoch {e}, batch {cursor})")
@@ -317,7 +319,7 @@ class LinkSource(SoftLabelSource):
         """Append the split's batches from len(parts) on to `parts`; True when complete."""
         self._send(m.frame(m.T.FETCH, m.pack_fetch(split, len(parts))))
         while True:
-            ftype, _, payload = self._recv()
+            ftype, flags, payload = self._recv()
             if ftype == m.T.EPOCH_END:
                 e, total = m.unpack_pair(payload, "EPOCH_END")
                 if e != m.FETCH_EPOCH or total != len(parts):
@@ -325,6 +327,7 @@ class LinkSource(SoftLabelSource):
                 return True
             if ftype != m.T.BATCH:
                 raise ProtocolError(f"expected BATCH, got frame type {ftype}")
+            payload = m.batch_payload(flags, payload, self.max_payload)
             e, j, s, ids, y, x, soft = m.unpack_batch(payload, self.xc, self.sc)
             if e != m.FETCH_EPOCH or s != split or j != len(parts) + 1 or (soft is None) != (split == m.SPLIT_TEST):
                 raise ProtocolError("unexpected BATCH during a fetch")

@@ -103,7 +103,7 @@ class HostProtocol:
         info = {"num_train": w.num_train, "num_val": w.num_val, "num_test": w.num_test,
                 "features": w.features, "classes": self.teacher.num_classes,
                 "codec": h.codec, "x_codec": h.x_codec, "k": getattr(self.sc, "k", h.k),
-                "mode": h.mode, "test_split": self.test_split}
+                "mode": h.mode, "test_split": self.test_split, "compress": h.compress}
         return [self._welcome(info, self.affine if h.x_codec == "u8" else None)]
 
     def _fits(self, what, nbytes, cap, whose, per_sample, fixed):
@@ -181,9 +181,8 @@ class HostProtocol:
             b = self.session.batch(ids)
             s["next"] += 1
             self.stats["batches"] += 1
-            yield m.frame(m.T.BATCH, m.pack_batch(
-                s["epoch"], s["next"], m.SPLIT_TRAIN, ids, b.y, self.xc.encode(b.x),
-                self.sc.encode(b.soft)))
+            yield m.batch_frame(self.hello.compress, s["epoch"], s["next"], m.SPLIT_TRAIN, ids,
+                                b.y, self.xc.encode(b.x), self.sc.encode(b.soft))
         if s["next"] == s["batches"] and not s["end_sent"]:
             s["end_sent"] = True
             yield m.frame(m.T.EPOCH_END, m.pack_pair(s["epoch"], s["batches"]))
@@ -238,8 +237,8 @@ class HostProtocol:
                 x, y, soft = b.x, b.y, self.sc.encode(b.soft)
             else:
                 x, y, soft = d.x_test[sl], d.y_test[sl], None
-            yield m.frame(m.T.BATCH, m.pack_batch(m.FETCH_EPOCH, j + 1, split, sl, y,
-                                                  self.xc.encode(x), soft))
+            yield m.batch_frame(self.hello.compress, m.FETCH_EPOCH, j + 1, split, sl, y,
+                                self.xc.encode(x), soft)
         yield m.frame(m.T.EPOCH_END, m.pack_pair(m.FETCH_EPOCH, total))
 
     # -- device-data labelling ----------------------------------------------------------------

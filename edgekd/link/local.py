@@ -13,7 +13,8 @@ class LocalSource(LinkSource):
 
     peer = None
 
-    def __init__(self, teacher, data, codec="f32", x_codec="f32", k=4, window=4):
+    def __init__(self, teacher, data, codec="f32", x_codec="f32", k=4, window=4,
+                 compress="none"):
         affine = affine8_params(data.x_train) if x_codec == "u8" else None
         super().__init__(lambda: MemoryTransport(HostProtocol(teacher, data, affine)),
-                         codec=codec, x_codec=x_codec, k=k, window=window)
+                         codec=codec, x_codec=x_codec, k=k, window=window, compress=compress)

@@ -7,6 +7,7 @@ import hmac
 import json
 import struct
 import unicodedata
+import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -121,7 +122,7 @@ MODES = ("host-data", "device-data")
 
 
 def pack_hello(hello, codec, x_codec, k, mode, auth, max_frame, replaces, resume=None,
-               affine=None):
+               affine=None, compress="none"):
     """HELLO for `hello` (a source.Hello). `resume` = (epoch, cursor, halted mask, mask at the
     epoch's start) adds the resume state and its two bitmaps; `affine` = (lo, step) is the
     device's u8 upload scale (device-data mode)."""
@@ -129,6 +130,8 @@ def pack_hello(hello, codec, x_codec, k, mode, auth, max_frame, replaces, resume
             "num_classes": hello.num_classes, "seed": hello.seed, "batch": hello.batch,
             "val_fraction": hello.val_fraction, "codec": codec, "x_codec": x_codec, "k": k,
             "mode": mode, "auth": auth, "max_frame": max_frame, "replaces": replaces}
+    if compress != "none":     # absent means none: older hosts read the HELLO unchanged
+        body["compress"] = compress
     tail = b"" if affine is None else pack_affine(*affine)
     if resume is not None:
         epoch, cursor, halted, start = resume
@@ -154,6 +157,7 @@ class HelloRequest:
     replaces: str | None
     resume: dict | None     # read with unpack_resume once the host knows its split's size
     tail: bytes
+    compress: str = "none"  # how the device wants BATCH payloads: none or zlib
 
 
 def unpack_hello(payload, authenticate):
@@ -182,8 +186,9 @@ def unpack_hello(payload, authenticate):
     replaces = h.get("replaces")
     if replaces is not None and not (isinstance(replaces, str) and len(replaces) == 2 * SESSION_BYTES):
         raise ProtocolError("HELLO: replaces must be a session token from WELCOME, or null")
+    compress = json_str(h, "compress", COMPRESSIONS, "HELLO", default="none")
     return HelloRequest(h, shape, classes, seed, batch, val_fraction, codec, xcodec, k, mode,
-                        max_frame, replaces, h.get("resume"), tail)
+                        max_frame, replaces, h.get("resume"), tail, compress)
 
 
 def unpack_resume(resume, tail, n):
@@ -264,6 +269,36 @@ def unpack_batch(payload, xc, sc):
     o += xc.nbytes(n)
     soft = _finite(sc.decode(payload[o:], n), "BATCH soft labels") if has_soft else None
     return epoch, cursor, split, ids, y, x, soft
+
+
+COMPRESSIONS = ("none", "zlib")
+FLAG_ZLIB = 0x01        # frame flags of a BATCH: the payload is zlib-compressed
+ZLIB_LEVEL = 6
+
+
+def batch_frame(compress, epoch, cursor, split, ids, y, x_bytes, soft_bytes):
+    """A BATCH frame, its payload deflated when the device asked for zlib in HELLO."""
+    payload = pack_batch(epoch, cursor, split, ids, y, x_bytes, soft_bytes)
+    if compress == "zlib":
+        return frame(T.BATCH, zlib.compress(payload, ZLIB_LEVEL), FLAG_ZLIB)
+    return frame(T.BATCH, payload)
+
+
+def batch_payload(flags, payload, cap):
+    """A received BATCH's payload: inflated when FLAG_ZLIB is set, never past `cap` bytes (a
+    small frame cannot inflate into a large allocation)."""
+    if not flags & FLAG_ZLIB:
+        return payload
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(payload, cap)
+    except zlib.error as e:
+        raise ProtocolError(f"BATCH: bad zlib payload ({e})") from None
+    if inflater.unconsumed_tail:
+        raise ProtocolError(f"BATCH: compressed payload inflates past the frame cap of {cap:,}")
+    if not inflater.eof or inflater.unused_data:
+        raise ProtocolError("BATCH: truncated or trailing zlib data")
+    return out
 
 
 def batch_rows(payload, xc, sc):
