@@ -7,13 +7,10 @@ to [0, 1] and kept flat ([64]) because the default student is an MLP. The split 
 stratified 80/20 with a fixed seed so every machine trains and tests on the same samples.
 """
 
-import gzip
-import io
-from importlib import resources
-
 import numpy as np
 
 from edgekd.data.datasets import Dataset
+from edgekd.data.packaged import read_packaged_csv
 from edgekd.errors import EdgekdError
 
 NAME = "digits"
@@ -36,12 +33,7 @@ def load_digits():
 def _read_table():
     """Parse the packaged csv.gz; a damaged install is a one-line error, not a traceback."""
     where = f"{__package__}/{_RESOURCE}"
-    try:
-        raw = gzip.decompress(resources.files(__package__).joinpath(_RESOURCE).read_bytes())
-        table = np.loadtxt(io.BytesIO(raw), delimiter=",", dtype=np.int64, ndmin=2)
-    except (OSError, EOFError, ValueError) as e:
-        raise EdgekdError(f"{where}: cannot read the packaged digits data "
-                          f"({' '.join(str(e).split())}); reinstall edgekd") from None
+    table = read_packaged_csv(_RESOURCE, "digits", np.int64)
     if table.shape[1] != _PIXELS + 1 or table[:, :_PIXELS].min() < 0 \
             or table[:, :_PIXELS].max() > _MAX_PIXEL:
         raise EdgekdError(f"{where}: expected rows of 64 pixels in 0..16 and a label, got "

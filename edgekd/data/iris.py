@@ -6,14 +6,11 @@ least room to pay (the halting benchmark's small end). Ships inside the package
 same stratified 80/20 with a fixed seed as digits'.
 """
 
-import gzip
-import io
-from importlib import resources
-
 import numpy as np
 
 from edgekd.data.datasets import Dataset
 from edgekd.data.digits import SEED, TEST_FRACTION, _stratified_test_mask
+from edgekd.data.packaged import read_packaged_csv
 from edgekd.errors import EdgekdError
 
 NAME = "iris"
@@ -24,12 +21,7 @@ _FEATURES = 4
 def load_iris():
     """Return the packaged iris as a Dataset: x [150 split 120/30, 4] float32 (cm), 3 classes."""
     where = f"{__package__}/{_RESOURCE}"
-    try:
-        raw = gzip.decompress(resources.files(__package__).joinpath(_RESOURCE).read_bytes())
-        table = np.loadtxt(io.BytesIO(raw), delimiter=",", dtype=np.float64, ndmin=2)
-    except (OSError, EOFError, ValueError) as e:
-        raise EdgekdError(f"{where}: cannot read the packaged iris data "
-                          f"({' '.join(str(e).split())}); reinstall edgekd") from None
+    table = read_packaged_csv(_RESOURCE, "iris", np.float64)
     y = table[:, _FEATURES] if table.shape[1] == _FEATURES + 1 else None
     if y is None or len(table) != 150 or not np.isin(y, (0, 1, 2)).all():
         raise EdgekdError(f"{where}: expected 150 rows of 4 measurements and a class 0..2, "
