@@ -9,6 +9,8 @@ so `--cache-budget` is what the device really spends.
 
 import numpy as np
 
+from ..errors import EdgekdError
+
 LABEL_BYTES = 2    # a kept label, as the link carries it (u16)
 
 
@@ -62,6 +64,11 @@ class DeviceCache:
         if not self.capacity or "cache.slot" not in arrays:
             return
         used = len(arrays["cache.y"])
-        self.slot[...] = arrays["cache.slot"]
+        rows, slot = arrays["cache.rows"], arrays["cache.slot"]
+        if rows.shape != (used, self.rows.shape[1]) or used > self.capacity \
+                or slot.shape != self.slot.shape or slot.max(initial=-1) >= used:
+            raise EdgekdError("the checkpoint's kept samples do not fit this run's codecs and "
+                              "cache budget")
+        self.slot[...] = slot
         self.rows[:used], self.y[:used] = arrays["cache.rows"], arrays["cache.y"]
         self.used = used
