@@ -45,4 +45,6 @@ class LinkConfig:
 
     @classmethod
     def from_dict(cls, d):
-        return cls(**{k: d[k] for k in LEGACY_KEYS + ("compress",) if k in d}).check()
+        """Settings saved before BATCH compression existed meant none."""
+        return cls(**{k: d[k] for k in LEGACY_KEYS if k in d},
+                   compress=d.get("compress", "none")).check()
