@@ -79,3 +79,18 @@ def test_unknown_init_is_a_one_line_error():
             "layers": [{"type": "dense", "units": 2, "init": "xavier"}]}
     with pytest.raises(EdgekdError, match=r"init must be one of \['he_glorot', 'torch_uniform'\]"):
         Sequential(spec)
+
+
+def test_spec_level_init_is_every_weighted_layers_default():
+    layers = [{"type": "conv1d", "filters": 8, "kernel_size": 3, "activation": "relu"},
+              {"type": "flatten"}, {"type": "dense", "units": 4, "init": "he_glorot"}]
+    top = Sequential({"input_shape": [16, 3], "num_classes": 4, "init": "torch_uniform",
+                      "layers": layers}, seed=5)
+    each = Sequential({"input_shape": [16, 3], "num_classes": 4, "layers": [
+        dict(layers[0], init="torch_uniform"), layers[1], layers[2]]}, seed=5)
+    assert top.weights_sha256() == each.weights_sha256()
+    assert np.abs(top.layers[0].params["kernel"]).max() <= np.float32(1 / math.sqrt(9))
+    assert not top.layers[2].params["bias"].any()      # the layer's own "init" won
+    with pytest.raises(EdgekdError, match=r"init must be one of"):
+        Sequential({"input_shape": [4], "num_classes": 2, "init": "lecun",
+                    "layers": [{"type": "dense", "units": 2}]})
