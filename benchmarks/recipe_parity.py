@@ -14,7 +14,8 @@ Student: the sensor student of benchmarks/link_bytes.py, distilled (T=4, alpha 0
 codecs, halting off, cache budget 0, the last epoch's weights) and by a torch KD loop on the
 same teacher logits, the same training ids and the same sample order.
 
-Variants (each one knob; `--variant` may be repeated, "base" is the recipe as it ships):
+Variants (each one knob; `--variant` may be repeated, "base" is the recipe as it ships;
+torch_init and edgekd_init apply to the student rows too):
   torch_init    edgekd layers drawn as PyTorch draws them ("init": "torch_uniform")
   cosine_step   edgekd's cosine decayed every step, not every epoch (patched in here: it did
                 not help, so edgekd does not offer it)
