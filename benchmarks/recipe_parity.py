@@ -172,7 +172,7 @@ class TorchNet(torch.nn.Module):
                 mod.bias.copy_(torch.from_numpy(layer.params["bias"].copy()))
 
 
-def torch_fit(net, x, y, order_of, epochs, batch, lr, loss_fn, per_step=False):
+def torch_fit(net, x, order_of, epochs, batch, lr, loss_fn, per_step=False):
     """Adam with torch's defaults; lr by edgekd's per-epoch cosine (or per step)."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(order_of(0)) / batch)
@@ -206,7 +206,7 @@ def torch_teacher(data, seed, epochs, variant):
         net.load_edgekd(Sequential(TEACHER, seed=seed))
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train.astype(np.int64))
     n = len(data.y_train)
-    torch_fit(net, x, y, lambda e: np.random.default_rng([seed, e]).permutation(n), epochs,
+    torch_fit(net, x, lambda e: np.random.default_rng([seed, e]).permutation(n), epochs,
               T_BATCH, T_LR, lambda out, ids: F.cross_entropy(out, y[ids]),
               per_step=variant == "torch_step")
     return torch_accuracy(net, data)
@@ -226,7 +226,7 @@ def torch_student(data, teacher_logits, seed, epochs, variant):
         kl = F.kl_div(F.log_softmax(out / TEMP, 1), F.log_softmax(soft[ids] / TEMP, 1),
                       reduction="batchmean", log_target=True)
         return ALPHA * TEMP ** 2 * kl + (1 - ALPHA) * F.cross_entropy(out, y[ids])
-    torch_fit(net, x, y, lambda e: epoch_order(train_ids, seed, e, keep), epochs, S_BATCH,
+    torch_fit(net, x, lambda e: epoch_order(train_ids, seed, e, keep), epochs, S_BATCH,
               S_LR, kd)
     return torch_accuracy(net, data)
 
