@@ -4,6 +4,7 @@ import json
 
 from .. import limits
 from ..errors import EdgekdError
+from .init import INITS
 from .layers import REGISTRY
 
 
@@ -53,6 +54,8 @@ def check_spec(spec, where="spec"):
     if _prod(shape) > limits.MAX_ACTIVATIONS:
         raise EdgekdError(f"{where}: input_shape {shape} has {_prod(shape):,} elements per "
                           f"sample, more than the limit of {limits.MAX_ACTIVATIONS:,}")
+    if "init" in spec and spec["init"] not in INITS:
+        raise EdgekdError(f"{where}: init must be one of {list(INITS)}, got {spec['init']!r}")
     layers = spec["layers"]
     if not isinstance(layers, list) or not layers:
         raise EdgekdError(f"{where}: layers must be a non-empty list")
@@ -89,7 +92,10 @@ def _planned_layers(spec, where, whole):
     layers = []
     weights = activations = 0
     for i, cfg in enumerate(spec["layers"]):
-        layer = REGISTRY[cfg["type"]](cfg, shape, f"{where}: layer {i}")
+        cls = REGISTRY[cfg["type"]]
+        if "init" in spec and "init" in cls.options:   # the spec's default, a layer's own wins
+            cfg = {"init": spec["init"], **cfg}
+        layer = cls(cfg, shape, f"{where}: layer {i}")
         layers.append(layer)
         shape = layer.out_shape
         weights += layer.num_weights()

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...kernels.activations import CODES, NAMES
 from ...kernels.conv import out_size, same_padding
-from ..init import kernel_init
+from ..init import INITS, bias_init, kernel_init
 from ..plan import CONV_2D, LoweredOp, Window, with_activation
 from .base import Layer, register
 
@@ -15,7 +15,7 @@ class _Conv(Layer):
     """A 2-D convolution of rank-`rank` input; conv1d is its height-1 case."""
     param_order = ("kernel", "bias")
     options: ClassVar[dict] = {"filters": None, "kernel_size": None, "stride": 1,
-                               "padding": "valid", "activation": "none"}
+                               "padding": "valid", "activation": "none", "init": "he_glorot"}
     width_key = "filters"
 
     def geometry(self):
@@ -28,6 +28,7 @@ class _Conv(Layer):
         self.act = self.choice("activation", NAMES)
         self.code = CODES[self.act]
         self.padding = self.choice("padding", ("valid", "same"))
+        self.init_name = self.choice("init", INITS)
         (kh, kw), self.stride, (h, w) = self.geometry()
         self.pads = [same_padding(s, k, st) if self.padding == "same" else (0, 0)
                      for s, k, st in zip((h, w), (kh, kw), self.stride)]
@@ -71,8 +72,8 @@ class _Conv(Layer):
         k = self.params["kernel"]
         receptive = int(np.prod(k.shape[:-2]))
         fan_in, fan_out = receptive * k.shape[-2], receptive * k.shape[-1]
-        k[...] = kernel_init(rng, k.shape, fan_in, fan_out, self.act)
-        self.params["bias"][...] = 0
+        k[...] = kernel_init(rng, k.shape, fan_in, fan_out, self.act, self.init_name)
+        self.params["bias"][...] = bias_init(rng, (self.filters,), fan_in, self.init_name)
 
     def forward(self, x, training):
         n = len(x)

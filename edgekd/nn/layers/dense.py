@@ -5,7 +5,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...kernels.activations import CODES, NAMES
-from ..init import kernel_init
+from ..init import INITS, bias_init, kernel_init
 from ..plan import FULLY_CONNECTED, LoweredOp, with_activation
 from .base import Layer, register
 
@@ -14,7 +14,7 @@ from .base import Layer, register
 class Dense(Layer):
     type = "dense"
     param_order = ("kernel", "bias")
-    options: ClassVar[dict] = {"units": None, "activation": "none"}
+    options: ClassVar[dict] = {"units": None, "activation": "none", "init": "he_glorot"}
     width_key = "units"
 
     def build(self):
@@ -22,6 +22,7 @@ class Dense(Layer):
         units = self.positive_int("units")
         self.act = self.choice("activation", NAMES)
         self.code = CODES[self.act]
+        self.init_name = self.choice("init", INITS)
         self.add_param("kernel", (self.in_shape[0], units))
         self.add_param("bias", (units,))
         return (units,)
@@ -38,8 +39,9 @@ class Dense(Layer):
 
     def init(self, rng):
         fan_in, units = self.params["kernel"].shape
-        self.params["kernel"][...] = kernel_init(rng, (fan_in, units), fan_in, units, self.act)
-        self.params["bias"][...] = 0
+        self.params["kernel"][...] = kernel_init(rng, (fan_in, units), fan_in, units, self.act,
+                                                 self.init_name)
+        self.params["bias"][...] = bias_init(rng, (units,), fan_in, self.init_name)
 
     def forward(self, x, training):
         self.x = np.ascontiguousarray(x, np.float32)
