@@ -154,7 +154,9 @@ def cross_isa(u, ref_host, results):
     fault proxy; ARM runs must agree bit for bit, and with the x86 device within 0.5 point."""
     from edgekd.link.faultproxy import FaultProxy
     serve = Serve(ref_host / "teacher.npz", ref_host.parent / "serve-cross-isa.log")
-    proxy = FaultProxy(serve.address, cut_bytes=(20_000, 60_000), flip_prob=0.02, seed=12)
+    # a run carries ~65 kB down over its training connection (zlib BATCH frames, halting), so a
+    # cut every 6-20 kB cuts each run several times whatever the draw
+    proxy = FaultProxy(serve.address, cut_bytes=(6_000, 20_000), flip_prob=0.02, seed=12)
     out = {}
     try:
         for mode, extra in (("host-data", []), ("device-data", ["--data", "digits"])):
