@@ -98,9 +98,18 @@ class SoftLabelSource:
         trainer keeps in its checkpoint without reading it."""
         return {}
 
-    def epoch(self, epoch):
-        """Yield the epoch's batches, in the order fixed by (seed, epoch, halted set)."""
+    def epoch(self, epoch, plan=None):
+        """Yield the epoch's batches, in the order fixed by (seed, epoch, halted set).
+        `plan` is the trainer's: the ids it trains this epoch, in order, settled samples it
+        replays included. Sources that serve from the device's own memory (device-data,
+        fetch-once's later epochs) yield exactly it; the host-data link ignores it (the host
+        streams its own order, which the trainer checks against its plan)."""
         raise NotImplementedError
+
+    def holds(self):
+        """Mask of training ids this source can serve again with no link bytes (None: none),
+        so the trainer can replay settled samples the device holds outside its own cache."""
+        return None
 
     def row_codec(self):
         """Sources whose batches carry `rows` (samples as the link encoded them) return the

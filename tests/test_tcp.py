@@ -1,22 +1,26 @@
 """The host<->device link over real TCP sockets on loopback: same weights as in-process,
 resume through a fault-injecting proxy, and a server that survives any client."""
 
+import json
 import re
 import socket
 import struct
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from edgekd.workflows import train_student
 from edgekd.distill.config import TrainConfig
+from edgekd.distill.halting import HaltingConfig
 from edgekd.errors import EdgekdError
 from edgekd.link import messages as m
 from edgekd.link.client import HostRefused, LinkSource
 from edgekd.link.device_data import DeviceDataSource
 from edgekd.link.faultproxy import FaultProxy
+from edgekd.link.fetch_once import FetchOnceSource
 from edgekd.link.frames import HEADER, decode_frame, encode_frame
 from edgekd.link.local import LocalSource
 from edgekd.link.settings import LinkConfig
@@ -121,7 +125,34 @@ def test_device_data_mode_uploads_once_and_halting_stops_queries(server, teacher
     assert src2.queried == n_train            # each sample uploaded exactly once
     assert no_cache_queries < res["epochs_run"] * n_train   # halting stopped re-queries
     assert res2["bytes_up"] < res["bytes_up"]
-    assert res2["weights_sha256"] == res["weights_sha256"]  # cached labels are the same labels
+    # settled samples whose labels the device holds are still trained on (policy rehearse)
+    assert sum(e["rehearsed"] for e in read_metrics(tmp_path / "cache")) > 0
+    assert sum(e["rehearsed"] for e in read_metrics(tmp_path / "nocache")) == 0
+
+
+@pytest.mark.parametrize("mode", ["device-data", "fetch-once"])
+def test_sources_that_hold_the_data_replay_settled_samples(server, teacher, digits, tmp_path, mode):
+    """Rehearse with probability 1 over samples the device holds trains on every sample every
+    epoch: the weights of a run without halting, with the settled samples counted as replays."""
+    def source():
+        if mode == "device-data":
+            return tcp_source(server.address, link, DeviceDataSource, data=digits)
+        return FetchOnceSource(tcp_source(server.address, link))
+    cfg, link = cfg_for(epochs=6, x_codec="f32", halting=HaltingConfig(eps=0.1))
+    on = train_student(STUDENT, source(), cfg, str(tmp_path / "on"))
+    off = train_student(STUDENT, source(), replace(cfg, halting=HaltingConfig(enabled=False)),
+                        str(tmp_path / "off"))
+    assert on["settled_fraction"] > 0.2 and on["epochs_run"] == off["epochs_run"] == 6
+    assert sum(e["rehearsed"] for e in read_metrics(tmp_path / "on")) > 0
+    assert on["weights_sha256"] == off["weights_sha256"]
+    skip = train_student(STUDENT, source(), replace(cfg, halting=HaltingConfig(eps=0.1, policy="skip")),
+                         str(tmp_path / "skip"))
+    assert sum(e["rehearsed"] for e in read_metrics(tmp_path / "skip")) == 0
+    assert skip["weights_sha256"] != on["weights_sha256"]
+
+
+def read_metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_wrong_token_is_refused_and_the_server_carries_on(teacher, digits, tmp_path):

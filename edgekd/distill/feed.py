@@ -24,7 +24,7 @@ class EpochFeed:
         self.kept = kept.copy()          # kept at the start of the epoch: read from the cache
         self.cache, self.batch = cache, batch
         self.on_arrival = on_arrival     # Batch -> ids to report halted (the ones it kept)
-        self.stream = iter(source.epoch(epoch))
+        self.stream = iter(source.epoch(epoch, plan))
         self.cursor = 0                  # host batches pulled
         self.pending = []                # ids to report halted with the next acknowledgement
         self.parts, self.have = [], 0    # streamed rows pulled but not yet trained

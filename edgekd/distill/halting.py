@@ -4,8 +4,9 @@ Per-sample: sample i is *settled* once KL(p_T || p_S) at temperature T is <= eps
 `relative`, the default: eps times the teacher's information on that sample, KL(p_T ||
 uniform); `absolute`: eps itself) and the student's argmax equals the teacher's for `patience`
 consecutive visits, and at least `settle_after` epochs have passed. Settled samples are
-reported to the host, which stops sending them. A settled sample the device keeps
-(distill.device_cache) is still replayed, per the policy:
+reported to the host, which stops sending them. A settled sample the device holds (kept in
+distill.device_cache, or served from memory by the source: device-data's cached labels,
+fetch-once) is still replayed, per the policy:
   skip      never visited again;
   rehearse  (default) replayed with probability `rehearse_prob` (default 1) per epoch;
   wake      as rehearse, and a replay whose KL exceeds `eps_wake` un-settles the sample.

@@ -137,14 +137,19 @@ class Trainer:
         return self.finish(start, reason)
 
     def plan(self):
-        """This epoch's samples: every one not settled, and settled ones the device keeps
-        with probability rehearse_prob (policies rehearse and wake), in the epoch order."""
+        """This epoch's samples: every one not settled, and settled ones the device holds
+        (in its cache, or in a source that serves from memory) with probability
+        rehearse_prob (policies rehearse and wake), in the epoch order."""
         cfg, h = self.cfg, self.cfg.halting
         settled = self.tracker.settled
         planned = ~settled
         if h.policy != "skip":
             draw = np.random.default_rng([cfg.seed, self.epoch, 2]).random(len(settled))
-            planned |= settled & self.cache.kept & (draw < h.rehearse_prob)
+            held = self.cache.kept
+            local = self.source.holds()
+            if local is not None:
+                held = held | local
+            planned |= settled & held & (draw < h.rehearse_prob)
         return epoch_order(self.train_ids, cfg.seed, self.epoch, ~planned)
 
     def arrived(self, b):

@@ -212,7 +212,8 @@ class LinkSource(SoftLabelSource):
         return ftype, flags, payload
 
     # -- training stream ----------------------------------------------------------------------
-    def epoch(self, epoch):
+    def epoch(self, epoch, plan=None):
+        """The host's stream (it computes the order; `plan` is the trainer's to check)."""
         self.epoch_no, self.cursor = epoch, 0
         self.start_halted = self.halted.copy()
         fresh = True

@@ -90,12 +90,19 @@ class DeviceDataSource(LinkSource):
         return rest
 
     # -- the source interface ---------------------------------------------------------------
-    def epoch(self, epoch):
-        order = epoch_order(self.train_ids, self.hello.seed, epoch, self.halted.mask)
+    def epoch(self, epoch, plan=None):
+        order = epoch_order(self.train_ids, self.hello.seed, epoch, self.halted.mask) \
+            if plan is None else plan
         b = self.hello.batch
         for start in range(0, len(order), b):
             ids = order[start:start + b]
             yield Batch(ids, self.data.x_train[ids], self.data.y_train[ids], self.soft_labels(ids))
+
+    def holds(self):
+        """The samples whose soft labels this source keeps: replaying them asks nothing."""
+        mask = np.zeros(len(self.halted), bool)
+        mask[np.fromiter(self.cache, np.int64, len(self.cache))] = True
+        return mask
 
     def row_codec(self):
         """The device owns its inputs and caches soft labels itself (within the same budget)."""

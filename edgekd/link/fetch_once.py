@@ -25,14 +25,15 @@ class FetchOnceSource(SoftLabelSource):
         self.x = self.y = self.soft = None
         return w
 
-    def epoch(self, epoch):
+    def epoch(self, epoch, plan=None):
         if self.first is None or self.first == epoch:
             self.first = epoch
             for b in self.inner.epoch(epoch):
                 self._keep(b)
                 yield b
             return
-        order = epoch_order(self.train_ids, self.hello.seed, epoch, self.inner.halted.mask)
+        order = epoch_order(self.train_ids, self.hello.seed, epoch, self.inner.halted.mask) \
+            if plan is None else plan
         for i in range(0, len(order), self.hello.batch):
             ids = order[i:i + self.hello.batch]
             yield Batch(ids, self.x[ids], self.y[ids], self.soft[ids])
@@ -44,6 +45,12 @@ class FetchOnceSource(SoftLabelSource):
             self.y = np.zeros(n, np.int64)
             self.soft = np.zeros((n, b.soft.shape[1]), np.float32)
         self.x[b.ids], self.y[b.ids], self.soft[b.ids] = b.x, b.y, b.soft
+
+    def holds(self):
+        """After the first epoch, every training sample is in memory."""
+        if self.first is None or self.x is None:
+            return None
+        return np.ones(len(self.x), bool)
 
     def settings(self):
         return self.inner.settings()
