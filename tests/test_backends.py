@@ -58,15 +58,23 @@ def test_conv2d(n, h, w, c, kh, kw, sh, sw, f, code):
         close(a, b_, name)
 
 
+@pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("ph,pw,sh,sw", [(1, 2, 1, 2), (2, 2, 2, 2), (3, 3, 2, 2), (1, 3, 1, 1)])
-def test_pools(ph, pw, sh, sw):
+def test_pools(ph, pw, sh, sw, ties):
+    """Both backends against each other, and max pooling's winner (the first maximum of each
+    window, as np.argmax picks it) against the windows themselves; `ties`: small integers."""
     rng = np.random.default_rng(ph * 10 + pw)
-    x = rand(rng, 2, 7, 9, 3)
+    x = rng.integers(0, 3, (2, 7, 9, 3)).astype(np.float32) if ties else rand(rng, 2, 7, 9, 3)
     ho, wo = (7 - ph) // sh + 1, (9 - pw) // sw + 1
+    win = np.lib.stride_tricks.sliding_window_view(x, (ph, pw), axis=(1, 2))[:, ::sh, ::sw]
+    win = win[:, :ho, :wo].reshape(2, ho, wo, 3, ph * pw)
     res = []
     for K in (NP, NB):
         y, arg = np.empty((2, ho, wo, 3), np.float32), np.empty((2, ho, wo, 3), np.int64)
         K.maxpool2d_forward(x, ph, pw, sh, sw, y, arg)
+        y_infer = np.empty_like(y)
+        K.maxpool2d_max(x, ph, pw, sh, sw, y_infer)
+        assert np.array_equal(y_infer, y)
         dy = rand(np.random.default_rng(3), 2, ho, wo, 3)
         dx = np.empty_like(x)
         K.maxpool2d_backward(arg, ph, pw, sh, sw, dy, dx)
@@ -76,6 +84,7 @@ def test_pools(ph, pw, sh, sw):
         res.append((y, arg, dx, ya, dxa))
     for name, a, b in zip(("max", "arg", "dmax", "avg", "davg"), *res):
         close(a, b, name)
+    assert np.array_equal(res[0][1], win.argmax(-1)) and np.array_equal(res[0][0], win.max(-1))
 
 
 @pytest.mark.parametrize("n,c", [(1, 2), (7, 10), (32, 5)])

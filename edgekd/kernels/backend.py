@@ -18,7 +18,7 @@ from ..errors import EdgekdError
 
 NAMES = ("auto", "numpy", "numba")
 KERNELS = ("dense_forward", "dense_backward", "conv2d_forward", "conv2d_backward",
-           "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+           "maxpool2d_forward", "maxpool2d_max", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
            "kd_loss_grad", "sgd_update", "adam_update")
 _active = None
 

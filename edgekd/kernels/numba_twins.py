@@ -171,6 +171,20 @@ def maxpool2d_forward(x, ph, pw, sh, sw, out, arg):
 
 
 @njit(**JIT)
+def maxpool2d_max(x, ph, pw, sh, sw, out):
+    n, ho, wo, c = out.shape
+    for s in range(n):
+        for oh in range(ho):
+            for ow in range(wo):
+                for ci in range(c):
+                    best = x[s, oh * sh, ow * sw, ci]
+                    for i in range(ph):
+                        for j in range(pw):
+                            best = max(best, x[s, oh * sh + i, ow * sw + j, ci])
+                    out[s, oh, ow, ci] = best
+
+
+@njit(**JIT)
 def maxpool2d_backward(arg, ph, pw, sh, sw, dy, dx):
     dx[:] = 0
     n, ho, wo, c = dy.shape

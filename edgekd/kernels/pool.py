@@ -19,11 +19,28 @@ def _scatter(ph, pw, sh, sw, dy, dx, weight_of):
             dx[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] += weight_of(i * pw + j) * dy
 
 
+def _offset(x, i, j, sh, sw, ho, wo):
+    """The inputs at offset (i, j) of every window: a strided view, [N,Ho,Wo,C]."""
+    return x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+
+
+def maxpool2d_max(x, ph, pw, sh, sw, out):
+    """out = window max (inference: no winners kept for a backward pass). One pass per window
+    offset over strided views, with no copy of the windows; returns the views."""
+    ho, wo = out.shape[1], out.shape[2]
+    views = [_offset(x, i, j, sh, sw, ho, wo) for i in range(ph) for j in range(pw)]
+    np.copyto(out, views[0])
+    for v in views[1:]:
+        np.maximum(out, v, out=out)
+    return views
+
+
 def maxpool2d_forward(x, ph, pw, sh, sw, out, arg):
     """out = window max; arg = the winning offset in each window (first on ties)."""
-    win = _windows(x, ph, pw, sh, sw, out.shape[1], out.shape[2])
-    arg[...] = win.argmax(axis=-1)
-    out[...] = np.take_along_axis(win, arg[..., None].astype(np.intp), axis=-1)[..., 0]
+    views = maxpool2d_max(x, ph, pw, sh, sw, out)
+    arg[...] = len(views) - 1
+    for k in range(len(views) - 2, -1, -1):   # last to first, so the first maximum wins
+        arg[views[k] == out] = k
 
 
 def maxpool2d_backward(arg, ph, pw, sh, sw, dy, dx):

@@ -19,6 +19,7 @@ def run(K):
                           np.empty(3, f32), dx)
     p4, arg = np.empty((1, 2, 2, 2), f32), np.empty((1, 2, 2, 2), np.int64)
     K.maxpool2d_forward(x4, 2, 2, 2, 2, p4, arg)
+    K.maxpool2d_max(x4, 2, 2, 2, 2, p4)
     K.maxpool2d_backward(arg, 2, 2, 2, 2, np.ones_like(p4), np.empty_like(x4))
     K.avgpool2d_forward(x4, 2, 2, 2, 2, p4)
     K.avgpool2d_backward(2, 2, 2, 2, np.ones_like(p4), np.empty_like(x4))
