@@ -3,11 +3,14 @@ streaming, fetch-what-fits (keep as many samples as the budget holds, stream the
 epoch), and early halting (the defaults, and the old rule for contrast) at the same budget.
 
     python benchmarks/link_bytes.py [--seeds 5] [--epochs 30] [--sets digits,sensor,iris,fashion-mnist]
-                                    [--fmnist-train 10000] [--json] [--plot docs/halting.png]
+                                    [--fmnist-train 10000] [--budgets all,10%,1%]
+                                    [--variants naive,fetch,halting,old] [--workdir DIR]
+                                    [--json] [--plot docs/halting.png]
     python benchmarks/link_bytes.py --tables A.json B.json [--plot docs/halting.png]
 
 Budgets are fractions of the training split's encoded size (what keeping every sample
-would cost the device): all of it, 10% and 1%. Every variant but the naive one speaks the
+would cost the device: all of it, 10% and 1% by default), or sizes (`1MiB`, the default
+--cache-budget of `edgekd train`). Every variant but the naive one speaks the
 default codecs (top-k soft labels, u8 inputs, zlib BATCH payloads), so the columns compare
 halting and keeping, not codecs. "pts" is accuracy against fetch-what-fits at the same budget, which trains on
 every sample every epoch: the same run without halting. Runs use the in-process link,
@@ -26,6 +29,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
+from edgekd.design.units import parse_bytes  # noqa: E402
 from edgekd.distill.config import TrainConfig  # noqa: E402
 from edgekd.distill.device_cache import LABEL_BYTES  # noqa: E402
 from edgekd.distill.halting import HaltingConfig  # noqa: E402
@@ -82,14 +86,22 @@ SETS = {
     },
 }
 
-BUDGETS = (("all", None), ("10%", 0.10), ("1%", 0.01))
 OLD_RULE = {"eps": 0.05, "threshold": "absolute", "policy": "skip"}  # before docs/halting.md
 NAIVE = ("naive f32", {"enabled": False}, "f32")
-VARIANTS = (  # label, halting settings, soft codec (inputs: u8 unless f32)
-    ("fetch what fits", {"enabled": False}, "topk"),
-    ("halting (defaults)", {}, "topk"),
-    ("halting, old rule", OLD_RULE, "topk"),
-)
+VARIANTS = {  # --variants name: label, halting settings, soft codec (inputs: u8 unless f32)
+    "fetch": ("fetch what fits", {"enabled": False}, "topk"),
+    "halting": ("halting (defaults)", {}, "topk"),
+    "old": ("halting, old rule", OLD_RULE, "topk"),
+}
+
+
+def budget_of(text, whole):
+    """A --budgets entry: 'all', a share of the encoded split ('10%'), or a size ('1MiB')."""
+    if text == "all":
+        return 1 << 40
+    if text.endswith("%"):
+        return int(float(text[:-1]) / 100 * whole)
+    return parse_bytes(text)
 
 
 def load(name, fmnist_train):
@@ -125,7 +137,8 @@ def run(name, data, teacher, variant, budget, seed, epochs, workdir):
     link = LinkConfig.choose(codec)
     src = LocalSource(teacher, data, **link.source_kwargs())
     t0 = time.perf_counter()
-    r = train_student(SETS[name]["student"], src, cfg, tempfile.mkdtemp(dir=workdir))
+    with tempfile.TemporaryDirectory(dir=workdir) as out:
+        r = train_student(SETS[name]["student"], src, cfg, out)
     r["wall"] = time.perf_counter() - t0
     return r
 
@@ -151,14 +164,16 @@ def bench_set(name, a, workdir, say):
     teacher = teacher_for(name, data, workdir)
     whole = split_bytes(data, teacher.num_classes)
     seeds, epochs = range(a.seeds), epochs_for(name, a)
+    variants = [VARIANTS[v] for v in a.variants.split(",") if v != "naive"]
     rows = []
-    rs = [run(name, data, teacher, NAIVE, 0, s, epochs, workdir) for s in seeds]
-    rows.append(summarise(name, NAIVE[0], "0", rs, None))
-    say(f"{name}: naive done")
-    for budget_name, frac in BUDGETS:
-        budget = 1 << 40 if frac is None else int(frac * whole)
+    if "naive" in a.variants.split(","):
+        rs = [run(name, data, teacher, NAIVE, 0, s, epochs, workdir) for s in seeds]
+        rows.append(summarise(name, NAIVE[0], "0", rs, None))
+        say(f"{name}: naive done")
+    for budget_name in a.budgets.split(","):
+        budget = budget_of(budget_name, whole)
         base = None
-        for v in VARIANTS:
+        for v in variants:
             rs = [run(name, data, teacher, v, budget, s, epochs, workdir) for s in seeds]
             acc = np.array([r["test_accuracy"] for r in rs])
             base = acc if base is None else base
@@ -182,7 +197,7 @@ def table(rows, a):
                  + ", ".join(f"{s} {e}" for s, e in dict((r["set"], r["epochs_planned"])
                                                           for r in rows).items())
                  + "; budget = device memory as "
-                 "a share of the encoded training split; pts = accuracy points against fetch "
+                 "a share of the encoded training split, or a size; pts = accuracy points against fetch "
                  "what fits at the same budget, ± over seeds; kept = what the device stored)")
     return "\n".join(lines)
 
@@ -195,6 +210,8 @@ def plot(rows, path):
     sets = list(dict.fromkeys(r["set"] for r in rows))
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
     marks = {"0": "X", "all": "o", "10%": "s", "1%": "^"}
+    for extra, mark in zip(sorted({r["budget"] for r in rows} - set(marks)), "Dvp*h"):
+        marks[extra] = mark
     colours = {"naive f32": "black", "fetch what fits": "tab:blue",
                "halting (defaults)": "tab:green", "halting, old rule": "tab:red"}
     for ax, name in zip(axes[0], sets):
@@ -216,8 +233,8 @@ def plot(rows, path):
     axes[0][0].set_ylabel("test accuracy")
     handles = [plt.Line2D([], [], color=c, marker="o", ls="") for c in colours.values()]
     handles += [plt.Line2D([], [], color="grey", marker=m, ls="") for m in marks.values()]
-    labels = list(colours) + ["budget 0", "budget all", "budget 10%", "budget 1%"]
-    fig.legend(handles, labels, loc="lower center", ncol=8, fontsize=8, frameon=False)
+    labels = list(colours) + [f"budget {b}" for b in marks]
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
 
@@ -230,6 +247,12 @@ def main(argv=None):
     ap.add_argument("--sets", default="digits,sensor,iris,fashion-mnist")
     ap.add_argument("--fmnist-train", type=int, default=10000,
                     help="Fashion-MNIST training samples (the first N; 60000 is the whole set)")
+    ap.add_argument("--budgets", default="all,10%,1%",
+                    help="device budgets: all, shares of the encoded split (10%%), sizes (1MiB)")
+    ap.add_argument("--variants", default="naive," + ",".join(VARIANTS),
+                    help=f"which runs: naive,{','.join(VARIANTS)} (fetch what fits is the "
+                         "baseline of pts: list it first)")
+    ap.add_argument("--workdir", help="keep the teachers here (default: a temporary folder)")
     ap.add_argument("--plot", metavar="PNG", help="also draw bytes against accuracy")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--tables", nargs="+", metavar="JSON",
@@ -242,7 +265,9 @@ def main(argv=None):
             with open(path, encoding="utf-8") as f:
                 rows += json.load(f)["rows"]
         a.seeds = "/".join(sorted({str(r["seeds"]) for r in rows}))
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = a.workdir or tmp
+        os.makedirs(workdir, exist_ok=True)
         for name in [] if a.tables else a.sets.split(","):
             rows += bench_set(name, a, workdir, say)
     if a.plot:
