@@ -107,7 +107,7 @@ def budget_of(text, whole):
 def load(name, fmnist_train):
     data = load_dataset(name)
     if name == "fashion-mnist":
-        data = data.head(fmnist_train, max(fmnist_train // 5, 1000))
+        data = data.head(fmnist_train, min(max(fmnist_train // 5, 1000), len(data.y_test)))
     return data
 
 
