@@ -256,7 +256,8 @@ X_F32, X_U8 = 0, 2          # TRAIN_STEP / EVAL input dtypes (u8: x = lo + q * s
 ACT_CODES = {"none": 0, "relu": 1, "relu6": 2, "tanh": 3}
 ACT_NAMES = {v: k for k, v in ACT_CODES.items()}
 STEP_BEGIN, STEP_END, STEP_MEASURE = 1, 2, 4
-SETUP_S = struct.Struct("<BBBBHHIffffffB3xff")
+THRESHOLD_CODES = {"absolute": 0, "relative": 1}   # settling: KL <= eps, or <= eps * I_T
+SETUP_S = struct.Struct("<BBBBHHIffffffBB2xff")
 SETUP_LAYER = struct.Struct("<HBx")
 PLAN_S = struct.Struct("<8I")
 STEP_HEAD = struct.Struct("<BBHHHf4x")
@@ -284,6 +285,7 @@ class StudentSetup:
     adam_eps: float
     halt_eps: float
     patience: int
+    threshold: int      # THRESHOLD_CODES
     x_lo: float
     x_step: float
     layers: list        # [(units, activation code)]
@@ -292,7 +294,7 @@ class StudentSetup:
         return SETUP_S.pack(self.optimizer, len(self.layers), self.x_dtype, int(self.halting),
                             self.inputs, self.rows, self.samples, self.temperature,
                             self.alpha, self.beta1, self.beta2, self.adam_eps, self.halt_eps,
-                            self.patience, self.x_lo, self.x_step) + b"".join(
+                            self.patience, self.threshold, self.x_lo, self.x_step) + b"".join(
             SETUP_LAYER.pack(u, a) for u, a in self.layers)
 
     @classmethod

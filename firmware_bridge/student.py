@@ -18,7 +18,9 @@ def query(client):
 
 
 def setup_for(spec, cfg, rows, samples, x_dtype, x_lo=0.0, x_step=1.0):
-    """The StudentSetup of an edgekd dense MLP spec and a TrainConfig."""
+    """The StudentSetup of an edgekd dense MLP spec and a TrainConfig. As on the device, no
+    sample settles when the training split (samples less the validation slice) is under
+    cfg.halting.min_samples."""
     mlp = dense_units(spec)
     if mlp is None:
         raise EdgekdError("a board trains dense MLP students (input_shape [F], dense layers "
@@ -29,10 +31,13 @@ def setup_for(spec, cfg, rows, samples, x_dtype, x_lo=0.0, x_step=1.0):
         raise EdgekdError(f"a board trains with sgd (momentum) or adam, no weight decay; "
                           f"got {cfg.optimizer}")
     return m.StudentSetup(
-        optimizer=m.OPTIMIZER_CODES[opt], x_dtype=x_dtype, halting=cfg.halting.enabled,
+        optimizer=m.OPTIMIZER_CODES[opt], x_dtype=x_dtype,
+        halting=cfg.halting.enabled and samples - round(samples * cfg.val_fraction)
+        >= cfg.halting.min_samples,
         inputs=inputs, rows=rows, samples=samples, temperature=cfg.temperature,
         alpha=cfg.effective_alpha, beta1=cfg.momentum if opt == "sgd" else 0.9, beta2=0.999,
-        adam_eps=1e-8, halt_eps=cfg.halting.eps, patience=cfg.halting.patience, x_lo=x_lo,
+        adam_eps=1e-8, halt_eps=cfg.halting.eps, patience=cfg.halting.patience,
+        threshold=m.THRESHOLD_CODES[cfg.halting.threshold], x_lo=x_lo,
         x_step=x_step, layers=[(u, m.ACT_CODES[a]) for u, a in layers])
 
 

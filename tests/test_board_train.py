@@ -65,7 +65,11 @@ def digits(board_models):
 
 
 def numpy_reference(spec, init, x, y, t, train_ids, cfg):
-    """edgekd's trainer step by step: the same order (edgekd.order), schedule, optimizer."""
+    """edgekd's trainer step by step: the same order (edgekd.order), schedule, optimizer and
+    settling rule (SettleTracker, with the teacher's information under the relative threshold).
+    Returns (weights, steps, settled mask)."""
+    from edgekd.distill.halting import SettleTracker
+    from edgekd.distill.losses import teacher_information
     from edgekd.distill.optim import make_optimizer
     from edgekd.distill.steps import kd_step
     from edgekd.kernels import backend
@@ -76,15 +80,16 @@ def numpy_reference(spec, init, x, y, t, train_ids, cfg):
     model.flat_params[...] = init
     opt = make_optimizer(cfg.optimizer, model.trainables(), cfg.lr, 0.0, cfg.momentum)
     steps = 0
-    halted = np.zeros(len(y), bool)
+    tracker = SettleTracker(len(y), cfg.halting)
     for epoch in range(cfg.epochs):
         opt.lr = np.float32(cfg.lr_at(epoch))
-        order = epoch_order(train_ids, cfg.seed, epoch, halted)
+        order = epoch_order(train_ids, cfg.seed, epoch, tracker.settled)
         for i in range(0, len(order), cfg.batch):
             b = order[i:i + cfg.batch]
-            kd_step(model, opt, x[b], t[b], y[b], cfg.temperature, cfg.alpha)
+            res = kd_step(model, opt, x[b], t[b], y[b], cfg.temperature, cfg.alpha)
+            tracker.observe(b, res.kl, res.agree, info=teacher_information(t[b], cfg.temperature))
             steps += 1
-    return model.flat_params.copy(), steps
+    return model.flat_params.copy(), steps, tracker.settled.copy()
 
 
 @pytest.mark.parametrize("kind", board_params())
@@ -102,15 +107,23 @@ def test_numerics_match_the_numpy_trainer(kind, running, digits):
     spec["layers"][0]["activation"] = "tanh" if kind == "qemu-m3" else "relu"
     init = Sequential(spec, seed=3).flat_params.copy()
     board = running(kind)
-    for opt, lr in (("sgd", 0.05), ("adam", 0.01)):
+    # halting off, then on (the relative threshold, loose enough that samples settle within
+    # the three epochs and leave the later epochs' orders): the same weights means the board
+    # settled exactly the samples the NumPy trainer did
+    for opt, lr, halting in (("sgd", 0.05, HaltingConfig(enabled=False)),
+                             ("adam", 0.01, HaltingConfig(enabled=False)),
+                             ("adam", 0.01, HaltingConfig(eps=0.5, threshold="relative",
+                                                          patience=1, min_samples=0))):
         cfg = TrainConfig(epochs=3, batch=4, lr=lr, optimizer=opt, val_fraction=0.0,
-                          restore_best=False, halting=HaltingConfig(enabled=False))
+                          restore_best=False, halting=halting)
         with connect(board.port, timeout=10) as client:
             res = BoardTrainer(client, spec, init, cfg).run(x, y, t, ds.x_test[:8], ds.y_test[:8])
             got = get_params(client, info(client))
         _, _, _, _, xd = encode_x(x, "u8")   # BoardTrainer's default x codec
-        want, steps = numpy_reference(spec, init, xd, y, t, np.arange(n), cfg)
-        assert steps >= 100
+        want, steps, settled = numpy_reference(spec, init, xd, y, t, np.arange(n), cfg)
+        assert steps >= 100 if not halting.enabled else 60 <= steps < 100
+        assert res["settled_fraction"] == settled.mean()
+        assert (0.1 < settled.mean() < 0.9) if halting.enabled else not settled.any()
         err = np.abs(got - want)
         print(kind, opt, steps, "max |err|", float(err.max()), "max err/bound",
               float((err / (ATOL + RTOL * np.abs(want))).max()))
@@ -325,10 +338,10 @@ def test_training_message_layouts_match_the_doc():
     from firmware_bridge import messages as m
     assert [m.TRAIN_SETUP, m.TRAIN_STEP, m.EVAL, m.PARAMS_GET, m.PARAMS_SET] == \
         list(range(0x2A, 0x2F))
-    s = m.StudentSetup(1, m.X_U8, True, 64, 18, 1000, 4.0, 0.9, 0.9, 0.999, 1e-8, 0.05, 2,
+    s = m.StudentSetup(1, m.X_U8, True, 64, 18, 1000, 4.0, 0.9, 0.9, 0.999, 1e-8, 0.05, 2, 1,
                        0.5, 0.25, [(32, 1), (10, 0)])
-    assert s.pack() == (struct.pack("<BBBBHHIffffffB3xff", 1, 2, 2, 1, 64, 18, 1000, 4.0, 0.9,
-                                    0.9, 0.999, 1e-8, 0.05, 2, 0.5, 0.25)
+    assert s.pack() == (struct.pack("<BBBBHHIffffffBB2xff", 1, 2, 2, 1, 64, 18, 1000, 4.0, 0.9,
+                                    0.9, 0.999, 1e-8, 0.05, 2, 1, 0.5, 0.25)
                         + struct.pack("<HBxHBx", 32, 1, 10, 0))
     assert m.StudentSetup.unpack(s.pack()).pack() == s.pack()
     f = m.StepFrame(3, m.X_U8, 5, 0.5, np.array([7]), np.array([2]), np.array([[9, 8]], np.uint8),

@@ -16,8 +16,8 @@ from .train_cmd import DATA_HELP
 
 # defaults come from the device trainer's configs, so a board trains as `edgekd train` does
 
-# boards settle by the absolute rule (the firmware has no teacher-information term yet)
-_HALT = HaltingConfig(threshold="absolute", eps=0.05)
+_HALT = HaltingConfig(threshold="absolute", eps=0.05)   # train-last settles by the absolute rule
+_STUDENT_HALT = HaltingConfig()   # board train: the device trainer's rule (relative threshold)
 _TRAIN = TrainConfig()
 
 
@@ -270,13 +270,18 @@ def _holdout_text(h):
               type=click.FloatRange(0, min_open=True))
 @click.option("--alpha", default=_TRAIN.alpha, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--halting/--no-halting", default=True, show_default=True,
-              help="Let the board settle samples (KL <= eps and argmax agreement for "
-                   "--patience visits); the host stops sending them.")
-@click.option("--eps", default=_HALT.eps, show_default=True, type=click.FloatRange(0))
-@click.option("--patience", default=_HALT.patience, show_default=True, type=click.IntRange(1, 127))
-@click.option("--rho", default=_HALT.rho, show_default=True, type=click.FloatRange(0, 1),
+              help="Let the board settle samples (KL <= eps, times the teacher's information "
+                   "under --threshold relative, and argmax agreement for --patience visits); "
+                   "the host stops sending them.")
+@click.option("--eps", default=_STUDENT_HALT.eps, show_default=True, type=click.FloatRange(0))
+@click.option("--threshold", default=_STUDENT_HALT.threshold, show_default=True,
+              type=click.Choice(["relative", "absolute"]),
+              help="relative: --eps times KL(teacher || uniform) at T, per sample (the device "
+                   "trainer's default); absolute: --eps itself.")
+@click.option("--patience", default=_STUDENT_HALT.patience, show_default=True, type=click.IntRange(1, 127))
+@click.option("--rho", default=_STUDENT_HALT.rho, show_default=True, type=click.FloatRange(0, 1),
               help="Stop when this fraction of samples has settled.")
-@click.option("--patience-epochs", default=_HALT.patience_epochs, show_default=True,
+@click.option("--patience-epochs", default=_STUDENT_HALT.patience_epochs, show_default=True,
               type=click.IntRange(1), help="Stop when the validation KL (measured on the board) "
                                            "has not improved for this many epochs.")
 @click.option("--val-fraction", default=_TRAIN.val_fraction, show_default=True,
@@ -288,7 +293,7 @@ def _holdout_text(h):
 @port_options
 @json_option
 def train_student(student_path, init_path, teacher_path, data, epochs, batch, optimizer, lr,
-                  lr_schedule, momentum, temperature, alpha, halting, eps, patience, rho,
+                  lr_schedule, momentum, temperature, alpha, halting, eps, threshold, patience, rho,
                   patience_epochs, val_fraction, x_codec, seed, limit, port, baud, timeout,
                   retries, verbose, as_json):
     """Train the whole float32 student on the board by KD, with early halting decided there.
@@ -321,8 +326,8 @@ def train_student(student_path, init_path, teacher_path, data, epochs, batch, op
                       optimizer=optimizer, momentum=momentum, seed=seed,
                       temperature=temperature, alpha=alpha, val_fraction=val_fraction,
                       val_metric="kl",
-                      halting=HaltingConfig(enabled=halting, eps=eps, threshold="absolute",
-                                                patience=patience,
+                      halting=HaltingConfig(enabled=halting, eps=eps, threshold=threshold,
+                                            patience=patience,
                                             rho=rho, patience_epochs=patience_epochs))
     ds = load_data(data)
     x_train, y_train = ds.x_train[:limit], ds.y_train[:limit]

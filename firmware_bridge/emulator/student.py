@@ -7,7 +7,7 @@ import numpy as np
 
 from edgekd.design.board_memory import train_plan
 from edgekd.distill.halting import HaltingConfig, SettleTracker
-from edgekd.distill.losses import kd_loss
+from edgekd.distill.losses import kd_loss, teacher_information
 from edgekd.distill.optim import SGD, Adam
 from edgekd.errors import EdgekdError
 from edgekd.nn.model import Sequential
@@ -44,8 +44,9 @@ class BoardStudent:
         else:
             self.opt = Adam(pairs, 0.0, betas=(s.beta1, s.beta2), eps=s.adam_eps)
         self.acc = np.zeros_like(self.model.flat_grads)
+        threshold = {v: k for k, v in m.THRESHOLD_CODES.items()}[s.threshold]
         self.tracker = SettleTracker(s.samples, HaltingConfig(
-            enabled=s.halting, eps=s.halt_eps, patience=s.patience))
+            enabled=s.halting, eps=s.halt_eps, patience=s.patience, threshold=threshold))
         self.classes = s.layers[-1][0]
 
     @staticmethod
@@ -54,7 +55,7 @@ class BoardStudent:
               and 1 <= s.rows <= 64 and 1 <= s.patience <= 127 and 0 < s.temperature < 1e6
               and 0 <= s.alpha <= 1 and 0 <= s.beta1 < 1 and 0 <= s.beta2 < 1
               and 0 < s.adam_eps < 1 and 0 <= s.halt_eps < np.inf and np.isfinite(s.x_lo)
-              and 0 < s.x_step < np.inf
+              and 0 < s.x_step < np.inf and s.threshold in m.THRESHOLD_CODES.values()
               and all(u >= 1 and a in m.ACT_NAMES for u, a in s.layers) and 1 <= len(s.layers) <= 8)
         if not ok:
             raise StudentRefusal(m.E_REFUSED, "TRAIN_SETUP: a field is out of range")
@@ -100,7 +101,8 @@ class BoardStudent:
             self.acc += model.flat_grads
             if f.flags & m.STEP_END:
                 self._optimizer_step(f.lr)
-            settled = self.tracker.observe(f.ids.astype(np.int64), res.kl, res.agree)
+            info = teacher_information(f.teacher, self.setup.temperature)
+            settled = self.tracker.observe(f.ids.astype(np.int64), res.kl, res.agree, info=info)
         return m.StepResult(float(loss_sum), float(res.kl.sum()), n, int(res.agree.sum()),
                             int((logits.argmax(axis=1) == f.labels).sum()), 0, False, settled)
 

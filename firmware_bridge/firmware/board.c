@@ -392,7 +392,7 @@ static void put_setup(uint8_t *out, const ekb_train_setup *s)
     wr16(out + 4, s->in); wr16(out + 6, s->rows); wr32(out + 8, s->n_ids);
     wrf(out + 12, s->temperature); wrf(out + 16, s->alpha); wrf(out + 20, s->beta1);
     wrf(out + 24, s->beta2); wrf(out + 28, s->adam_eps); wrf(out + 32, s->halt_eps);
-    out[36] = s->patience;
+    out[36] = s->patience; out[37] = s->threshold;
     wrf(out + 40, s->x_lo); wrf(out + 44, s->x_step);
     for (l = 0; l < s->n_layers; l++) {
         wr16(out + SETUP_FIXED + 4 * l, s->units[l]);
@@ -434,7 +434,7 @@ static long do_train_setup(const uint8_t *in, size_t len, uint8_t *out)
     s.in = rd16(in + 4); s.rows = rd16(in + 6); s.n_ids = rd32(in + 8);
     s.temperature = rdf(in + 12); s.alpha = rdf(in + 16); s.beta1 = rdf(in + 20);
     s.beta2 = rdf(in + 24); s.adam_eps = rdf(in + 28); s.halt_eps = rdf(in + 32);
-    s.patience = in[36]; s.x_lo = rdf(in + 40); s.x_step = rdf(in + 44);
+    s.patience = in[36]; s.threshold = in[37]; s.x_lo = rdf(in + 40); s.x_step = rdf(in + 44);
     for (l = 0; l < s.n_layers; l++) {
         s.units[l] = rd16(in + SETUP_FIXED + 4 * l);
         s.act[l] = in[SETUP_FIXED + 4 * l + 2];

@@ -45,11 +45,12 @@ int ekb_train_configure(const ekb_train_setup *s, ekb_train_plan *out, const cha
     }
     if (s->optimizer > EKB_OPT_ADAM || (s->x_dtype != EKB_X_F32 && s->x_dtype != EKB_X_U8) ||
         s->in < 1 || s->rows < 1 || s->patience < 1 || s->patience > 127 ||
+        s->threshold > EKB_THRESHOLD_RELATIVE ||
         !(s->temperature > 0.0f && s->temperature < 1e6f) || !(s->alpha >= 0.0f && s->alpha <= 1.0f) ||
         !(s->beta1 >= 0.0f && s->beta1 < 1.0f) || !(s->beta2 >= 0.0f && s->beta2 < 1.0f) ||
         !(s->adam_eps > 0.0f && s->adam_eps < 1.0f) || !(s->halt_eps >= 0.0f && finite(s->halt_eps)) ||
         !finite(s->x_lo) || !(s->x_step > 0.0f && finite(s->x_step))) {
-        *why = "TRAIN_SETUP: a field is out of range (optimizer, dtype, temperature, alpha, betas, eps, patience, input scale)";
+        *why = "TRAIN_SETUP: a field is out of range (optimizer, dtype, temperature, alpha, betas, eps, patience, threshold, input scale)";
         return EKB_E_REFUSED;
     }
     act_floats = s->in;
@@ -176,9 +177,11 @@ static void softmax_t(const float *v, uint16_t n, float T, float *p, float *lp)
 }
 
 /* The KD loss of one row, L = a T^2 KL(p(t/T) || p(s/T)) + (1 - a) CE(y, p(s)); its gradient,
- * divided by the batch, replaces the logits (times the last activation's derivative). Returns the row's loss; *kl the KL at T. */
+ * divided by the batch, replaces the logits (times the last activation's derivative). Returns
+ * the row's loss; *kl the KL at T, *limit what settling compares it with: eps, or eps * I_T
+ * (I_T = log C + sum p_T log p_T, the teacher's information) under the relative threshold. */
 static float kd_row(float *s, const uint8_t *teacher, uint16_t label, uint16_t batch,
-                    float *kl, uint8_t *agree, uint8_t *correct)
+                    float *kl, float *limit, uint8_t *agree, uint8_t *correct)
 {
     float t[EKB_MAX_CLASSES], ps[EKB_MAX_CLASSES], lps[EKB_MAX_CLASSES];
     float pt[EKB_MAX_CLASSES], lpt[EKB_MAX_CLASSES], p[EKB_MAX_CLASSES], lp[EKB_MAX_CLASSES];
@@ -196,6 +199,12 @@ static float kd_row(float *s, const uint8_t *teacher, uint16_t label, uint16_t b
     for (c = 0; c < C; c++) d += pt[c] * (lpt[c] - lps[c]);
     if (d < 0.0f) d = 0.0f;
     *kl = d;
+    *limit = setup.halt_eps;
+    if (setup.threshold == EKB_THRESHOLD_RELATIVE) {
+        float info = logf((float)C);
+        for (c = 0; c < C; c++) info += pt[c] * lpt[c];
+        *limit = setup.halt_eps * info;
+    }
     loss = a * T * T * d;
     if (a < 1.0f) {
         softmax_t(s, C, 1.0f, p, lp);
@@ -288,7 +297,7 @@ int ekb_train_frame(uint8_t flags, uint16_t n, uint16_t batch, float lr, const u
 {
     const uint16_t C = ekb_train_classes();
     const int measure = (flags & EKB_STEP_MEASURE) != 0;
-    float kls[EKB_TRAIN_MAX_ROWS];
+    float kls[EKB_TRAIN_MAX_ROWS], limits[EKB_TRAIN_MAX_ROWS];
     uint8_t agrees[EKB_TRAIN_MAX_ROWS];
     uint16_t r;
     memset(res, 0, sizeof *res);
@@ -301,7 +310,7 @@ int ekb_train_frame(uint8_t flags, uint16_t n, uint16_t batch, float lr, const u
         float *s = act[setup.n_layers] + (size_t)r * C;
         res->loss_sum += kd_row(s, teacher + 4 * (size_t)r * C,
                                 (uint16_t)(labels[2 * r] | (labels[2 * r + 1] << 8)), batch,
-                                &kls[r], &agrees[r], &correct);
+                                &kls[r], &limits[r], &agrees[r], &correct);
         res->kl_sum += kls[r];
         res->agree += agrees[r];
         res->correct += correct;
@@ -323,7 +332,7 @@ int ekb_train_frame(uint8_t flags, uint16_t n, uint16_t batch, float lr, const u
     for (r = 0; r < n; r++) {
         uint32_t id = rd32(ids + 4 * (size_t)r);
         uint8_t st = settle[id], streak = (uint8_t)(st & 0x7F);
-        int ok = kls[r] <= setup.halt_eps && agrees[r];
+        int ok = kls[r] <= limits[r] && agrees[r];
         streak = ok ? (uint8_t)(streak < 127 ? streak + 1 : 127) : 0;
         if (setup.halting && !(st & 0x80) && streak >= setup.patience) {
             st |= 0x80;

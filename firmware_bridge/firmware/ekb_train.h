@@ -1,7 +1,8 @@
 /* Training the whole float32 MLP student on the board (docs/protocol.md, section 11.8):
  * dense layers with relu / relu6 / tanh / none, the KD loss (T, alpha; edgekd/kernels/kd.py), backward,
  * SGD with momentum or Adam, and the early-halting rule of edgekd's device trainer (a sample
- * settles once KL <= eps and the argmax agrees for `patience` visits). Weights, gradients,
+ * settles once KL <= eps, or under the relative threshold KL <= eps * I_T with I_T the
+ * teacher's information log C - H(p_T), and the argmax agrees for `patience` visits). Weights, gradients,
  * optimizer state, one frame of activations and the settle state are carved out of one static
  * arena (EKB_TRAIN_ARENA bytes) when the host sets the student up; nothing is allocated later. */
 #ifndef EKB_TRAIN_H
@@ -13,13 +14,14 @@
 enum { EKB_OPT_SGD = 0, EKB_OPT_ADAM = 1 };
 enum { EKB_X_F32 = 0, EKB_X_U8 = 2 };
 enum { EKB_STEP_BEGIN = 1, EKB_STEP_END = 2, EKB_STEP_MEASURE = 4 };
+enum { EKB_THRESHOLD_ABSOLUTE = 0, EKB_THRESHOLD_RELATIVE = 1 };
 
 typedef struct {
     uint8_t optimizer, n_layers, x_dtype, halting;
     uint16_t in, rows;           /* inputs per sample; most rows in one frame */
     uint32_t n_ids;              /* samples whose settling the board tracks (ids 0..n-1) */
     float temperature, alpha, beta1, beta2, adam_eps, halt_eps;
-    uint8_t patience;
+    uint8_t patience, threshold;   /* threshold: EKB_THRESHOLD_* */
     float x_lo, x_step;          /* u8 inputs: x = lo + q * step (float32) */
     uint16_t units[EKB_TRAIN_MAX_LAYERS];
     uint8_t act[EKB_TRAIN_MAX_LAYERS];   /* 0 none, 1 relu, 2 relu6, 3 tanh (edgekd's codes) */
