@@ -49,6 +49,22 @@ def test_disabled_halting_never_settles():
     assert not t.settled.any()
 
 
+def test_a_probe_that_no_longer_meets_the_rule_unsettles():
+    t = SettleTracker(4, HaltingConfig(eps=0.1, patience=1))
+    visit(t, [0.0] * 4, [True] * 4)
+    ids = np.arange(4)
+    woken = t.probe(ids, np.array([0.05, 0.1, 0.2, 0.0], np.float32),
+                    np.array([True, True, True, False]))
+    assert woken.tolist() == [2, 3]      # drifted past eps; argmax no longer agreeing
+    assert t.settled.tolist() == [True, True, False, False] and t.streak[2:].tolist() == [0, 0]
+    # the relative threshold scales the probe's limit with the teacher's information
+    t = SettleTracker(2, HaltingConfig(eps=0.1, patience=1, threshold="relative"))
+    visit(t, [0.0, 0.0], [True, True])
+    woken = t.probe(np.arange(2), np.array([0.15, 0.15], np.float32), np.array([True, True]),
+                    info=np.array([2.0, 1.0], np.float32))
+    assert woken.tolist() == [1]
+
+
 def test_wake_unsettles_drifted_rehearsals_only_under_wake():
     for policy, expect in (("wake", [1]), ("rehearse", []), ("skip", [])):
         t = SettleTracker(2, HaltingConfig(eps=0.1, patience=1, policy=policy, eps_wake=0.3))

@@ -93,13 +93,16 @@ def test_tcp_equals_in_process_and_counts_real_bytes(server, teacher, digits, tm
     assert "stop: " in log
 
 
-@pytest.mark.parametrize("codec,x_codec,budget", [("f32", "f32", 0), ("topk", "u8", 0),
-                                                 ("topk", "u8", 40_000)])
+@pytest.mark.parametrize("codec,x_codec,budget,probe", [
+    ("f32", "f32", 0, 0.0), ("topk", "u8", 0, 0.0), ("topk", "u8", 40_000, 0.0),
+    ("topk", "u8", 20_000, 0.3)])
 def test_resume_through_a_proxy_that_cuts_and_flips_bits(server, teacher, digits, tmp_path,
-                                                          codec, x_codec, budget):
+                                                          codec, x_codec, budget, probe):
     """Streaming everything, and keeping a third of the split (kept samples replayed among
-    streamed ones, so host batches and training steps do not line up)."""
-    cfg, link = cfg_for(codec=codec, x_codec=x_codec, cache_budget=budget)
+    streamed ones, so host batches and training steps do not line up); and probes of settled
+    samples (WAKE before each epoch, HALT again after the visit)."""
+    halting = HaltingConfig(eps=0.2, probe_prob=probe) if probe else HaltingConfig()
+    cfg, link = cfg_for(codec=codec, x_codec=x_codec, cache_budget=budget, halting=halting)
     clean = train_student(STUDENT, tcp_source(server.address, link), cfg, str(tmp_path / "clean"))
     cut = (20_000, 60_000) if codec == "f32" else (4_000, 12_000)   # a few cuts per run
     proxy = FaultProxy(server.address, cut_bytes=cut, flip_prob=0.02, seed=1)

@@ -66,14 +66,16 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("policy,keep,budget", [
-    ("skip", "first", 0), ("rehearse", "first", 1 << 20), ("wake", "settled", 40_000),
-    ("rehearse", "first", 40_000)])
+@pytest.mark.parametrize("policy,keep,budget,probe", [
+    ("skip", "first", 0, 0.0), ("rehearse", "first", 1 << 20, 0.0),
+    ("wake", "settled", 40_000, 0.0), ("rehearse", "first", 40_000, 0.0),
+    ("rehearse", "first", 20_000, 0.3)])
 def test_resume_after_a_crash_gives_the_same_weights(teacher, digits, tmp_path, policy, keep,
-                                                     budget):
-    """Nothing kept, everything kept, and a third of the split kept (the rest streamed)."""
+                                                     budget, probe):
+    """Nothing kept, everything kept, and a third of the split kept (the rest streamed); and
+    probes of settled samples not kept (asked back before each epoch)."""
     halting = {"eps": 0.2, "policy": policy, "rehearse_prob": 0.5, "eps_wake": 0.25, "rho": 1.0,
-               "keep": keep}
+               "keep": keep, "probe_prob": probe}
     clean = run(teacher, digits, tmp_path / "clean", halting=halting, optimizer="nesterov",
                 cache_budget=budget)
 
@@ -92,6 +94,9 @@ def test_resume_after_a_crash_gives_the_same_weights(teacher, digits, tmp_path, 
     assert resumed["bytes_down"] > clean["bytes_down"]  # the resumed run re-fetched eval data
     lines = (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["epoch"] for s in lines] == list(range(1, clean["epochs_run"] + 1))
+    if probe:
+        epochs = [json.loads(s) for s in lines]
+        assert sum(e["probed"] for e in epochs) > 0 and sum(e["woken"] for e in epochs) > 0
 
 
 def test_what_the_device_keeps_changes_the_bytes_and_not_the_weights(teacher, digits, tmp_path):

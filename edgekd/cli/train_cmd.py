@@ -89,6 +89,11 @@ def halting_options(f):
                           "crosses the link once): the first to arrive, or those that settle."),
         click.option("--rehearse-prob", default=d.rehearse_prob, show_default=True,
                      type=click.FloatRange(0, 1), help="Per-epoch rehearsal probability."),
+        click.option("--probe-prob", default=d.probe_prob, show_default=True,
+                     type=click.FloatRange(0, 1),
+                     help="Per epoch, the share of settled samples the device does not keep "
+                          "that it asks back as probes; a probe that no longer meets the settle "
+                          "rule is streamed again until it settles anew."),
         click.option("--eps-wake", default=d.eps_wake, show_default=True, type=click.FloatRange(0),
                      help="KL above which a rehearsed sample wakes (policy wake)."),
         click.option("--rho", default=d.rho, show_default=True, type=click.FloatRange(0, 1),
@@ -112,7 +117,7 @@ def make_config(kw):
                       threshold=kw.pop("threshold"), min_samples=kw.pop("min_samples"),
                       settle_after=kw.pop("settle_after"),
                       policy=kw.pop("policy"), keep=kw.pop("keep"),
-                      rehearse_prob=kw.pop("rehearse_prob"),
+                      rehearse_prob=kw.pop("rehearse_prob"), probe_prob=kw.pop("probe_prob"),
                       eps_wake=kw.pop("eps_wake"), rho=kw.pop("rho"), delta=kw.pop("delta"),
                       patience_epochs=kw.pop("patience_epochs"),
                       byte_budget=kw.pop("byte_budget"), time_budget_s=kw.pop("time_budget"))
@@ -333,7 +338,7 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
 FLAG_FIELDS = {"halting": "halting.enabled", "time_budget": "halting.time_budget_s",
                "no_kd": "kd"}
 HALTING_FLAGS = ("eps", "threshold", "patience", "settle_after", "min_samples", "policy",
-                 "keep", "rehearse_prob", "eps_wake", "rho", "delta", "patience_epochs", "byte_budget")
+                 "keep", "rehearse_prob", "probe_prob", "eps_wake", "rho", "delta", "patience_epochs", "byte_budget")
 
 
 def warn_overridden(ctx, cfg, codecs, checkpoint):

@@ -10,8 +10,10 @@ fetch-once) is still replayed, per the policy:
   skip      never visited again;
   rehearse  (default) replayed with probability `rehearse_prob` (default 1) per epoch;
   wake      as rehearse, and a replay whose KL exceeds `eps_wake` un-settles the sample.
-A settled sample the device does not keep is never seen again. docs/halting.md gives the
-measurements that chose these defaults.
+A settled sample the device does not hold is not sent again, except as a probe: each epoch
+the device asks for a seeded `probe_prob` share of them back (WAKE before the epoch); a probe
+that still meets the settle rule is halted again, one that does not is un-settled and streamed
+until it settles anew. docs/halting.md gives the measurements that chose these defaults.
 Per-epoch: stop when the settled fraction reaches `rho`, when the validation signal has not
 improved by `delta` for `patience_epochs` epochs, or when a byte or time budget runs out.
 """
@@ -38,6 +40,7 @@ class HaltingConfig:
     policy: str = "rehearse"
     keep: str = "first"
     rehearse_prob: float = 1.0
+    probe_prob: float = 0.0   # per epoch, the share of settled samples not held sent back as probes
     eps_wake: float = 0.2
     rho: float = 0.98
     delta: float = 0.001
@@ -54,7 +57,7 @@ class HaltingConfig:
         if self.keep not in KEEP:
             raise EdgekdError(f"halting keep must be one of {', '.join(KEEP)}, got {self.keep!r}")
         for name, lo, hi in (("eps", 0, None), ("eps_wake", 0, None), ("rho", 0, 1),
-                             ("rehearse_prob", 0, 1), ("delta", 0, None)):
+                             ("rehearse_prob", 0, 1), ("probe_prob", 0, 1), ("delta", 0, None)):
             v = getattr(self, name)
             if not np.isfinite(v) or v < lo or (hi is not None and v > hi):
                 raise EdgekdError(f"halting {name} must be in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
@@ -102,6 +105,14 @@ class SettleTracker:
         if self.cfg.policy != "wake":
             return ids[:0]
         woken = ids[kl > self.limit(self.cfg.eps_wake, info)]
+        self.settled[woken] = False
+        self.streak[woken] = 0
+        return woken
+
+    def probe(self, ids, kl, agree, info=None):
+        """Check probed (settled, streamed again) ids: those that no longer meet the settle
+        rule (KL above eps, argmax disagreeing) un-settle. Returns them."""
+        woken = ids[(kl > self.limit(self.cfg.eps, info)) | ~agree]
         self.settled[woken] = False
         self.streak[woken] = 0
         return woken

@@ -137,19 +137,26 @@ class Trainer:
         return self.finish(start, reason)
 
     def plan(self):
-        """This epoch's samples: every one not settled, and settled ones the device holds
-        (in its cache, or in a source that serves from memory) with probability
-        rehearse_prob (policies rehearse and wake), in the epoch order."""
+        """This epoch's samples: every one not settled, settled ones the device holds (in its
+        cache, or in a source that serves from memory) with probability rehearse_prob
+        (policies rehearse and wake), and as probes settled ones it does not hold with
+        probability probe_prob (`self.probing`; the host is asked for them back), in the
+        epoch order."""
         cfg, h = self.cfg, self.cfg.halting
         settled = self.tracker.settled
         planned = ~settled
+        held = self.cache.kept
+        local = self.source.holds()
+        if local is not None:
+            held = held | local
         if h.policy != "skip":
             draw = np.random.default_rng([cfg.seed, self.epoch, 2]).random(len(settled))
-            held = self.cache.kept
-            local = self.source.holds()
-            if local is not None:
-                held = held | local
             planned |= settled & held & (draw < h.rehearse_prob)
+        self.probing = np.zeros(len(settled), bool)
+        if h.probe_prob:
+            draw = np.random.default_rng([cfg.seed, self.epoch, 3]).random(len(settled))
+            self.probing = settled & ~held & (draw < h.probe_prob)
+            planned |= self.probing
         return epoch_order(self.train_ids, cfg.seed, self.epoch, ~planned)
 
     def arrived(self, b):
@@ -162,10 +169,15 @@ class Trainer:
     def run_epoch(self, start):
         cfg = self.cfg
         t_epoch = time.perf_counter()
-        n = {"loss": 0.0, "correct": 0, "visited": 0, "rehearsed": 0, "woken": 0, "settled": 0}
+        n = {"loss": 0.0, "correct": 0, "visited": 0, "rehearsed": 0, "probed": 0, "woken": 0,
+             "settled": 0}
         stop = None
         self.opt.lr = np.float32(cfg.lr_at(self.epoch))
-        feed = EpochFeed(self.source, self.epoch, self.plan(), self.cache.kept, self.cache,
+        plan = self.plan()
+        probes = np.flatnonzero(self.probing)
+        if len(probes):   # WAKE them before the epoch starts, so the host streams them
+            self.source.report(self.epoch, 0, probes[:0], probes)
+        feed = EpochFeed(self.source, self.epoch, plan, self.cache.kept, self.cache,
                          cfg.batch, self.arrived)
         for ids, x, soft, y, rows in feed.steps():
             res = self.step(x, soft, y)
@@ -179,22 +191,30 @@ class Trainer:
         return self.epoch_metrics(n, t_epoch, stop)
 
     def observe(self, ids, res, soft, rows, y, n):
-        """Settle, rehearse and keep after one step; returns the ids the host must now halt."""
+        """Settle, rehearse, probe and keep after one step; returns the ids the host must now
+        halt (probes that still meet the rule among them: the host streamed them again)."""
         was = self.tracker.settled[ids]
-        halted_before = was | self.cache.kept[ids]
+        probe = self.probing[ids]
+        halted_before = (was & ~probe) | self.cache.kept[ids]
         fresh = ~was
         info = (teacher_information(soft, self.cfg.temperature)
                 if self.cfg.halting.threshold == "relative" else np.ones(len(ids), np.float32))
         new = self.tracker.observe(ids[fresh], res.kl[fresh], res.agree[fresh], self.epoch,
                                    info[fresh])
-        n["woken"] += len(self.tracker.rehearse(ids[was], res.kl[was], info[was]))
+        replay = was & ~probe
+        n["woken"] += len(self.tracker.rehearse(ids[replay], res.kl[replay], info[replay]))
+        if probe.any():
+            n["woken"] += len(self.tracker.probe(ids[probe], res.kl[probe], res.agree[probe],
+                                                 info[probe]))
+            self.probing[ids[probe]] = False
+            n["probed"] += int(probe.sum())
         if self.cfg.halting.keep == "settled" and len(new) and rows is not None:
             pos = np.flatnonzero(np.isin(ids, new) & ~self.cache.kept[ids])
             self.cache.admit(ids[pos], rows[pos], y[pos])
         n["loss"] += res.loss * len(ids)
         n["correct"] += res.correct
         n["visited"] += len(ids)
-        n["rehearsed"] += int(was.sum())
+        n["rehearsed"] += int(replay.sum())
         n["settled"] += len(new)
         now = self.tracker.settled[ids] | self.cache.kept[ids]
         return ids[now & ~halted_before]
@@ -215,7 +235,8 @@ class Trainer:
                 "train_accuracy": n["correct"] / visited, "val_accuracy": val.get("accuracy"),
                 "val_agreement": val.get("agreement"), "val_kl": val.get("kl"),
                 "test_accuracy": test_acc,
-                "visited": n["visited"], "rehearsed": n["rehearsed"], "woken": n["woken"],
+                "visited": n["visited"], "rehearsed": n["rehearsed"], "probed": n["probed"],
+                "woken": n["woken"],
                 "newly_settled": n["settled"], "settled": int(self.tracker.settled.sum()),
                 "settled_fraction": settled_frac, "kept": self.cache.used,
                 "kept_bytes": self.cache.nbytes, **link,
