@@ -2,7 +2,10 @@
 fetch-what-fits, at a device budget where most samples must be streamed (1% of the encoded
 training split) and at one that holds them all.
 
-    python benchmarks/halting_rules.py [--seeds 5] [--sets digits,sensor] [--budgets 1%,all] [--json]
+    python benchmarks/halting_rules.py [--seeds 5] [--sets digits,sensor] [--budgets 1%,all]
+                                       [--rules default,probe] [--json]
+
+--rules keeps the rules whose label holds one of the words (the baseline always runs).
 
 Same data sets, students, teachers and accounting as benchmarks/link_bytes.py.
 """
@@ -26,6 +29,10 @@ RULES = (  # label, halting settings (the rest are the defaults)
     ("relative eps 0.03", {"eps": 0.03}),
     ("relative eps 0.02, settle after 10", {"settle_after": 10}),
     ("relative eps 0.02, kept: rehearse 0.5", {"rehearse_prob": 0.5}),
+    ("relative eps 0.05", {"eps": 0.05}),
+    ("relative eps 0.02, probe 0.1", {"probe_prob": 0.1}),
+    ("relative eps 0.05, probe 0.1", {"eps": 0.05, "probe_prob": 0.1}),
+    ("relative eps 0.05, probe 0.2", {"eps": 0.05, "probe_prob": 0.2}),
 )
 BUDGETS = {"1%": 0.01, "10%": 0.10, "all": None}
 
@@ -35,8 +42,12 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--sets", default="digits,sensor")
     ap.add_argument("--budgets", default="1%,all", help="device budgets: 1%%, 10%%, all")
+    ap.add_argument("--rules", help="comma-separated words: only the rules whose label holds one")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    words = a.rules.split(",") if a.rules else None
+    rules = [r for i, r in enumerate(RULES)
+             if i == 0 or words is None or any(w in r[0] for w in words)]
     a.epochs, a.fmnist_train = None, 3000
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -48,7 +59,7 @@ def main(argv=None):
                 frac = BUDGETS[budget_name]
                 budget = 1 << 40 if frac is None else int(frac * whole)
                 base = None
-                for label, halting in RULES:
+                for label, halting in rules:
                     if budget_name != "all" and "rehearse_prob" in halting:
                         continue   # what replaying kept samples costs: only where all are kept
                     rs = [run(name, data, teacher, (label, halting, "topk"), budget, s,

@@ -172,16 +172,8 @@ def maxpool2d_forward(x, ph, pw, sh, sw, out, arg):
 
 @njit(**JIT)
 def maxpool2d_max(x, ph, pw, sh, sw, out):
-    n, ho, wo, c = out.shape
-    for s in range(n):
-        for oh in range(ho):
-            for ow in range(wo):
-                for ci in range(c):
-                    best = x[s, oh * sh, ow * sw, ci]
-                    for i in range(ph):
-                        for j in range(pw):
-                            best = max(best, x[s, oh * sh + i, ow * sw + j, ci])
-                    out[s, oh, ow, ci] = best
+    """Inference: the loops above already cost no more than the max alone."""
+    maxpool2d_forward(x, ph, pw, sh, sw, out, np.empty(out.shape, np.int64))
 
 
 @njit(**JIT)
