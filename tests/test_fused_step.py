@@ -111,3 +111,43 @@ def test_generated_once_and_reused(own_cache):
     again, _ = step_numba.compile_step(program, "sgd", 6, 13)
     assert (own_cache / "edgekd-steps" / files[0]).stat().st_mtime_ns == stamp
     assert sizes(4)[0] == 4 * sizes(1)[0]  # the float workspace scales with the batch
+
+
+
+RUN = """
+import sys, tempfile
+import numpy as np
+pads = [np.empty(int(sys.argv[1]) + i, np.uint8) for i in range(50)]   # shift the heap
+from edgekd.kernels import backend
+backend.select("numba")
+from edgekd.data import load_dataset
+from edgekd.distill.config import TrainConfig
+from edgekd.link.local import LocalSource
+from edgekd.teachers import load_teacher
+from edgekd.workflows import train_student
+spec = {"input_shape": [64], "num_classes": 10, "layers": [
+    {"type": "dense", "units": 24, "activation": "relu"}, {"type": "dropout", "rate": 0.1},
+    {"type": "dense", "units": 10}]}
+src = LocalSource(load_teacher(sys.argv[2]), load_dataset("digits"))
+print(train_student(spec, src, TrainConfig(epochs=3), tempfile.mkdtemp())["weights_sha256"])
+"""
+
+
+def test_numba_weights_do_not_depend_on_the_heap(tmp_path):
+    """fastmath lets LLVM peel a loop to an aligned address, which reorders float sums, so a
+    batch or work array that lies elsewhere gave other weights. A model with dropout (the
+    layer-by-layer path), in processes whose heaps differ, must give the same bits."""
+    import subprocess
+    import sys
+
+    from edgekd.data import load_dataset
+    from edgekd.workflows import train_teacher
+    backend.select("numba")
+    train_teacher({"input_shape": [64], "num_classes": 10, "layers": [
+        {"type": "dense", "units": 64, "activation": "relu"}, {"type": "dense", "units": 10}]},
+        load_dataset("digits"), tmp_path / "t.npz", epochs=3)
+    got = {subprocess.run([sys.executable, "-c", RUN, str(pad), str(tmp_path / "t.npz")],
+                          capture_output=True, text=True, check=True).stdout.strip()
+           for pad in (1, 3, 7, 13, 29)}
+    backend.select("numpy")
+    assert len(got) == 1, got

@@ -12,6 +12,7 @@ def kd_step(model, opt, x, soft, y, temperature, alpha):
     fused = fused_kd_step(model, opt)  # one compiled call on the numba backend, when it applies
     if fused is not None:
         return fused(x, soft, y, temperature, alpha)
+    x, soft = model.aligned_batch(x, soft)
     logits = model.forward(x, training=True)
     bufs = model.loss_buffers(len(x))
     res = kd_loss(logits, soft, y, temperature, alpha, *bufs)

@@ -4,7 +4,7 @@ import hashlib
 
 import numpy as np
 
-from ..kernels.aligned import aligned_zeros
+from ..kernels.aligned import aligned_empty, aligned_zeros
 from .layers.dropout import Dropout
 from .spec import build_layers
 
@@ -59,8 +59,19 @@ class Sequential:
         """(grad [n, classes], kl [n]) work arrays for the loss of a batch of n."""
         bufs = self.__dict__.setdefault("_loss_bufs", {})
         if n not in bufs:
-            bufs[n] = (np.empty((n, self.num_classes), np.float32), np.empty(n, np.float32))
+            bufs[n] = (aligned_empty((n, self.num_classes)), aligned_empty(n))
         return bufs[n]
+
+    def aligned_batch(self, x, soft):
+        """x and soft copied onto arrays kept per batch shape, on cache lines (kernels.aligned),
+        so the compiled kernels sum in the same order whatever the heap looked like."""
+        bufs = self.__dict__.setdefault("_batch_bufs", {})
+        key = (np.shape(x), np.shape(soft))
+        if key not in bufs:
+            bufs[key] = (aligned_empty(key[0]), aligned_empty(key[1]))
+        xa, sa = bufs[key]
+        xa[...], sa[...] = x, soft
+        return xa, sa
 
     def predict(self, x, batch=256):
         """Logits for many samples in inference mode, in chunks to bound memory."""

@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...errors import EdgekdError
+from ...kernels.aligned import aligned_empty
 from ...kernels.backend import active
 from ..plan import LayerPlan
 
@@ -140,13 +141,15 @@ class Layer:
         return active()
 
     def scratch(self, name, shape, training, dtype=np.float32):
-        """A work array reused across training steps of the same shape; fresh otherwise."""
+        """A work array reused across training steps of the same shape; fresh otherwise. On a
+        cache line (kernels.aligned), so the compiled kernels sum in the same order whatever
+        the heap looked like."""
         if not training:
-            return np.empty(shape, dtype)
+            return aligned_empty(shape, dtype)
         key = (name, shape)
         a = self.work.get(key)
         if a is None:
-            a = self.work[key] = np.empty(shape, dtype)
+            a = self.work[key] = aligned_empty(shape, dtype)
         return a
 
     def add_param(self, name, shape):
