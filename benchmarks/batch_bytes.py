@@ -1,5 +1,7 @@
 """Bytes per streamed sample on the link, by soft-label codec and BATCH compression: top-k
-with k = 1..4 and float16, each with and without zlib, on the halting benchmark's sets.
+with k = 1..4 and float16, each with and without zlib (and zstandard at its default level,
+when the `zstandard` package is installed: the column is skipped otherwise), on the halting
+benchmark's sets.
 
     python benchmarks/batch_bytes.py [--samples 3200] [--json]
 
@@ -23,17 +25,29 @@ from link_bytes import load, teacher_for
 SOFT = (("topk", 4), ("topk", 3), ("topk", 2), ("topk", 1), ("f16", 0))
 
 
-def per_sample(data, logits, soft, k, n, batch=32):
+def zstd_compressor():
+    try:
+        import zstandard
+    except ImportError:
+        return None
+    return zstandard.ZstdCompressor()
+
+
+def per_sample(data, logits, soft, k, n, batch=32, zstd=None):
+    """(raw, zlib, zstd or None) bytes per sample of full BATCH frames; the zstd figure is the
+    zlib frame with its payload compressed by zstd instead (same header and CRC)."""
     xc = x_codec("u8", int(np.prod(data.input_shape)), affine8_params(data.x_train))
     sc = soft_codec(soft, logits.shape[1], k or 4)
-    raw = deflated = 0
+    raw = deflated = zstd_bytes = 0
     for i in range(0, n, batch):
         ids = np.arange(i, min(i + batch, n))
         payload = m.pack_batch(0, 1, m.SPLIT_TRAIN, ids, data.y_train[ids],
                                xc.encode(data.x_train[ids]), sc.encode(logits[ids]))
         raw += len(m.frame(m.T.BATCH, payload))
         deflated += len(m.frame(m.T.BATCH, zlib.compress(payload, m.ZLIB_LEVEL), m.FLAG_ZLIB))
-    return raw / n, deflated / n
+        if zstd is not None:
+            zstd_bytes += len(m.frame(m.T.BATCH, zstd.compress(payload), m.FLAG_ZLIB))
+    return raw / n, deflated / n, (zstd_bytes / n if zstd is not None else None)
 
 
 def main(argv=None):
@@ -43,23 +57,28 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     rows = []
+    zstd = zstd_compressor()
     with tempfile.TemporaryDirectory() as workdir:
         for name in a.sets.split(","):
             data = load(name, 3000)
             n = min(a.samples, len(data.y_train))
             logits = teacher_for(name, data, workdir).logits(data.x_train[:n])
             for soft, k in SOFT:
-                raw, deflated = per_sample(data, logits, soft, k, n)
+                raw, deflated, packed = per_sample(data, logits, soft, k, n, zstd=zstd)
                 rows.append({"set": name, "soft": f"{soft}{k or ''}", "bytes_per_sample": raw,
-                             "zlib_bytes_per_sample": deflated, "zlib_ratio": deflated / raw})
+                             "zlib_bytes_per_sample": deflated, "zlib_ratio": deflated / raw,
+                             "zstd_bytes_per_sample": packed})
     if a.json:
         print(json.dumps({"rows": rows}))
         return
-    print(f"{'set':14} {'soft labels':>11} {'B/sample':>9} {'zlib B/sample':>14} {'ratio':>6}")
+    head = f"{'set':14} {'soft labels':>11} {'B/sample':>9} {'zlib B/sample':>14} {'ratio':>6}"
+    print(head + (f" {'zstd B/sample':>14}" if zstd else ""))
     for r in rows:
-        print(f"{r['set']:14} {r['soft']:>11} {r['bytes_per_sample']:>9.1f} "
-              f"{r['zlib_bytes_per_sample']:>14.1f} {r['zlib_ratio']:>6.2f}")
-    print("(u8 inputs; per sample of a full BATCH frame of 32, headers included)")
+        line = (f"{r['set']:14} {r['soft']:>11} {r['bytes_per_sample']:>9.1f} "
+                f"{r['zlib_bytes_per_sample']:>14.1f} {r['zlib_ratio']:>6.2f}")
+        print(line + (f" {r['zstd_bytes_per_sample']:>14.1f}" if zstd else ""))
+    print("(u8 inputs; per sample of a full BATCH frame of 32, headers included"
+          + ("" if zstd else "; zstd skipped: pip install zstandard") + ")")
 
 
 if __name__ == "__main__":
