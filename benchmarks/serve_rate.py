@@ -329,8 +329,8 @@ def train_worker(src, spec, epochs, backend_name, index):
     rows, bytes_down = [0], [0]
     inner = src.epoch
 
-    def counted(epoch):
-        for b in inner(epoch):
+    def counted(epoch, plan=None):
+        for b in inner(epoch, plan):
             rows[0] += len(b.ids)
             yield b
     src.epoch = counted
