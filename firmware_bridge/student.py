@@ -7,6 +7,7 @@ import numpy as np
 
 from edgekd.design.board_memory import dense_units, frame_rows, train_plan
 from edgekd.errors import EdgekdError
+from edgekd.order import split_validation
 
 from . import messages as m
 from .commands import DoesNotFit
@@ -32,8 +33,8 @@ def setup_for(spec, cfg, rows, samples, x_dtype, x_lo=0.0, x_step=1.0):
                           f"got {cfg.optimizer}")
     return m.StudentSetup(
         optimizer=m.OPTIMIZER_CODES[opt], x_dtype=x_dtype,
-        halting=cfg.halting.enabled and samples - round(samples * cfg.val_fraction)
-        >= cfg.halting.min_samples,
+        halting=cfg.halting.enabled and len(split_validation(samples, cfg.val_fraction,
+                                                             cfg.seed)[0]) >= cfg.halting.min_samples,
         inputs=inputs, rows=rows, samples=samples, temperature=cfg.temperature,
         alpha=cfg.effective_alpha, beta1=cfg.momentum if opt == "sgd" else 0.9, beta2=0.999,
         adam_eps=1e-8, halt_eps=cfg.halting.eps, patience=cfg.halting.patience,

@@ -78,18 +78,15 @@ class FusedKDStep:
             nf, ni = self.sizes(n)
             c = self.model.num_classes
             w = self.work[n] = (aligned_empty(nf), aligned_empty(max(ni, 1), np.int64),
-                                aligned_empty((n, c)), aligned_empty(n), aligned_empty(n, np.bool_),
-                                aligned_empty((n, self.features)), aligned_empty((n, c)),
-                                aligned_empty(n, np.int64))
+                                aligned_empty((n, c)), aligned_empty(n), aligned_empty(n, np.bool_))
         return w
 
     def __call__(self, x, soft, y, temperature, alpha):
         n = len(x)
-        wf, wi, grad, kl, agree, xa, t, ya = self.buffers(n)
-        xa[...] = np.reshape(x, (n, -1))   # the batch copied onto aligned memory: same bits
-        t[...] = soft                      # whatever buffer the link decoded it into
-        ya[...] = y
-        x, y = xa, ya
+        wf, wi, grad, kl, agree = self.buffers(n)
+        x, t = self.model.aligned_batch(x, soft)   # same bits whatever buffer the link used
+        x = x.reshape(n, -1)
+        y = np.ascontiguousarray(y, np.int64)
         o = self.opt
         o.t += 1
         if self.kind == "sgd":

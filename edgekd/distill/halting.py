@@ -104,18 +104,17 @@ class SettleTracker:
         """Check rehearsed (settled) ids; under `wake`, drifted ones un-settle. Returns them."""
         if self.cfg.policy != "wake":
             return ids[:0]
-        woken = ids[kl > self.limit(self.cfg.eps_wake, info)]
-        self.settled[woken] = False
-        self.streak[woken] = 0
-        return woken
+        return self._unsettle(ids[kl > self.limit(self.cfg.eps_wake, info)])
 
     def probe(self, ids, kl, agree, info=None):
         """Check probed (settled, streamed again) ids: those that no longer meet the settle
         rule (KL above eps, argmax disagreeing) un-settle. Returns them."""
-        woken = ids[(kl > self.limit(self.cfg.eps, info)) | ~agree]
-        self.settled[woken] = False
-        self.streak[woken] = 0
-        return woken
+        return self._unsettle(ids[(kl > self.limit(self.cfg.eps, info)) | ~agree])
+
+    def _unsettle(self, ids):
+        self.settled[ids] = False
+        self.streak[ids] = 0
+        return ids
 
     def state(self):
         return {"halt.streak": self.streak, "halt.settled": self.settled}
