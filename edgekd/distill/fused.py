@@ -97,9 +97,7 @@ class FusedKDStep:
             loss, correct = self.fn(x, t, y, self.P, self.G, self.S1, self.S2, wf, wi, grad, kl,
                                     agree, float(temperature), float(alpha), float(o.lr), o.b1,
                                     o.b2, o.eps, o.wd, o.t, o.decoupled)
-        res = KDResult(float(loss), grad, kl, agree)
-        res.correct = int(correct)
-        return res
+        return KDResult(float(loss), grad, kl, agree, int(correct))
 
 
 def fused_kd_step(model, opt):

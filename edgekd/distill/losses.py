@@ -21,6 +21,7 @@ class KDResult:
     grad: np.ndarray        # [B, C], dL/ds
     kl: np.ndarray          # [B], KL(p_T || p_S) at temperature T, per sample
     agree: np.ndarray       # [B], argmax(student) == argmax(teacher)
+    correct: int = 0        # how many argmax(student) == y
 
 
 def cross_entropy(s, y):
@@ -40,8 +41,8 @@ def kd_loss(s, t, y, temperature=4.0, alpha=0.9, grad=None, kl=None):
     kl = np.empty(len(s), np.float32) if kl is None else kl
     y = np.ascontiguousarray(y, np.int64)
     loss = active().kd_loss_grad(s, t, y, float(temperature), float(alpha), grad, kl)
-    agree = s.argmax(axis=1) == t.argmax(axis=1)
-    return KDResult(float(loss), grad, kl, agree)
+    top = s.argmax(axis=1)
+    return KDResult(float(loss), grad, kl, top == t.argmax(axis=1), int(np.count_nonzero(top == y)))
 
 
 def teacher_information(soft, temperature):

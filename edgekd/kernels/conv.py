@@ -41,7 +41,7 @@ def conv2d_forward(x, w, b, sh, sw, code, out):
     """out [N,Ho,Wo,F] = act(conv(x, w) + b)."""
     kh, kw, c, f = w.shape
     _, ho, wo, _ = out.shape
-    np.matmul(im2col(x, kh, kw, sh, sw, ho, wo), w.reshape(kh * kw * c, f), out=out.reshape(-1, f))
+    np.dot(im2col(x, kh, kw, sh, sw, ho, wo), w.reshape(kh * kw * c, f), out.reshape(-1, f))
     out += b
     activate_(out, code)
 
@@ -52,11 +52,11 @@ def conv2d_backward(x, w, y, dy, sh, sw, code, dw, db, dx):
     n, ho, wo, _ = dy.shape
     activation_grad_(y, dy, code)
     dy2 = dy.reshape(-1, f)
-    np.matmul(im2col(x, kh, kw, sh, sw, ho, wo).T, dy2, out=dw.reshape(kh * kw * c, f))
+    np.dot(im2col(x, kh, kw, sh, sw, ho, wo).T, dy2, dw.reshape(kh * kw * c, f))
     np.add.reduce(dy2, axis=0, out=db)
     if dx is None:
         return
-    dcols = (dy2 @ w.reshape(kh * kw * c, f).T).reshape(n, ho, wo, kh, kw, c)
+    dcols = np.dot(dy2, w.reshape(kh * kw * c, f).T).reshape(n, ho, wo, kh, kw, c)
     dx[...] = 0
     for i in range(kh):
         for j in range(kw):

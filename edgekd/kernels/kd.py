@@ -7,26 +7,48 @@ weight a on the soft term):
 averaged over the batch, computed with log-sum-exp. Also returns, per sample, the KL at
 temperature T: the early-halting signal, free from the same pass."""
 
+import threading
+from types import SimpleNamespace
+
 import numpy as np
 
-
-def _log_softmax_(z):
-    """log_softmax(z) over the last axis, computed in place in z (softmax.log_softmax's
-    arithmetic, without its temporaries)."""
-    z -= np.maximum.reduce(z, axis=-1, keepdims=True)
-    z -= np.log(np.add.reduce(np.exp(z), axis=-1, keepdims=True))
-    return z
+_LOCAL = threading.local()
+_KEEP = 64   # work sets kept per thread (one per batch shape; halting makes a few)
 
 
-_ROWS = {}
+def _work(n, c, k):
+    """Scratch for one call, kept per thread and batch shape: the stacked scaled logits z and
+    their softmaxes p [k, n, c] (with the per-softmax views), a [n, c] product, a [k, n, 1]
+    column, the one-hot labels and the class indices they are compared with."""
+    sets = getattr(_LOCAL, "sets", None)
+    if sets is None:
+        sets = _LOCAL.sets = {}
+    w = sets.get((n, c, k))
+    if w is None:
+        if len(sets) >= _KEEP:
+            sets.clear()
+        z, p = np.empty((k, n, c), np.float32), np.empty((k, n, c), np.float32)
+        w = sets[(n, c, k)] = SimpleNamespace(
+            z=z, p=p, zs=z[0], zt=z[1], z1=z[k - 1], ps=p[0], pt=p[1], p1=p[k - 1],
+            d=np.empty((n, c), np.float32), col=np.empty((k, n, 1), np.float32),
+            onehot=np.empty((n, c), np.float32), classes=np.arange(c))
+    return w
 
 
-def _rows(n):
-    """np.arange(n), kept: the label gather needs it every step."""
-    r = _ROWS.get(n)
-    if r is None:
-        r = _ROWS[n] = np.arange(n)
-    return r
+_COEFS = {}
+
+
+def _coefs(temperature, alpha, n):
+    """The float32 constants of one call, as numpy's float32 arithmetic rounds them (computed
+    once per (T, alpha, batch size): numpy scalar arithmetic costs a microsecond an operation)."""
+    key = (temperature, alpha, n)
+    c = _COEFS.get(key)
+    if c is None:
+        if len(_COEFS) >= _KEEP:
+            _COEFS.clear()
+        T, a, nf = np.float32(temperature), np.float32(alpha), np.float32(n)
+        c = _COEFS[key] = (T, float(a * T * T), a * T / nf, (1 - a) / nf, float(1 - a))
+    return c
 
 
 def _mean(v, n):
@@ -36,26 +58,40 @@ def _mean(v, n):
 
 
 def kd_loss_grad(s, t, y, temperature, alpha, grad, kl):
-    """Fills grad [B, C] and kl [B]; returns the mean loss."""
-    n = s.shape[0]
-    T, a = np.float32(temperature), np.float32(alpha)
-    log_ps = _log_softmax_(s / T)
-    log_pt = _log_softmax_(t / T)
-    pt = np.exp(log_pt)
-    log_pt -= log_ps
-    log_pt *= pt
-    np.add.reduce(log_pt, axis=1, out=kl)
-    np.maximum(kl, 0, out=kl)
-    np.exp(log_ps, out=log_ps)
-    log_ps -= pt
-    np.multiply(log_ps, a * T / np.float32(n), out=grad)
-    loss = float(a * T * T * _mean(kl, n))
+    """Fills grad [B, C] and kl [B]; returns the mean loss.
+
+    The softmaxes it needs (student at T, teacher at T, and the student at 1 when alpha < 1)
+    are stacked on one array, so each step of log-sum-exp is one NumPy call for all of them:
+    at a device's batch sizes the cost is the number of calls, not the arithmetic."""
+    n, c = s.shape
+    w = _work(n, c, 3 if alpha < 1 else 2)
+    T, kd_loss_scale, kd_grad_scale, ce_grad_scale, ce_loss_scale = _coefs(temperature, alpha, n)
+    z, p, col = w.z, w.p, w.col
+    np.divide(s, T, out=w.zs)
+    np.divide(t, T, out=w.zt)
     if alpha < 1:
-        logp = _log_softmax_(s.copy())
-        rows = _rows(n)
-        loss -= float((1 - a) * _mean(logp[rows, y], n))
-        np.exp(logp, out=logp)
-        logp[rows, y] -= 1
-        logp *= (1 - a) / np.float32(n)
-        grad += logp
+        w.z1[...] = s
+    np.maximum.reduce(z, 2, None, col, True)
+    z -= col
+    np.exp(z, out=p)
+    np.add.reduce(p, 2, None, col, True)
+    np.log(col, out=col)
+    z -= col                      # z: log-softmaxes
+    np.exp(z, out=p)              # p: softmaxes
+    d = w.d
+    np.subtract(w.zt, w.zs, out=d)
+    d *= w.pt
+    np.add.reduce(d, 1, None, kl)
+    np.maximum(kl, 0, out=kl)
+    np.subtract(w.ps, w.pt, out=grad)
+    grad *= kd_grad_scale
+    loss = float(np.float32(kd_loss_scale * float(_mean(kl, n))))
+    if alpha < 1:
+        onehot, p1 = w.onehot, w.p1
+        np.equal(y[:, None], w.classes, out=onehot, casting="unsafe")
+        # the label's log-probability, summed: every other product is an exact zero
+        loss -= ce_loss_scale * float(np.float32(float(np.vdot(w.z1, onehot)) / n))
+        p1 -= onehot
+        p1 *= ce_grad_scale
+        grad += p1
     return loss

@@ -30,7 +30,7 @@ import sys
 
 from . import numba_twins
 
-VERSION = 1
+VERSION = 2
 
 
 def cache_dir():
@@ -91,11 +91,11 @@ def _accs(f, prefix="c"):
     return [f"{prefix}{q}" for q in range(f)]
 
 
-def _pixel_loops(g, ho, wo, at=1):
+def _pixel_loops(g, ho, wo, at=1, samples="n"):
     """Open the loops over every output pixel of the batch (sample, row, column), the
     outermost at indent `at`: the body goes at `at + 3`. Every direct-loop pass of a
     convolution walks the pixels this way."""
-    g.emit("for s in range(n):", at)
+    g.emit(f"for s in range({samples}):", at)
     g.emit(f"for oh in range({ho}):", at + 1)
     g.emit(f"for ow in range({wo}):", at + 2)
 
@@ -200,38 +200,58 @@ def _conv_input_grad(g, i, kh, kw, c, f, sh, sw, ho, wo):
 
 
 GEMM_MIN_K = 8  # with BLAS, convolutions of at least this many taps x channels use im2col + sgemm
+CHUNK_FLOATS = 32768  # im2col rows of a few samples at a time, 128 KiB: they stay in L2
+
+
+def _chunk(P, K):
+    """Samples per im2col chunk: as many as CHUNK_FLOATS holds, at least one."""
+    return max(1, CHUNK_FLOATS // (P * K))
 
 
 def _patch_rows(g, rows, image, pix, body, kh, kw, c, sh, sw, ho, wo):
-    """The loop nest pairing each output pixel's im2col row (`rows`, [n*ho*wo, kh*kw*c]) with
-    its input patch in `image`: `body` copies a patch into its row (forward) or adds a row
-    back into its patch (backward), with `pix` the patch pixel and `row` the row."""
-    _pixel_loops(g, ho, wo)
-    g.emit(f"row = {rows}[s * {ho * wo} + oh * {wo} + ow]", 4)
-    g.emit(f"for ki in range({kh}):", 4)
-    g.emit(f"for kj in range({kw}):", 5)
-    g.emit(f"{pix} = {image}[s, oh * {sh} + ki, ow * {sw} + kj]", 6)
-    g.emit(f"base = (ki * {kw} + kj) * {c}", 6)
-    g.emit(f"for ci in range({c}):", 6)
-    g.emit(body, 7)
+    """The loop nest pairing each output pixel's im2col row (`rows`, [chunk*ho*wo, kh*kw*c])
+    with its input patch in `image`, for the m samples of the chunk starting at s0 (opened by
+    `_chunks`): `body` copies a patch into its row (forward) or adds a row back into its
+    patch (backward), with `pix` the patch pixel and `row` the row."""
+    _pixel_loops(g, ho, wo, at=2, samples="m")
+    g.emit(f"row = {rows}[s * {ho * wo} + oh * {wo} + ow]", 5)
+    g.emit(f"for ki in range({kh}):", 5)
+    g.emit(f"for kj in range({kw}):", 6)
+    g.emit(f"{pix} = {image}[s0 + s, oh * {sh} + ki, ow * {sw} + kj]", 7)
+    g.emit(f"base = (ki * {kw} + kj) * {c}", 7)
+    g.emit(f"for ci in range({c}):", 7)
+    g.emit(body, 8)
+
+
+def _chunks(g, ch):
+    """Open the loop over the batch in chunks of `ch` samples: s0 the first, m how many."""
+    g.emit(f"for s0 in range(0, n, {ch}):")
+    g.emit(f"m = min({ch}, n - s0)", 2)
 
 
 def _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
-    """Wide kernels: the patches copied into rows (kept for backward), one sgemm, then bias
-    and activation in one pass."""
+    """Wide kernels, a chunk of samples at a time: the patches copied into im2col rows, one
+    sgemm, then bias and activation in one pass over the chunk's outputs. The rows are not
+    kept: backward builds them again, chunk by chunk, rather than holding a batch of them."""
     K, P = kh * kw * c, ho * wo
-    g.fbuf(f"cols{i}", P * K, (P * K,))
-    g.emit(f"cm{i} = cols{i}.reshape((n * {P}, {K}))")
-    _patch_rows(g, f"cm{i}", f"xp{i}", "xr", "row[base + ci] = xr[ci]", kh, kw, c, sh, sw, ho, wo)
+    ch = _chunk(P, K)
+    g.fconst(f"cm{i}", ch * P * K, (ch * P, K))
     g.emit(f"am{i} = a{i}.reshape((n * {P}, {f}))")
-    g.emit(f"np.dot(cm{i}, k{i}.reshape(({K}, {f})), am{i})")
-    g.emit(f"for r in range(n * {P}):")
-    g.emit(f"for q in range({f}):", 2)
-    g.emit(f"am{i}[r, q] = _act(am{i}[r, q] + b{i}[q], {code})", 3)
+    g.emit(f"km{i} = k{i}.reshape(({K}, {f}))")
+    _chunks(g, ch)
+    _patch_rows(g, f"cm{i}", f"xp{i}", "xr", "row[base + ci] = xr[ci]", kh, kw, c, sh, sw, ho, wo)
+    g.emit(f"np.dot(cm{i}[:m * {P}], km{i}, am{i}[s0 * {P}:(s0 + m) * {P}])", 2)
+    g.emit(f"for r in range(s0 * {P}, (s0 + m) * {P}):", 2)
+    g.emit(f"for q in range({f}):", 3)
+    g.emit(f"am{i}[r, q] = _act(am{i}[r, q] + b{i}[q], {code})", 4)
 
 
 def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
+    """The activation and bias gradients over the whole batch, then per chunk: its im2col
+    rows again, the kernel gradient's share (one sgemm, summed over chunks) and, when a
+    layer below needs it, the rows' gradient (one sgemm) added back into the input's."""
     K, P = kh * kw * c, ho * wo
+    ch = _chunk(P, K)
     g.emit(f"dm{i} = dz{i}.reshape((n * {P}, {f}))")
     if code:
         g.emit(f"for r in range(n * {P}):")
@@ -242,13 +262,24 @@ def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
     g.emit(f"for r in range(n * {P}):", 2)
     g.emit(f"acc += dm{i}[r, q]", 3)
     g.emit(f"gb{i}[q] = acc", 2)
-    g.emit(f"np.dot(cm{i}.T, dm{i}, gk{i}.reshape(({K}, {f})))")
+    g.emit(f"gkm{i} = gk{i}.reshape(({K}, {f}))")
+    g.fconst(f"gkc{i}", K * f, (K, f))
+    if need_dx:
+        g.fconst(f"dc{i}", ch * P * K, (ch * P, K))
+        g.emit(f"dxp{i}[:] = 0")
+    _chunks(g, ch)
+    _patch_rows(g, f"cm{i}", f"xp{i}", "xr", "row[base + ci] = xr[ci]", kh, kw, c, sh, sw, ho, wo)
+    g.emit(f"dmc = dm{i}[s0 * {P}:(s0 + m) * {P}]", 2)
+    g.emit("if s0 == 0:", 2)
+    g.emit(f"np.dot(cm{i}[:m * {P}].T, dmc, gkm{i})", 3)
+    g.emit("else:", 2)
+    g.emit(f"np.dot(cm{i}[:m * {P}].T, dmc, gkc{i})", 3)
+    g.emit(f"for r in range({K}):", 3)
+    g.emit(f"for q in range({f}):", 4)
+    g.emit(f"gkm{i}[r, q] += gkc{i}[r, q]", 5)
     if not need_dx:
         return
-    g.fbuf(f"dcols{i}", P * K, (P * K,))
-    g.emit(f"dc{i} = dcols{i}.reshape((n * {P}, {K}))")
-    g.emit(f"np.dot(dm{i}, k{i}.reshape(({K}, {f})).T, dc{i})")
-    g.emit(f"dxp{i}[:] = 0")
+    g.emit(f"np.dot(dmc, km{i}.T, dc{i}[:m * {P}])", 2)
     _patch_rows(g, f"dc{i}", f"dxp{i}", "dr", "dr[ci] += row[base + ci]", kh, kw, c, sh, sw, ho, wo)
 
 

@@ -50,8 +50,11 @@ class Dense(Layer):
         return self.y
 
     def backward(self, dy):
-        dz = self.scratch("dz", dy.shape, True)
-        np.copyto(dz, dy)
+        if self.code:   # the activation's gradient is applied in place: keep dy intact
+            dz = self.scratch("dz", dy.shape, True)
+            np.copyto(dz, dy)
+        else:           # no activation: the kernel only reads dy
+            dz = dy
         dx = self.scratch("dx", self.x.shape, True) if self.need_dx else None
         self.K.dense_backward(self.x, self.params["kernel"], self.y, dz, self.code,
                               self.grads["kernel"], self.grads["bias"], dx)
