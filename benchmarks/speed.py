@@ -1,6 +1,6 @@
 """Training speed, one CPU thread: edgekd (numpy, numba) beside PyTorch and JAX, and start-up.
 
-    python benchmarks/speed.py [--rounds 7] [--budget 0.15] [--json] [--skip-startup | --startup-only]
+    python benchmarks/speed.py [--rounds 15] [--budget 0.15] [--json] [--skip-startup | --startup-only]
 
 Every engine trains the same students (benchmarks/models.py: the digits MLP, an MNIST-1D-like
 conv1d student, a Fashion-MNIST-kind conv2d student, plus a teacher-sized MLP at batch 32)
@@ -329,7 +329,7 @@ def step_flops(name, batch):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median taken)")
+    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median taken)")
     ap.add_argument("--budget", type=float, default=0.15, help="seconds of steps per round")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--skip-startup", action="store_true")

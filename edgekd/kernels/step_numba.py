@@ -247,21 +247,20 @@ def _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
 
 
 def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
-    """The activation and bias gradients over the whole batch, then per chunk: its im2col
+    """The activation and bias gradients in one pass over the batch, then per chunk: its im2col
     rows again, the kernel gradient's share (one sgemm, summed over chunks) and, when a
     layer below needs it, the rows' gradient (one sgemm) added back into the input's."""
     K, P = kh * kw * c, ho * wo
     ch = _chunk(P, K)
     g.emit(f"dm{i} = dz{i}.reshape((n * {P}, {f}))")
+    # one pass, row by row: the activation's gradient applied, the bias gradient summed
+    g.emit(f"gb{i}[:] = 0")
+    g.emit(f"for r in range(n * {P}):")
+    g.emit(f"for q in range({f}):", 2)
+    g.emit(f"v = dm{i}[r, q] * _act_grad(am{i}[r, q], {code})" if code else f"v = dm{i}[r, q]", 3)
     if code:
-        g.emit(f"for r in range(n * {P}):")
-        g.emit(f"for q in range({f}):", 2)
-        g.emit(f"dm{i}[r, q] *= _act_grad(am{i}[r, q], {code})", 3)
-    g.emit(f"for q in range({f}):")
-    g.emit("acc = np.float32(0)", 2)
-    g.emit(f"for r in range(n * {P}):", 2)
-    g.emit(f"acc += dm{i}[r, q]", 3)
-    g.emit(f"gb{i}[q] = acc", 2)
+        g.emit(f"dm{i}[r, q] = v", 3)
+    g.emit(f"gb{i}[q] += v", 3)
     g.emit(f"gkm{i} = gk{i}.reshape(({K}, {f}))")
     g.fconst(f"gkc{i}", K * f, (K, f))
     if need_dx:
