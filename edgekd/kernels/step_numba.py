@@ -30,7 +30,7 @@ import sys
 
 from . import numba_twins
 
-VERSION = 2
+VERSION = 3
 
 
 def cache_dir():
@@ -69,6 +69,14 @@ class _Gen:
         self.fsize.append(str(size))
         dims = ", ".join(map(str, shape))
         self.emit(f"{name} = WF[{start}:{start}+{size}].reshape(({dims}))")
+
+    def fchunk(self, name, ch, rows, cols):
+        """A float32 [min(n, ch) * rows, cols] array: one chunk of `ch` samples' im2col rows
+        (no more than the batch needs)."""
+        start = "+".join(self.fsize) or "0"
+        self.fsize.append(f"min(n, {ch})*{rows * cols}")
+        self.emit(f"{name} = WF[{start}:{start}+min(n, {ch})*{rows * cols}]"
+                  f".reshape((min(n, {ch})*{rows}, {cols}))")
 
     def ibuf(self, name, per_sample, shape):
         start = "+".join(self.isize) or "0"
@@ -208,34 +216,39 @@ def _chunk(P, K):
     return max(1, CHUNK_FLOATS // (P * K))
 
 
-def _patch_rows(g, rows, image, pix, body, kh, kw, c, sh, sw, ho, wo):
+def _patch_rows(g, rows, image, pix, body, kh, kw, c, sh, sw, ho, wo, at=2):
     """The loop nest pairing each output pixel's im2col row (`rows`, [chunk*ho*wo, kh*kw*c])
     with its input patch in `image`, for the m samples of the chunk starting at s0 (opened by
     `_chunks`): `body` copies a patch into its row (forward) or adds a row back into its
     patch (backward), with `pix` the patch pixel and `row` the row."""
-    _pixel_loops(g, ho, wo, at=2, samples="m")
-    g.emit(f"row = {rows}[s * {ho * wo} + oh * {wo} + ow]", 5)
-    g.emit(f"for ki in range({kh}):", 5)
-    g.emit(f"for kj in range({kw}):", 6)
-    g.emit(f"{pix} = {image}[s0 + s, oh * {sh} + ki, ow * {sw} + kj]", 7)
-    g.emit(f"base = (ki * {kw} + kj) * {c}", 7)
-    g.emit(f"for ci in range({c}):", 7)
-    g.emit(body, 8)
+    _pixel_loops(g, ho, wo, at=at, samples="m")
+    g.emit(f"row = {rows}[s * {ho * wo} + oh * {wo} + ow]", at + 3)
+    g.emit(f"for ki in range({kh}):", at + 3)
+    g.emit(f"for kj in range({kw}):", at + 4)
+    g.emit(f"{pix} = {image}[s0 + s, oh * {sh} + ki, ow * {sw} + kj]", at + 5)
+    g.emit(f"base = (ki * {kw} + kj) * {c}", at + 5)
+    g.emit(f"for ci in range({c}):", at + 5)
+    g.emit(body, at + 6)
 
 
-def _chunks(g, ch):
-    """Open the loop over the batch in chunks of `ch` samples: s0 the first, m how many."""
-    g.emit(f"for s0 in range(0, n, {ch}):")
+def _chunks(g, ch, backward=False):
+    """Open the loop over the batch in chunks of `ch` samples: s0 the first, m how many.
+    Backward walks them last first, since forward left the last chunk's rows in place."""
+    if backward:
+        g.emit(f"last = (n - 1) // {ch} * {ch}")
+        g.emit(f"for s0 in range(last, -1, -{ch}):")
+    else:
+        g.emit(f"for s0 in range(0, n, {ch}):")
     g.emit(f"m = min({ch}, n - s0)", 2)
 
 
 def _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
     """Wide kernels, a chunk of samples at a time: the patches copied into im2col rows, one
-    sgemm, then bias and activation in one pass over the chunk's outputs. The rows are not
-    kept: backward builds them again, chunk by chunk, rather than holding a batch of them."""
+    sgemm, then bias and activation in one pass over the chunk's outputs. Only the last
+    chunk's rows are kept: backward builds the others again rather than hold a batch of them."""
     K, P = kh * kw * c, ho * wo
     ch = _chunk(P, K)
-    g.fconst(f"cm{i}", ch * P * K, (ch * P, K))
+    g.fchunk(f"cm{i}", ch, P, K)
     g.emit(f"am{i} = a{i}.reshape((n * {P}, {f}))")
     g.emit(f"km{i} = k{i}.reshape(({K}, {f}))")
     _chunks(g, ch)
@@ -264,12 +277,14 @@ def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
     g.emit(f"gkm{i} = gk{i}.reshape(({K}, {f}))")
     g.fconst(f"gkc{i}", K * f, (K, f))
     if need_dx:
-        g.fconst(f"dc{i}", ch * P * K, (ch * P, K))
+        g.fchunk(f"dc{i}", ch, P, K)
         g.emit(f"dxp{i}[:] = 0")
-    _chunks(g, ch)
-    _patch_rows(g, f"cm{i}", f"xp{i}", "xr", "row[base + ci] = xr[ci]", kh, kw, c, sh, sw, ho, wo)
+    _chunks(g, ch, backward=True)
+    g.emit("if s0 != last:", 2)
+    _patch_rows(g, f"cm{i}", f"xp{i}", "xr", "row[base + ci] = xr[ci]", kh, kw, c, sh, sw, ho, wo,
+                at=3)
     g.emit(f"dmc = dm{i}[s0 * {P}:(s0 + m) * {P}]", 2)
-    g.emit("if s0 == 0:", 2)
+    g.emit("if s0 == last:", 2)
     g.emit(f"np.dot(cm{i}[:m * {P}].T, dmc, gkm{i})", 3)
     g.emit("else:", 2)
     g.emit(f"np.dot(cm{i}[:m * {P}].T, dmc, gkc{i})", 3)
