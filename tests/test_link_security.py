@@ -523,12 +523,14 @@ def test_reconnect_replaces_its_own_stale_session_when_the_host_is_full(teacher,
         s.close()
 
 
-def test_the_first_connection_is_retried_until_the_host_is_up(teacher, digits, tmp_path):
+@pytest.mark.parametrize("mode", ["host-data", "device-data"])
+def test_the_first_connection_is_retried_until_the_host_is_up(teacher, digits, tmp_path, mode):
     probe = socket.create_server(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
     cfg, link = cfg_for(epochs=1)
-    src = tcp_source(("127.0.0.1", port), link, retries=10)
+    kw = {"cls": DeviceDataSource, "data": digits} if mode == "device-data" else {}
+    src = tcp_source(("127.0.0.1", port), link, retries=10, **kw)
     out = {}
     t = threading.Thread(target=lambda: out.update(r=train_student(STUDENT, src, cfg, str(tmp_path / "r"))))
     t.start()
