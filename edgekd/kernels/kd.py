@@ -13,25 +13,29 @@ from types import SimpleNamespace
 import numpy as np
 
 _LOCAL = threading.local()
-_KEEP = 64   # work sets kept per thread (one per batch shape; halting makes a few)
+_KEEP = 64             # work sets kept per thread (one per batch shape; halting makes a few)
+_KEEP_MAX = 1 << 16    # logits per call above which the work set is not kept (a whole split)
 
 
 def _work(n, c, k):
     """Scratch for one call, kept per thread and batch shape: the stacked scaled logits z and
     their softmaxes p [k, n, c] (with the per-softmax views), a [n, c] product, a [k, n, 1]
-    column, the one-hot labels and the class indices they are compared with."""
+    column, the one-hot labels and the class indices they are compared with. Training
+    batches reuse theirs; a call on a whole split gets arrays that go when it returns."""
     sets = getattr(_LOCAL, "sets", None)
     if sets is None:
         sets = _LOCAL.sets = {}
     w = sets.get((n, c, k))
     if w is None:
-        if len(sets) >= _KEEP:
-            sets.clear()
         z, p = np.empty((k, n, c), np.float32), np.empty((k, n, c), np.float32)
-        w = sets[(n, c, k)] = SimpleNamespace(
+        w = SimpleNamespace(
             z=z, p=p, zs=z[0], zt=z[1], z1=z[k - 1], ps=p[0], pt=p[1], p1=p[k - 1],
             d=np.empty((n, c), np.float32), col=np.empty((k, n, 1), np.float32),
             onehot=np.empty((n, c), np.float32), classes=np.arange(c))
+        if n * c <= _KEEP_MAX:
+            if len(sets) >= _KEEP:
+                sets.clear()
+            sets[(n, c, k)] = w
     return w
 
 
