@@ -56,27 +56,24 @@ class _Gen:
     def emit(self, line, indent=1):
         self.lines.append("    " * indent + line)
 
+    def _fslice(self, name, size, dims):
+        """`name` = the next `size` floats of WF, viewed with shape `dims` (source text)."""
+        start = "+".join(self.fsize) or "0"
+        self.fsize.append(size)
+        self.emit(f"{name} = WF[{start}:{start}+{size}].reshape(({dims}))")
+
     def fbuf(self, name, per_sample, shape):
         """A float32 work array of n * per_sample elements, viewed as (n, *shape)."""
-        start = "+".join(self.fsize) or "0"
-        self.fsize.append(f"n*{per_sample}")
-        dims = ", ".join(["n", *map(str, shape)])
-        self.emit(f"{name} = WF[{start}:{start}+n*{per_sample}].reshape(({dims}))")
+        self._fslice(name, f"n*{per_sample}", ", ".join(["n", *map(str, shape)]))
 
     def fconst(self, name, size, shape):
         """A float32 work array of a fixed `size` (independent of the batch)."""
-        start = "+".join(self.fsize) or "0"
-        self.fsize.append(str(size))
-        dims = ", ".join(map(str, shape))
-        self.emit(f"{name} = WF[{start}:{start}+{size}].reshape(({dims}))")
+        self._fslice(name, str(size), ", ".join(map(str, shape)))
 
     def fchunk(self, name, ch, rows, cols):
         """A float32 [min(n, ch) * rows, cols] array: one chunk of `ch` samples' im2col rows
         (no more than the batch needs)."""
-        start = "+".join(self.fsize) or "0"
-        self.fsize.append(f"min(n, {ch})*{rows * cols}")
-        self.emit(f"{name} = WF[{start}:{start}+min(n, {ch})*{rows * cols}]"
-                  f".reshape((min(n, {ch})*{rows}, {cols}))")
+        self._fslice(name, f"min(n, {ch})*{rows * cols}", f"min(n, {ch})*{rows}, {cols}")
 
     def ibuf(self, name, per_sample, shape):
         start = "+".join(self.isize) or "0"
@@ -260,9 +257,10 @@ def _conv_forward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code):
 
 
 def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
-    """The activation and bias gradients in one pass over the batch, then per chunk: its im2col
-    rows again, the kernel gradient's share (one sgemm, summed over chunks) and, when a
-    layer below needs it, the rows' gradient (one sgemm) added back into the input's."""
+    """The activation and bias gradients in one pass over the batch, then per chunk, last
+    first: its im2col rows (rebuilt, but for the last chunk, which forward left in place), the
+    kernel gradient's share (one sgemm, summed over chunks) and, when a layer below needs it,
+    the rows' gradient (one sgemm) added back into the input's."""
     K, P = kh * kw * c, ho * wo
     ch = _chunk(P, K)
     g.emit(f"dm{i} = dz{i}.reshape((n * {P}, {f}))")
@@ -275,6 +273,7 @@ def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
         g.emit(f"dm{i}[r, q] = v", 3)
     g.emit(f"gb{i}[q] += v", 3)
     g.emit(f"gkm{i} = gk{i}.reshape(({K}, {f}))")
+    g.emit(f"gkm{i}[:] = 0")   # the chunks' shares are added in (0 + x is exact)
     g.fconst(f"gkc{i}", K * f, (K, f))
     if need_dx:
         g.fchunk(f"dc{i}", ch, P, K)
@@ -284,13 +283,10 @@ def _conv_backward_gemm(g, i, kh, kw, c, f, sh, sw, ho, wo, code, need_dx):
     _patch_rows(g, f"cm{i}", f"xp{i}", "xr", "row[base + ci] = xr[ci]", kh, kw, c, sh, sw, ho, wo,
                 at=3)
     g.emit(f"dmc = dm{i}[s0 * {P}:(s0 + m) * {P}]", 2)
-    g.emit("if s0 == last:", 2)
-    g.emit(f"np.dot(cm{i}[:m * {P}].T, dmc, gkm{i})", 3)
-    g.emit("else:", 2)
-    g.emit(f"np.dot(cm{i}[:m * {P}].T, dmc, gkc{i})", 3)
-    g.emit(f"for r in range({K}):", 3)
-    g.emit(f"for q in range({f}):", 4)
-    g.emit(f"gkm{i}[r, q] += gkc{i}[r, q]", 5)
+    g.emit(f"np.dot(cm{i}[:m * {P}].T, dmc, gkc{i})", 2)
+    g.emit(f"for r in range({K}):", 2)
+    g.emit(f"for q in range({f}):", 3)
+    g.emit(f"gkm{i}[r, q] += gkc{i}[r, q]", 4)
     if not need_dx:
         return
     g.emit(f"np.dot(dmc, km{i}.T, dc{i}[:m * {P}])", 2)

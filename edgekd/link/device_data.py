@@ -32,8 +32,9 @@ class DeviceDataSource(LinkSource):
                               f"the device's data set {d.name} has {list(d.input_shape)}")
         self.hello = hello
         self.affine = affine8_params(d.x_train) if self.x_codec == "u8" else None
-        self._connect_retrying("first connection")   # as host-data mode: a host not up yet,
-        # busy, or a damaged handshake costs a strike, not the run
+        # as in host-data mode, a host not up yet or busy, or a damaged handshake, costs a
+        # strike, not the run
+        self._connect_retrying("first connection")
         n = len(d.y_train)
         self.train_ids, self.val_ids = split_validation(n, hello.val_fraction, hello.seed)
         self.halted = HaltedSet(n, hello.halted)
