@@ -105,6 +105,19 @@ def test_tls_pinned_run_matches_plain_tcp_and_reports_socket_and_payload_bytes(
     assert "socket with TLS" in log and "stop: " in log
 
 
+def test_a_device_never_talks_plain_tcp_off_loopback(cli_files, tmp_path):
+    """Without a pin, a relay or an on-path rewriter passes for the host (the token only
+    proves the device): off loopback the device refuses before it dials, in one line."""
+    from test_cli import edgekd
+    for where in ("192.0.2.1:7707", "[2001:db8::1]:7707", "host.invalid:7707"):
+        p = edgekd("train", "--student", cli_files / "student.json", "--connect", where,
+                   "--token", TOKEN, "--out", tmp_path / "r", check=False)
+        assert p.returncode == 1, p.stderr
+        assert p.stderr.count("\n") == 1 and "not on loopback" in p.stderr
+        assert "--tls-fingerprint" in p.stderr and "Traceback" not in p.stderr
+        assert not (tmp_path / "r").exists()
+
+
 def test_relay_with_another_certificate_is_refused_by_a_pinned_device(
         tls_server, identity, tmp_path):
     relay = TlsRelay(tls_server.address, identity["evil_cert"], identity["evil_key"], identity["fp"])

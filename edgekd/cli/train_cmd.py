@@ -264,7 +264,7 @@ def _make_source(link, codecs, teacher_path, data, spec):
         return LocalSource(t, ds, window=link["window"], **codecs)
     if teacher_path:
         raise EdgekdError("--teacher belongs to the host (`edgekd serve`), not to --connect")
-    from ..link.transport import dial_tcp
+    from ..link.transport import dial_tcp, is_loopback
     host, port = parse_hostport(link["connect"])
     opts = {"token": link["token"], "window": link["window"], "retries": link["retries"],
             "log": lambda msg: click.echo(f"edgekd: {msg}", err=True)}
@@ -272,6 +272,11 @@ def _make_source(link, codecs, teacher_path, data, spec):
     if link["tls_ca"] or link["tls_fingerprint"]:
         from ..link.tls import ClientTls
         tls = ClientTls(link["tls_ca"], link["tls_fingerprint"])
+    else:
+        if not is_loopback(host):
+            # plain TCP off this machine: a relay or an on-path rewriter would pass for the host
+            raise EdgekdError(f"{host} is not on loopback: pin the host with --tls-fingerprint "
+                              f"(`edgekd tls fingerprint` on the host prints it) or --tls-ca")
 
     def dial():
         return dial_tcp(host, port, link["timeout"], tls)

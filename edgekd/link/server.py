@@ -8,7 +8,6 @@ they cannot take the slots of real devices; a session that makes no training pro
 """
 
 import errno
-import ipaddress
 import socket
 import threading
 import time
@@ -21,7 +20,7 @@ from .frames import DEFAULT_MAX_PAYLOAD
 from .host_protocol import AuthFailed, HostProtocol
 from .limits import fit_fd_limit
 from .tokens import check_token
-from .transport import LinkDown, SocketTransport
+from .transport import LinkDown, SocketTransport, is_loopback
 
 
 class LockedTeacher:
@@ -45,15 +44,6 @@ def resolve(host):
         return socket.AF_INET, None
     family, _, _, _, sockaddr = info[0]
     return family, sockaddr[0]
-
-
-def is_loopback(host):
-    """True if every address `host` resolves to is a loopback address (127/8, ::1)."""
-    try:
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
-        return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
-    except (OSError, ValueError):
-        return False
 
 
 class SoftLabelServer:

@@ -5,11 +5,21 @@ the same process (the in-process link), so both paths carry identical bytes.
 """
 
 import collections
+import ipaddress
 import socket
 import time
 
 from ..errors import EdgekdError
 from .frames import DEFAULT_MAX_PAYLOAD, FramingError, decode_frame, read_frame
+
+
+def is_loopback(host):
+    """True if every address `host` resolves to is a loopback address (127/8, ::1)."""
+    try:
+        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+        return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+    except (OSError, ValueError):
+        return False
 
 
 class LinkDown(ConnectionError):
