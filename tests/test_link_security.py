@@ -388,17 +388,21 @@ def run_devices(address, n, tmp_path, **kw):
     return out
 
 
-def test_idle_unauthenticated_sockets_cannot_lock_out_real_devices(teacher, digits, tmp_path):
+@pytest.mark.parametrize("n", [8, 24])
+def test_idle_unauthenticated_sockets_cannot_lock_out_real_devices(teacher, digits, tmp_path, n):
+    """Fewer hogs than the pre-auth budget, and more (each new connection then evicts the
+    one that has waited longest): three real devices get in and train either way."""
     s = Running(teacher, digits, token=TOKEN, max_devices=2, max_pending=16,
                 handshake_timeout_s=1.0)
-    hogs = Hogs(s.address, 8)
+    hogs = Hogs(s.address, n)
     try:
         results = run_devices(s.address, 3, tmp_path, token=TOKEN, retries=12)
         assert all(isinstance(r, dict) and r["epochs_run"] == 2 for r in results), results
         end = time.time() + 10   # and the handshake deadline closes them (they come back)
-        while hogs.dropped < 8 and time.time() < end:
+        while hogs.dropped < n and time.time() < end:
             time.sleep(0.1)
-        assert hogs.dropped >= 8
+        assert hogs.dropped >= n
+        assert s.srv.admission.pending <= 16 and (n < 16 or s.srv.admission.evicted_pending > 0)
     finally:
         hogs.close()
         s.close()

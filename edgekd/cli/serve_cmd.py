@@ -27,7 +27,8 @@ from .train_cmd import DATA_HELP, parse_hostport
               help="TLS certificate (PEM), e.g. from `edgekd tls init`; the link runs inside TLS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="TLS private key (PEM).")
 @click.option("--max-pending", default=16, show_default=True, type=click.IntRange(1),
-              help="Connections that have not authenticated yet, at once; more are closed.")
+              help="Connections that have not authenticated yet, at once; a new one beyond "
+                   "this closes the one waiting longest (of the address holding the most).")
 @click.option("--handshake-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds a new connection has for TLS and its HELLO before it is closed.")
 @click.option("--no-test-split", "no_test_split", is_flag=True,

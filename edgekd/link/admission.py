@@ -33,23 +33,42 @@ class Admission:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.log = log or (lambda line: None)
         self.lock = threading.Lock()
-        self.pending = 0
+        self.pending_conns = collections.OrderedDict()  # ticket -> (address, evict)
+        self.next_ticket = self.evicted_pending = 0
         self.slots = {}                           # resume token -> Slot
         self.failures = collections.OrderedDict()  # address -> (count, blocked until)
         self.max_tracked = max_tracked
 
     # -- before authentication ----------------------------------------------------------------
-    def enter_pending(self):
-        """Take a pre-authentication place, or False when the budget is spent."""
+    def enter_pending(self, addr, evict):
+        """A pre-authentication place for a connection from `addr` (a ticket for
+        leave_pending). When the budget is spent, the oldest pending connection of the address
+        holding the most of them is evicted to make room (`evict()`, called outside the lock,
+        closes its socket): a real device authenticates in milliseconds, so whoever waits
+        longest is the likeliest hog, and hogs on one address cannot starve other addresses."""
+        victim = None
         with self.lock:
-            if self.pending >= self.max_pending:
-                return False
-            self.pending += 1
-            return True
+            if len(self.pending_conns) >= self.max_pending:
+                per = collections.Counter(a for a, _ in self.pending_conns.values())
+                busiest = max(per.values())
+                ticket = next(k for k, (a, _) in self.pending_conns.items() if per[a] == busiest)
+                victim = self.pending_conns.pop(ticket)[1]
+                self.evicted_pending += 1
+            self.next_ticket += 1
+            ticket = self.next_ticket
+            self.pending_conns[ticket] = (addr, evict)   # insertion order: oldest first
+        if victim is not None:
+            victim()
+        return ticket
 
-    def leave_pending(self):
+    def leave_pending(self, ticket):
         with self.lock:
-            self.pending -= 1
+            self.pending_conns.pop(ticket, None)
+
+    @property
+    def pending(self):
+        with self.lock:
+            return len(self.pending_conns)
 
     def throttled(self, addr):
         """Seconds this address must still wait after failed authentications (0: none)."""

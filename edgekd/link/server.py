@@ -75,7 +75,6 @@ class SoftLabelServer:
         self.stopping = threading.Event()
         self.live, self.live_lock = {}, threading.Lock()   # session socket -> its thread
         self.next_id = 0
-        self.refused_pending = 0
         self.open_warning = None
         if loopback and not token:
             self.open_warning = ("no --token: any local user can connect and read the training "
@@ -109,13 +108,10 @@ class SoftLabelServer:
                     continue
                 raise
             pause = 0.05
-            if not self.admission.enter_pending():
-                self.refused_pending += 1  # more half-open connections than the budget
-                conn.close()
-                continue
             self.next_id += 1
-            thread = threading.Thread(target=self.session, args=(conn, addr, self.next_id),
-                                      daemon=True, name=f"edgekd-session-{self.next_id}")
+            session = DeviceSession(self, conn, addr, self.next_id)
+            thread = threading.Thread(target=session.run, daemon=True,
+                                      name=f"edgekd-session-{self.next_id}")
             with self.live_lock:
                 self.live[conn] = thread
             try:
@@ -123,7 +119,7 @@ class SoftLabelServer:
             except RuntimeError:  # cannot start a thread: treat like the fd limit
                 with self.live_lock:
                     self.live.pop(conn, None)
-                self.admission.leave_pending()
+                self.admission.leave_pending(session.ticket)
                 conn.close()
                 time.sleep(pause)
 
@@ -144,9 +140,6 @@ class SoftLabelServer:
         for _, thread in live:
             if thread.ident is not None:
                 thread.join(max(0.0, end - time.monotonic()))
-
-    def session(self, conn, addr, sid):
-        DeviceSession(self, conn, addr, sid).run()
 
     @staticmethod
     def _describe(proto):
@@ -185,6 +178,16 @@ class DeviceSession:
         self.pending, self.slot, self.t, self.channel, self.proto = True, None, None, conn, None
         self.replaced = threading.Event()
         self.started = time.monotonic()
+        self.ticket = server.admission.enter_pending(self.ip, self._drop)  # may evict another
+
+    def _drop(self):
+        """From the accept loop: this connection waited longest before authenticating while
+        the pre-authentication budget was full; close it (no ERROR: it has not spoken yet)."""
+        self.pending = False
+        try:
+            self.conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def run(self):
         srv, outcome = self.srv, None
@@ -244,10 +247,12 @@ class DeviceSession:
             if self.pending and proto.hello is not None:
                 self.pending, self.slot = False, proto.slot
                 t.hard_deadline = None
-                srv.admission.leave_pending()
+                srv.admission.leave_pending(self.ticket)
                 srv.log(f"session {self.sid} {self.peer}: {srv._describe(proto)}")
             if time.monotonic() - proto.progress_at > srv.idle_timeout_s:
-                raise EdgekdError(f"no training progress for {srv.idle_timeout_s:g} s")
+                # closed without an ERROR, as a silent peer is: a real device that stalled
+                # reconnects and resumes (within its retries); a hog just loses its slot
+                raise LinkDown(f"no training progress for {srv.idle_timeout_s:g} s")
 
     def _admit(self, replaces):
         return self.srv.admission.admit(self.ip, self.sid, self.peer, replaces, self._evict)
@@ -263,7 +268,7 @@ class DeviceSession:
     def _close(self, outcome):
         srv, t, channel = self.srv, self.t, self.channel
         if self.pending:
-            srv.admission.leave_pending()
+            srv.admission.leave_pending(self.ticket)
         if self.slot is not None:
             srv.admission.release(self.slot)
         heard = getattr(channel, "wire_received", None) if channel is not self.conn else None
