@@ -110,7 +110,9 @@ def test_generated_once_and_reused(own_cache):
     step_numba._loaded.clear()
     again, _ = step_numba.compile_step(program, "sgd", 6, 13)
     assert (own_cache / "edgekd-steps" / files[0]).stat().st_mtime_ns == stamp
-    assert sizes(4)[0] == 4 * sizes(1)[0]  # the float workspace scales with the batch
+    # the float workspace scales with the batch, give or take the cache-line padding of the
+    # batch's own copy (two arrays, under 16 floats each)
+    assert 4 * sizes(1)[0] - 64 < sizes(4)[0] <= 4 * sizes(1)[0]
 
 
 

@@ -57,6 +57,14 @@ def _param_offsets(layer, flat):
     return _offset(layer.params["kernel"], flat), _offset(layer.params["bias"], flat)
 
 
+def _c_array(a, dtype):
+    """`a` as a C-contiguous array of `dtype`, copied only when it is not one already (the
+    compiled step is specialised to that layout and type)."""
+    if type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous:
+        return a
+    return np.ascontiguousarray(a, dtype)
+
+
 class FusedKDStep:
     """kd_step for one (model, optimizer) pair: work arrays per batch size, one compiled call."""
 
@@ -84,9 +92,9 @@ class FusedKDStep:
     def __call__(self, x, soft, y, temperature, alpha):
         n = len(x)
         wf, wi, grad, kl, agree = self.buffers(n)
-        x, t = self.model.aligned_batch(x, soft)   # same bits whatever buffer the link used
-        x = x.reshape(n, -1)
-        y = np.ascontiguousarray(y, np.int64)
+        x = _c_array(x, np.float32).reshape(n, self.features)  # the step copies x and soft
+        t = _c_array(soft, np.float32)                         # onto cache lines itself
+        y = _c_array(y, np.int64)
         o = self.opt
         o.t += 1
         if self.kind == "sgd":
