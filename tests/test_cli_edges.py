@@ -68,6 +68,22 @@ def test_board_train_last_checks_the_teacher_before_dialing(files):
     one_line_error(p, "teacher", "[64, 3]")
 
 
+@pytest.mark.parametrize("command", [
+    ["board", "train", "--student", "FIVE", "--teacher", "TEACHER", "--data", "digits"],
+    ["board", "bench", "--train-student", "FIVE", "--teacher", "TEACHER", "--data", "digits"],
+    ["board", "bench", "--train-student", "STUDENT", "--data", "sensor"],
+])
+def test_board_training_checks_student_teacher_and_data_before_dialing(files, tmp_path, command):
+    """/dev/null is no board: the error must be the mismatch, found before the port is opened."""
+    five = {**STUDENT, "num_classes": 5,
+            "layers": [STUDENT["layers"][0], {"type": "dense", "units": 5}]}
+    (tmp_path / "five.json").write_text(json.dumps(five))
+    paths = {"FIVE": tmp_path / "five.json", "TEACHER": files / "teacher.npz",
+             "STUDENT": files / "student.json"}
+    p = edgekd(*[paths.get(a, a) for a in command], "--port", "/dev/null", check=False)
+    one_line_error(p, "classes" if "FIVE" in command else "[64, 3]")
+
+
 # -- 4: missing extras ----------------------------------------------------------------------
 @pytest.mark.parametrize("missing,args", [
     ("serial", ["board", "info", "--port", "/dev/null"]),

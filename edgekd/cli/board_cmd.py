@@ -313,6 +313,7 @@ def train_student(student_path, init_path, teacher_path, data, epochs, batch, op
     from edgekd.nn.io import load_model
     from edgekd.nn.model import Sequential
     from edgekd.teachers import load_teacher
+    from edgekd.workflows import check_student
     from firmware_bridge.board_train import BoardTrainer
 
     from .base import EpochBar
@@ -330,8 +331,12 @@ def train_student(student_path, init_path, teacher_path, data, epochs, batch, op
                                             patience=patience,
                                             rho=rho, patience_epochs=patience_epochs))
     ds = load_data(data)
+    where = init_path or student_path
+    check_student(model.spec, ds, where=where)
+    teacher = load_teacher(teacher_path, ds)
+    check_student(model.spec, teacher=teacher, where=where)
     x_train, y_train = ds.x_train[:limit], ds.y_train[:limit]
-    logits = load_teacher(teacher_path, ds).logits(x_train)
+    logits = teacher.logits(x_train)
     with _connect(port, baud, timeout, retries, verbose) as client, \
             EpochBar(epochs, "training on the board",
                      ["loss", "settled_fraction", "val_kl", "streamed"]) as bar:
@@ -484,6 +489,7 @@ def bench(data, runs, train_spec, teacher_path, batch, port, baud, timeout, retr
     from firmware_bridge.commands import bench as board_bench
     from firmware_bridge.commands import info as board_info
     ds = load_data(data)
+    training = _train_inputs(ds, train_spec, teacher_path, batch) if train_spec else None
     with _connect(port, baud, timeout, retries, verbose) as client:
         b = board_info(client)
         res = {"board": b.name, "runs": runs, "counted": None, "instructions_per_inference": None}
@@ -493,7 +499,7 @@ def bench(data, runs, train_spec, teacher_path, batch, port, baud, timeout, retr
         elif train_spec is None:
             raise EdgekdError(f"board {b.name} has no model: deploy one, or give --train-student")
         if train_spec is not None:
-            res["training"] = _train_costs(client, ds, train_spec, teacher_path, batch)
+            res["training"] = _train_costs(client, *training)
             res["counted"] = all(r["counted"] for r in res["training"])
         res.update(_bytes(client))
 
@@ -508,19 +514,29 @@ def bench(data, runs, train_spec, teacher_path, batch, port, baud, timeout, retr
     emit(res, as_json, text)
 
 
-def _train_costs(client, ds, spec_path, teacher_path, batch):
+def _train_inputs(ds, spec_path, teacher_path, batch):
+    """The student and two batches of (x, y, teacher logits) to count training on, checked
+    against the data and the teacher before the board is dialed."""
     import numpy as np
 
     from edgekd.nn.model import Sequential
-    from firmware_bridge.bench_train import train_cost
+    from edgekd.workflows import check_student
     model = Sequential(load_spec_file(spec_path), where=spec_path)
+    check_student(model.spec, ds, where=spec_path)
     n = min(len(ds.y_train), 2 * batch)
     x, y = ds.x_train[:n], ds.y_train[:n]
     if teacher_path is not None:
         from edgekd.teachers import load_teacher
-        t = load_teacher(teacher_path, ds).logits(x)
+        teacher = load_teacher(teacher_path, ds)
+        check_student(model.spec, teacher=teacher, where=spec_path)
+        t = teacher.logits(x)
     else:
         t = 4.0 * np.eye(model.num_classes, dtype=np.float32)[y]
+    return model, x, y, t, batch
+
+
+def _train_costs(client, model, x, y, t, batch):
+    from firmware_bridge.bench_train import train_cost
     return [train_cost(client, model.spec, model.flat_params, x, y, t, opt, b,
                        steps=2 if b > 1 else 8)
             for opt in ("sgd", "adam") for b in (1, batch)]
