@@ -101,6 +101,35 @@ def read_npz(path, keys=None, optional=(), only=False, max_bytes=None, what="an 
         return out
 
 
+def read_npy(path, max_bytes=None):
+    """A plain .npy array, its header checked against the file's size and the data limit
+    before the data is read (a header claiming 400 GiB gets one line, not a MemoryError)."""
+    path = os.fspath(path)
+    limit = limits.MAX_DATA_BYTES if max_bytes is None else max_bytes
+    try:
+        with open(path, "rb") as fp:
+            version = np.lib.format.read_magic(fp)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(fp)
+            if dtype.hasobject:
+                _fail(path, "holds Python objects (pickle), which edgekd never loads")
+            claimed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            held = os.fstat(fp.fileno()).st_size - fp.tell()
+            if claimed != held:
+                _fail(path, f"claims shape {list(shape)} ({claimed:,} bytes) but the file holds "
+                            f"{max(held, 0):,}")
+            if claimed > limit:
+                _fail(path, f"holds {claimed:,} bytes, more than the limit of {limit:,} (raise "
+                            f"it with `edgekd --max-data SIZE`)")
+            fp.seek(0)
+            return np.lib.format.read_array(fp, allow_pickle=False)
+    except MemoryError:
+        _fail(path, "does not fit in memory")
+    except _DAMAGED as e:
+        _fail(path, f"not a valid .npy file: {_one_line(e)}")
+
+
 BOMB_RATIO = 200            # real arrays deflate far less (images 3-10x)
 BOMB_MIN_BYTES = 64 << 20  # small members may be all zeros; they cannot hurt
 

@@ -204,6 +204,47 @@ def test_hostile_data_npz_is_refused_in_bounded_memory(tmp_path, kind):
     assert kib < BOUNDED_KIB
 
 
+@pytest.mark.parametrize("kind", ["npz-lying-header", "npz-zip-bomb", "npy-lying-header",
+                                  "npy-truncated"])
+def test_hostile_teacher_files_are_refused_in_bounded_memory(files, tmp_path, kind):
+    """A teacher's weights (.npz) or precomputed logits (.npy) whose header claims 400 GiB, a
+    deflated member of 330 MB of zeros, a .npy cut short: one line, before memory is spent."""
+    import io
+    import zipfile
+    big = ((100 << 30, 1), "<f4")
+    if kind.startswith("npz"):
+        path, key = tmp_path / "t.npz", "layers.0.kernel"
+        mode = zipfile.ZIP_DEFLATED if kind == "npz-zip-bomb" else zipfile.ZIP_STORED
+        with zipfile.ZipFile(files / "teacher.npz") as src, zipfile.ZipFile(path, "w", mode) as z:
+            for info in src.infolist():
+                if info.filename != f"{key}.npy":
+                    z.writestr(info.filename, src.read(info))
+                    continue
+                rows = 20_000 if kind == "npz-zip-bomb" else 100 << 30
+                head = io.BytesIO()
+                np.lib.format.write_array_header_1_0(
+                    head, {"descr": "<f4", "fortran_order": False, "shape": (rows, 4096)})
+                with z.open(info.filename, "w", force_zip64=True) as f:
+                    f.write(head.getvalue())
+                    for _ in range(rows * 4096 * 4 >> 22 if kind == "npz-zip-bomb" else 0):
+                        f.write(b"\0" * (1 << 22))
+        args, words = ["eval", path, "--data", "digits"], \
+            ["more than the limit" if kind == "npz-zip-bomb" else "claims shape"]
+    else:
+        path = tmp_path / "logits.npy"
+        head = io.BytesIO()
+        shape = big[0] if kind == "npy-lying-header" else (1438, 10)
+        np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False,
+                                                    "shape": shape})
+        path.write_bytes(head.getvalue() + b"\0" * 100)
+        args, words = ["train", "--student", files / "student.json", "--teacher", path, "--data",
+                       "digits", "--out", tmp_path / "run"], ["claims shape"]
+    p, kib = edgekd_measured(*args)
+    one_line_error(p, *words)
+    assert kib < BOUNDED_KIB
+    assert not (tmp_path / "run").exists()
+
+
 def test_teacher_npz_with_a_foreign_member_or_complex_weights_is_refused(files, tmp_path):
     arrays = dict(np.load(files / "teacher.npz"))
     np.savez(tmp_path / "extra.npz", **arrays, payload=np.zeros(10))

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from ..errors import EdgekdError
+from ..npzfile import read_npy
 
 NOT_COVERED = "precomputed logits cover the training split only"
 
@@ -38,14 +39,7 @@ class PrecomputedTeacher:
             magic = f.read(6)
         if magic != b"\x93NUMPY":
             raise EdgekdError(f"{path}: not a valid .npy file (no NumPy header)")
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            msg = "holds Python objects (pickle), which edgekd never loads" \
-                if "pickle" in str(e).lower() else "not a valid .npy file"
-            raise EdgekdError(f"{path}: {msg}") from None
-        except (OSError, EOFError):
-            raise EdgekdError(f"{path}: not a valid .npy file") from None
+        arr = read_npy(path)   # header checked against the file and the limit first
         if arr.dtype.kind != "f":
             raise EdgekdError(f"{path}: logits must be a float array, got dtype {arr.dtype}")
         n = len(data.x_train)
