@@ -3,6 +3,7 @@ plain vs TLS 1.3 (default suite) vs TLS 1.2 with AES-128-GCM or ChaCha20-Poly130
 bytes the socket carried next to the frame (payload) bytes the halting figures use.
 
     python benchmarks/link_tls.py [--connects 40] [--epochs 5] [--repeats 3] [--json]
+                                  [--cert C --key K]
 
 Handshake: connect, (TLS,) CHALLENGE, HELLO, WELCOME, close — median of --connects.
 Streaming: --epochs of naive f32 streaming of digits (every sample every epoch), each batch
@@ -26,10 +27,9 @@ import numpy as np  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
 from edgekd.source import Hello  # noqa: E402
-from edgekd.link.certs import make_self_signed  # noqa: E402
 from edgekd.link.client import LinkSource  # noqa: E402
 from edgekd.link.server import SoftLabelServer  # noqa: E402
-from edgekd.link.tls import ClientTls, server_context  # noqa: E402
+from edgekd.link.tls import ClientTls, fingerprint, server_context  # noqa: E402
 from edgekd.link.transport import dial_tcp  # noqa: E402
 
 TOKEN = "benchmark-" + "Zq8Rv3Lx7Nw2Pb6Tk1Yh5Mc9Gd4Fs0Ja"
@@ -93,13 +93,22 @@ def main():
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cert", help="the host's certificate (with --key): where `cryptography`, "
+                                   "which makes a fresh pair, is absent (the ARM userlands)")
+    ap.add_argument("--key")
     a = ap.parse_args()
     data = load_dataset("digits")
     with tempfile.TemporaryDirectory() as d:
-        fp = make_self_signed(os.path.join(d, "h.crt"), os.path.join(d, "h.key"))
+        crt, key = a.cert or os.path.join(d, "h.crt"), a.key or os.path.join(d, "h.key")
+        if a.cert:
+            with open(crt, "rb") as f:
+                fp = fingerprint(ssl.PEM_cert_to_DER_cert(f.read().decode()))
+        else:
+            from edgekd.link.certs import make_self_signed
+            fp = make_self_signed(crt, key)
         servers = {}
         for tls_on in (False, True):
-            ctx = server_context(os.path.join(d, "h.crt"), os.path.join(d, "h.key")) if tls_on else None
+            ctx = server_context(crt, key) if tls_on else None
             srv = SoftLabelServer(LinearTeacher(), data, "127.0.0.1", 0, TOKEN, max_devices=4, tls=ctx)
             threading.Thread(target=srv.serve_forever, daemon=True).start()
             servers[tls_on] = srv
