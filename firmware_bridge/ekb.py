@@ -12,6 +12,7 @@ import numpy as np
 from edgekd.errors import EdgekdError
 from edgekd.export.qmath import activation_range, quantize_multiplier
 from edgekd.export.tflite_read import read_graph, read_tflite
+from edgekd.kernels.activations import CODES as ACTIVATION_CODES
 from edgekd.kernels.conv import same_padding
 
 from .last_layer import last_dense
@@ -20,7 +21,7 @@ MAGIC = b"EKB1"
 HEADER = struct.Struct("<4sBBBxfi")      # magic, layers, in_dtype, out_dtype, in_scale, in_zp
 LAYER = struct.Struct("<HHBB2xiiiiff")   # in, out, act, kind, in_zp, out_zp, act_min, act_max, in_scale, out_scale
 GEOMETRY = struct.Struct("<HHHHHHH2x")   # length in, channels in, kernel, stride, pad, length out, channels out
-ACT_CODES = {"none": 0, "relu": 1, "relu6": 2}
+ACT_CODES = {k: v for k, v in ACTIVATION_CODES.items() if k != "tanh"}  # int8: no TANH yet
 DENSE, CONV1D, MAXPOOL1D, AVGPOOL1D, MEAN = range(5)
 _SPATIAL = ("CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN")
 DT_F32, DT_I8 = 0, 1

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgekd.kernels.activations import CODES as ACTIVATION_CODES
 from edgekd.link.frames import ProtocolError
 
 PROTO_VERSION = 1
@@ -253,7 +254,7 @@ NAMES.update({TRAIN_SETUP: "TRAIN_SETUP", TRAIN_STEP: "TRAIN_STEP", EVAL: "EVAL"
               PARAMS_GET: "PARAMS_GET", PARAMS_SET: "PARAMS_SET"})
 OPTIMIZER_CODES = {"sgd": 0, "adam": 1}
 X_F32, X_U8 = 0, 2          # TRAIN_STEP / EVAL input dtypes (u8: x = lo + q * step)
-ACT_CODES = {"none": 0, "relu": 1, "relu6": 2, "tanh": 3}
+ACT_CODES = dict(ACTIVATION_CODES)   # the kernels' codes, which the firmware shares
 ACT_NAMES = {v: k for k, v in ACT_CODES.items()}
 STEP_BEGIN, STEP_END, STEP_MEASURE = 1, 2, 4
 THRESHOLD_CODES = {"absolute": 0, "relative": 1}   # settling: KL <= eps, or <= eps * I_T

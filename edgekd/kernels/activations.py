@@ -5,22 +5,23 @@ all each one needs)."""
 import numpy as np
 
 NAMES = ("relu", "relu6", "tanh", "none")
-CODES = {"none": 0, "relu": 1, "relu6": 2, "tanh": 3}
+NONE, RELU, RELU6, TANH = 0, 1, 2, 3   # the codes kernels, fused steps and boards use
+CODES = {"none": NONE, "relu": RELU, "relu6": RELU6, "tanh": TANH}
 
 
 def activate_(z, code):
-    if code == 1:
+    if code == RELU:
         np.maximum(z, 0, out=z)
-    elif code == 2:
+    elif code == RELU6:
         np.clip(z, 0, 6, out=z)
-    elif code == 3:
+    elif code == TANH:
         np.tanh(z, out=z)
 
 
 def activation_grad_(y, dy, code):
-    if code == 1:
+    if code == RELU:
         dy *= y > 0
-    elif code == 2:
+    elif code == RELU6:
         dy *= (y > 0) & (y < 6)
-    elif code == 3:
+    elif code == TANH:
         dy *= 1 - y * y

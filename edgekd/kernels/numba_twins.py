@@ -7,6 +7,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .activations import RELU, RELU6, TANH
+
 JIT = {"cache": True, "nogil": True}
 FAST = {"cache": True, "nogil": True, "fastmath": {"reassoc", "contract"}}  # vectorized sums
 
@@ -53,22 +55,22 @@ def _mm_nt(a, b, out):
 
 @njit(**JIT)
 def _act(v, code):
-    if code == 1:
+    if code == RELU:
         return v if v > 0 else np.float32(0)
-    if code == 2:
+    if code == RELU6:
         return min(max(v, np.float32(0)), np.float32(6))
-    if code == 3:
+    if code == TANH:
         return np.float32(math.tanh(v))
     return v
 
 
 @njit(**JIT)
 def _act_grad(y, code):
-    if code == 1:
+    if code == RELU:
         return np.float32(1) if y > 0 else np.float32(0)
-    if code == 2:
+    if code == RELU6:
         return np.float32(1) if 0 < y < 6 else np.float32(0)
-    if code == 3:
+    if code == TANH:
         return np.float32(1) - y * y
     return np.float32(1)
 
