@@ -145,7 +145,8 @@ class BoardTrainer:
             "loss_before": loss_before, "loss_after": loss_after,
             "bytes_down": tot.bytes_down, "bytes_up": tot.bytes_up,
             "bytes_eval": self.eval_down + self.eval_up, "bytes_setup": setup_bytes,
-            "bytes_naive": naive_run,
+            "bytes_naive": naive_run,          # the name `board train` has always reported,
+            "bytes_naive_run": naive_run,      # and the one the rest of edgekd uses for it
             "bytes_naive_planned": naive_bytes(cfg.epochs, len(train_ids), cfg.batch, inputs,
                                                self.classes, rows_f32),
             "link_fraction_of_naive": link / naive_run if naive_run else None,

@@ -164,7 +164,8 @@ def test_board_train_on_digits_matches_edgekd_train(kind, running, board_models,
           "link/naive", [round(r["link_fraction_of_naive"], 3) for r in runs])
     assert board_acc >= ref_acc - 0.01, (board_acc, ref_acc)
     for r in runs:
-        assert r["bytes_down"] + r["bytes_up"] < 0.25 * r["bytes_naive"], r
+        assert r["bytes_down"] + r["bytes_up"] < 0.25 * r["bytes_naive_run"], r
+        assert r["bytes_naive"] == r["bytes_naive_run"] <= r["bytes_naive_planned"]
         assert r["loss_after"] < 0.2 * r["loss_before"]
         assert 0 < r["settled_fraction"] <= 1 and 1 <= r["epochs_run"] <= 30
         assert r["memory"]["board"]["arena"] == r["memory"]["predicted"]["arena"]

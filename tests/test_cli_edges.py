@@ -383,7 +383,10 @@ def test_outputs_get_the_users_umask_and_no_folder_is_made(files, tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["board", "emulate", "--ram", "64KiB", "--flash", "1MiB", "--arena", "8KiB"],
-    ["train", "--byte-budget", "2MB", "--time-budget", "600s", "--cache-budget", "64KiB"],
+    ["train", "--byte-budget", "2MB", "--time-budget", "600s", "--cache-budget", "64KiB",
+     "--timeout", "30s"],
+    ["serve", "--idle-timeout", "90s", "--handshake-timeout", "2500ms", "--frame-timeout", "30s"],
+    ["board", "info", "--timeout", "500ms"],
 ])
 def test_size_options_take_units(args):
     """Parsed before anything runs: a wrong unit is a usage error naming the option."""

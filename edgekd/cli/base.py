@@ -128,14 +128,20 @@ class Unit(click.ParamType):
             v = value if isinstance(value, (int, float)) else getattr(units, self.parser)(value)
         except EdgekdError as e:
             self.fail(str(e), param, ctx)
-        if (self.minimum is not None and v < self.minimum) or (
-                self.maximum is not None and v > self.maximum):
-            self.fail(f"{value} is outside {self.minimum:,}..{self.maximum:,}", param, ctx)
+        if self.minimum is not None and v < self.minimum:
+            self.fail(f"{value} is below the minimum of {self.minimum:,}", param, ctx)
+        if self.maximum is not None and v > self.maximum:
+            self.fail(f"{value} is above the maximum of {self.maximum:,}", param, ctx)
         return v
 
 
 BYTES = Unit("SIZE", "parse_bytes")          # 64KiB, 1.5MB, 512
 SECONDS = Unit("DURATION", "parse_seconds")  # 90s, 250ms, 2.5
+
+
+def seconds_at_least(minimum):
+    """A duration option (90s, 250ms, or plain seconds) of at least `minimum` seconds."""
+    return Unit("DURATION", "parse_seconds", minimum=minimum)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],

@@ -11,7 +11,7 @@ from ..distill.config import TrainConfig
 from ..distill.halting import HaltingConfig
 from ..errors import EdgekdError
 from ..link.settings import LinkConfig
-from .base import BYTES, Unit, emit, json_option, load_data, load_spec_file, main
+from .base import BYTES, Unit, emit, json_option, load_data, load_spec_file, main, seconds_at_least
 from .train_cmd import DATA_HELP
 
 # defaults come from the device trainer's configs, so a board trains as `edgekd train` does
@@ -27,7 +27,7 @@ def port_options(f):
                      help="Serial port: a device (/dev/ttyUSB0, /dev/pts/N) or a pyserial URL "
                           "(socket://host:port, loop://). Or EDGEKD_PORT."),
         click.option("--baud", default=115200, show_default=True, type=click.IntRange(1)),
-        click.option("--timeout", default=2.0, show_default=True, type=click.FloatRange(0.01),
+        click.option("--timeout", default=2.0, show_default=True, type=seconds_at_least(0.01),
                      help="Seconds to wait for each reply before resending."),
         click.option("--retries", default=4, show_default=True, type=click.IntRange(0),
                      help="Resends of a request before giving up."),
@@ -304,9 +304,10 @@ def train_student(student_path, init_path, teacher_path, data, epochs, batch, op
     KD loss, backward and the SGD/Adam step, settles samples by the device trainer's rule and
     reports them, and the host stops sending them. Epochs stop at --rho or on a validation
     KL plateau measured on the board; the best epoch's weights stay. Reports test_accuracy
-    (on the board), loss_before/loss_after, bytes_down/bytes_up, bytes_naive (the same epochs
-    streamed as float32 without halting), settled_fraction, epochs_run and the board's memory
-    plan beside the predicted one. `edgekd board weights -o student.npz` reads the student.
+    (on the board), loss_before/loss_after, bytes_down/bytes_up, bytes_naive_run (also named
+    bytes_naive: the epochs run, streamed as float32 without halting), bytes_naive_planned
+    (every planned epoch), settled_fraction, epochs_run and the board's memory plan beside
+    the predicted one. `edgekd board weights -o student.npz` reads the student.
     """
     import numpy as np
 
@@ -346,7 +347,8 @@ def train_student(student_path, init_path, teacher_path, data, epochs, batch, op
                                  f"{r['epochs_run']} epochs ({r['stop_reason']}); KD loss "
                                  f"{r['loss_before']:.4f} -> {r['loss_after']:.4f}; link "
                                  f"{r['bytes_down'] + r['bytes_up']:,} B vs "
-                                 f"{r['bytes_naive']:,} naive; settled "
+                                 f"{r['bytes_naive_run']:,} naive for the epochs run "
+                                 f"({r['bytes_naive_planned']:,} for all planned); settled "
                                  f"{r['settled_fraction']:.1%}")
 
 

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..errors import EdgekdError
-from .base import backend_option, load_data, main
+from .base import backend_option, load_data, main, seconds_at_least
 from .train_cmd import DATA_HELP, parse_hostport
 
 
@@ -29,17 +29,17 @@ from .train_cmd import DATA_HELP, parse_hostport
 @click.option("--max-pending", default=16, show_default=True, type=click.IntRange(1),
               help="Connections that have not authenticated yet, at once; a new one beyond "
                    "this closes the one waiting longest (of the address holding the most).")
-@click.option("--handshake-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--handshake-timeout", default=10.0, show_default=True, type=seconds_at_least(0.1),
               help="Seconds a new connection has for TLS and its HELLO before it is closed.")
 @click.option("--no-test-split", "no_test_split", is_flag=True,
               help="Keep the test split (with its labels) on the host: devices report no test accuracy.")
 @click.option("--max-devices", default=8, show_default=True, type=click.IntRange(1),
               help="Authenticated devices served at once; more are told the host is busy "
                    "(they back off and retry).")
-@click.option("--idle-timeout", default=60.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--idle-timeout", default=60.0, show_default=True, type=seconds_at_least(0.1),
               help="Seconds a device may stay silent, stop reading, or make no training "
                    "progress (whatever else it sends) before it is dropped.")
-@click.option("--frame-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--frame-timeout", default=30.0, show_default=True, type=seconds_at_least(0.1),
               help="Seconds a started frame may take to arrive in full (slow-sender guard).")
 @click.option("--json", "as_json", is_flag=True,
               help="First stdout line is JSON {host, port}; session logs stay on stderr.")

@@ -25,6 +25,7 @@ from .base import (
     load_data,
     load_spec_file,
     main,
+    seconds_at_least,
 )
 
 DATA_HELP = "Data set: a built-in name (digits, iris, sensor, fashion-mnist) or an .npz with x_train, y_train, x_test, y_test."
@@ -216,7 +217,7 @@ def link_options(f):
         click.option("--retries", default=8, show_default=True, type=click.IntRange(0),
                      help="Connection attempts in a row without training progress (exponential "
                           "backoff) before giving up: a host not up yet, drops, a busy host."),
-        click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
+        click.option("--timeout", default=30.0, show_default=True, type=seconds_at_least(0.1),
                      help="Seconds without a byte from the host before the link counts as lost."),
         click.option("--cache-budget", default="1MiB", show_default=True, type=BYTES,
                      help="Bytes the device may spend keeping samples as they arrived (inputs "
