@@ -220,54 +220,89 @@ def avgpool2d_backward(ph, pw, sh, sw, dy, dx):
                             dx[s, oh * sh + i, ow * sw + j, ci] += g
 
 
+LOG2E = np.float32(1.4426950408889634)
+LN2_HI, LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)  # ln 2 = HI + LO
+
+
 @njit(**JIT)
-def _softmax_row(z, scale, p):
-    """p = softmax(z * scale) in float32 (what the numpy kernels compute in); returns
-    log(sum(exp(z * scale - max))) and the max, so log p_j = z_j * scale - max - lse."""
-    m = z[0] * scale
-    for j in range(1, z.shape[0]):
-        m = max(m, z[j] * scale)
-    acc = np.float32(0)
-    for j in range(z.shape[0]):
-        e = np.float32(math.exp(z[j] * scale - m))
-        p[j] = e
-        acc += e
-    inv = np.float32(1) / acc
-    for j in range(z.shape[0]):
-        p[j] *= inv
-    return m, np.float32(math.log(acc))
+def _exp_nonpositive_(z, bits):
+    """z = exp(z) in place for z <= 0 (arguments of a softmax less its max), as loops LLVM
+    vectorises, where math.exp is one libm call per element: Cephes' expf, a degree-5
+    polynomial on [-ln2/2, ln2/2] times 2^k made from exponent bits (within 1e-7 relative of
+    exp; below -87, where exp underflows float32, it gives exp(-87)). No fast-math: every
+    element is computed the same way whatever the vector split, so bits do not depend on where
+    the arrays sit. `bits`: int32 scratch of z's length."""
+    scale = bits.view(np.float32)
+    for k in range(z.shape[0]):
+        x = max(z[k], np.float32(-87.0))
+        f = np.floor(x * LOG2E + np.float32(0.5))
+        r = x - f * LN2_HI - f * LN2_LO
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        z[k] = p * r * r + r + np.float32(1)
+        bits[k] = (np.int32(f) + np.int32(127)) << np.int32(23)
+    for k in range(z.shape[0]):
+        z[k] *= scale[k]
 
 
 @njit(**JIT)
 def kd_loss_grad(s, t, y, temperature, alpha, grad, kl):
-    """One pass per row: three softmaxes (student at T, teacher at T, student at 1), each
-    exponential computed once."""
+    """Three softmaxes (student at T, teacher at T, student at 1): the maxima row by row, then
+    every exponential of the batch in one vectorised pass, then sums, logs and gradients."""
     n, c = s.shape
     inv_t = np.float32(1.0 / temperature)
     a = np.float32(alpha)
     kd_scale = np.float32(alpha * temperature / n)
     ce_scale = np.float32((1 - alpha) / n)
-    ps = np.empty(c, np.float32)
-    pt = np.empty(c, np.float32)
-    p1 = np.empty(c, np.float32)
+    ce = alpha < 1
+    e = np.empty((3, n, c), np.float32)   # student at T, teacher at T, student at 1
+    mx = np.empty((2, n), np.float32)
+    for i in range(n):
+        ms = s[i, 0]
+        mt = t[i, 0]
+        for j in range(1, c):
+            ms = max(ms, s[i, j])
+            mt = max(mt, t[i, j])
+        mx[0, i] = ms
+        mx[1, i] = mt
+        for j in range(c):
+            e[0, i, j] = (s[i, j] - ms) * inv_t
+            e[1, i, j] = (t[i, j] - mt) * inv_t
+            e[2, i, j] = s[i, j] - ms
+    flat = e.reshape(3 * n * c)[:(3 if ce else 2) * n * c]
+    _exp_nonpositive_(flat, np.empty(flat.shape[0], np.int32))
     total_kl = 0.0
     total_ce = 0.0
     for i in range(n):
-        ms, lse_s = _softmax_row(s[i], inv_t, ps)
-        mt, lse_t = _softmax_row(t[i], inv_t, pt)
+        ss = np.float32(0)
+        st = np.float32(0)
+        for j in range(c):
+            ss += e[0, i, j]
+            st += e[1, i, j]
+        lse_s = np.float32(math.log(ss))
+        lse_t = np.float32(math.log(st))
+        inv_s = np.float32(1) / ss
+        inv_tt = np.float32(1) / st
         k = np.float32(0)
         for j in range(c):
-            # log pt - log ps, each log p = z * scale - max - lse
-            d = (t[i, j] * inv_t - mt - lse_t) - (s[i, j] * inv_t - ms - lse_s)
-            k += pt[j] * d
-            grad[i, j] = kd_scale * (ps[j] - pt[j])
+            pt = e[1, i, j] * inv_tt
+            # log pt - log ps, each log p = (z - max) * scale - lse
+            k += pt * (((t[i, j] - mx[1, i]) * inv_t - lse_t) - ((s[i, j] - mx[0, i]) * inv_t - lse_s))
+            grad[i, j] = kd_scale * (e[0, i, j] * inv_s - pt)
         kl[i] = max(k, np.float32(0))
         total_kl += kl[i]
-        if alpha < 1:
-            m1, lse_1 = _softmax_row(s[i], np.float32(1), p1)
-            total_ce -= s[i, y[i]] - m1 - lse_1
+        if ce:
+            s1 = np.float32(0)
             for j in range(c):
-                grad[i, j] += ce_scale * (p1[j] - (np.float32(1) if j == y[i] else np.float32(0)))
+                s1 += e[2, i, j]
+            inv_1 = np.float32(1) / s1
+            total_ce -= s[i, y[i]] - mx[0, i] - np.float32(math.log(s1))
+            for j in range(c):
+                grad[i, j] += ce_scale * (e[2, i, j] * inv_1 - (np.float32(1) if j == y[i] else np.float32(0)))
     return a * temperature * temperature * total_kl / n + (1 - alpha) * total_ce / n
 
 
