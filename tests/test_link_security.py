@@ -408,6 +408,27 @@ def test_idle_unauthenticated_sockets_cannot_lock_out_real_devices(teacher, digi
         s.close()
 
 
+def test_a_hello_whose_peer_vanishes_does_not_keep_its_slot(teacher, digits, tmp_path):
+    """Clients that send a valid HELLO and reset the connection at once (the WELCOME's send can
+    fail right after the slot was taken): every slot comes back, and a real device gets in."""
+    import struct
+    s = Running(teacher, digits, max_devices=1)
+    try:
+        for _ in range(40):
+            sock = raw(s.address)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(hello())
+            sock.close()                       # RST, before the WELCOME is read
+        end = time.time() + 10
+        while s.srv.admission.active and time.time() < end:
+            time.sleep(0.05)
+        assert s.srv.admission.active == 0
+        results = run_devices(s.address, 1, tmp_path)
+        assert isinstance(results[0], dict) and results[0]["epochs_run"] == 2, results
+    finally:
+        s.close()
+
+
 def test_keepalives_without_progress_do_not_hold_slots(teacher, digits, tmp_path):
     s = Running(teacher, digits, max_devices=4, idle_timeout_s=1.5)
     hogs = Hogs(s.address, 4, wake=True, reopen=False)

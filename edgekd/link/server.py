@@ -175,7 +175,8 @@ class DeviceSession:
     def __init__(self, server, conn, addr, sid):
         self.srv, self.conn, self.sid, self.ip = server, conn, sid, addr[0]
         self.peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
-        self.pending, self.slot, self.t, self.channel, self.proto = True, None, None, conn, None
+        self.slot, self.t, self.channel, self.proto = None, None, conn, None
+        self.authenticated = False
         self.replaced = threading.Event()
         self.started = time.monotonic()
         self.ticket = server.admission.enter_pending(self.ip, self._drop)  # may evict another
@@ -183,7 +184,6 @@ class DeviceSession:
     def _drop(self):
         """From the accept loop: this connection waited longest before authenticating while
         the pre-authentication budget was full; close it (no ERROR: it has not spoken yet)."""
-        self.pending = False
         try:
             self.conn.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -244,8 +244,8 @@ class DeviceSession:
             ftype, flags, payload = t.recv()
             for f in proto.handle(ftype, flags, payload):
                 t.send(f)
-            if self.pending and proto.hello is not None:
-                self.pending, self.slot = False, proto.slot
+            if not self.authenticated and proto.hello is not None:
+                self.authenticated, self.slot = True, proto.slot
                 t.hard_deadline = None
                 srv.admission.leave_pending(self.ticket)
                 srv.log(f"session {self.sid} {self.peer}: {srv._describe(proto)}")
@@ -267,10 +267,11 @@ class DeviceSession:
 
     def _close(self, outcome):
         srv, t, channel = self.srv, self.t, self.channel
-        if self.pending:
-            srv.admission.leave_pending(self.ticket)
-        if self.slot is not None:
-            srv.admission.release(self.slot)
+        # both idempotent; the protocol's slot covers a HELLO admitted whose WELCOME never went
+        srv.admission.leave_pending(self.ticket)
+        slot = self.slot or (self.proto.slot if self.proto else None)
+        if slot is not None:
+            srv.admission.release(slot)
         heard = getattr(channel, "wire_received", None) if channel is not self.conn else None
         heard = heard if heard is not None else (t.received if t else 0)
         if outcome is not None and heard:  # a port probe that sent nothing is not news
