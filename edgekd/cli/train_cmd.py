@@ -273,11 +273,10 @@ def _make_source(link, codecs, teacher_path, data, spec):
     if link["tls_ca"] or link["tls_fingerprint"]:
         from ..link.tls import ClientTls
         tls = ClientTls(link["tls_ca"], link["tls_fingerprint"])
-    else:
-        if not is_loopback(host):
-            # plain TCP off this machine: a relay or an on-path rewriter would pass for the host
-            raise EdgekdError(f"{host} is not on loopback: pin the host with --tls-fingerprint "
-                              f"(`edgekd tls fingerprint` on the host prints it) or --tls-ca")
+    elif not is_loopback(host):
+        # plain TCP off this machine: a relay or an on-path rewriter would pass for the host
+        raise EdgekdError(f"{host} is not on loopback: pin the host with --tls-fingerprint "
+                          f"(`edgekd tls fingerprint` on the host prints it) or --tls-ca")
 
     def dial():
         return dial_tcp(host, port, link["timeout"], tls)

@@ -51,8 +51,8 @@ class Admission:
             if len(self.pending_conns) >= self.max_pending:
                 per = collections.Counter(a for a, _ in self.pending_conns.values())
                 busiest = max(per.values())
-                ticket = next(k for k, (a, _) in self.pending_conns.items() if per[a] == busiest)
-                victim = self.pending_conns.pop(ticket)[1]
+                oldest = next(k for k, (a, _) in self.pending_conns.items() if per[a] == busiest)
+                victim = self.pending_conns.pop(oldest)[1]
                 self.evicted_pending += 1
             self.next_ticket += 1
             ticket = self.next_ticket

@@ -175,7 +175,7 @@ class DeviceSession:
     def __init__(self, server, conn, addr, sid):
         self.srv, self.conn, self.sid, self.ip = server, conn, sid, addr[0]
         self.peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
-        self.slot, self.t, self.channel, self.proto = None, None, conn, None
+        self.t, self.channel, self.proto = None, conn, None
         self.authenticated = False
         self.replaced = threading.Event()
         self.started = time.monotonic()
@@ -245,7 +245,7 @@ class DeviceSession:
             for f in proto.handle(ftype, flags, payload):
                 t.send(f)
             if not self.authenticated and proto.hello is not None:
-                self.authenticated, self.slot = True, proto.slot
+                self.authenticated = True
                 t.hard_deadline = None
                 srv.admission.leave_pending(self.ticket)
                 srv.log(f"session {self.sid} {self.peer}: {srv._describe(proto)}")
@@ -267,11 +267,11 @@ class DeviceSession:
 
     def _close(self, outcome):
         srv, t, channel = self.srv, self.t, self.channel
-        # both idempotent; the protocol's slot covers a HELLO admitted whose WELCOME never went
+        # both idempotent; the protocol holds the slot from the moment its HELLO is admitted,
+        # so one whose WELCOME never went out is released too
         srv.admission.leave_pending(self.ticket)
-        slot = self.slot or (self.proto.slot if self.proto else None)
-        if slot is not None:
-            srv.admission.release(slot)
+        if self.proto is not None and self.proto.slot is not None:
+            srv.admission.release(self.proto.slot)
         heard = getattr(channel, "wire_received", None) if channel is not self.conn else None
         heard = heard if heard is not None else (t.received if t else 0)
         if outcome is not None and heard:  # a port probe that sent nothing is not news
