@@ -59,7 +59,8 @@ TARGETS = {
                          25_000_000, 256 * KiB, 4 * MiB,
                          "Arm MPS2 AN385: Cortex-M3, no FPU, soft float (QEMU mps2-an385)"),
 }
-STACK_BYTES = 8 * KiB
+STACK_BYTES = 8 * KiB        # the thread stack by default; the handlers' 1 KiB is apart
+MIN_STACK = 512
 QEMU_RAM_WINDOW = 4 * MiB    # SSRAM2/3 at 0x20000000
 QEMU_FLASH_WINDOW = 4 * MiB  # SSRAM1 at 0: code, data image and the model slot
 
@@ -109,6 +110,14 @@ def check_ram(target, ram):
                           f"two, which the MPU guard needs (e.g. 64KiB, 96KiB, 256KiB)")
 
 
+def check_stack(target, stack):
+    """The thread stack a port can be linked with, or EdgekdError."""
+    if target.cross and (stack % 8 or not MIN_STACK <= stack <= 64 * KiB):
+        raise EdgekdError(f"--stack {stack:,} B: take a multiple of 8 bytes from "
+                          f"{MIN_STACK:,} B to 64 KiB")
+    return stack
+
+
 def _hash_sources(h):
     for root, _, files in sorted(os.walk(FIRMWARE_DIR)):
         for name in sorted(files):
@@ -119,7 +128,7 @@ def _hash_sources(h):
 
 
 def build_firmware(out_dir, defines=None, cc=None, target="host", ram=None, flash=None,
-                   sanitize=False):
+                   sanitize=False, stack=None):
     """Compile the firmware for `target` into out_dir; returns the executable's (host) or
     ELF image's (Cortex-M) path. The name carries a hash of the sources and flags, so an
     unchanged build is reused. `ram`/`flash` (bytes) are the board's sizes: INFO reports
@@ -128,6 +137,7 @@ def build_firmware(out_dir, defines=None, cc=None, target="host", ram=None, flas
     ram = t.default_ram if ram is None else int(ram)
     flash = t.default_flash if flash is None else int(flash)
     check_ram(t, ram)
+    stack = check_stack(t, STACK_BYTES if stack is None else int(stack))
     defs = {"EKB_RAM_BYTES": ram, "EKB_FLASH_BYTES": flash, "EKB_CLOCK_HZ": t.clock_hz}
     if t.cross:
         defs["EKB_BOARD_NAME"] = t.name
@@ -141,7 +151,7 @@ def build_firmware(out_dir, defines=None, cc=None, target="host", ram=None, flas
         link = ["--specs=nano.specs", "--specs=nosys.specs", "-nostartfiles",
                 "-T", os.path.join(FIRMWARE_DIR, PORT_DIR, "mps2.ld"),
                 f"-Wl,--defsym=__flash_size={min(flash, QEMU_FLASH_WINDOW)}",
-                f"-Wl,--defsym=__ram_size={ram}", f"-Wl,--defsym=__stack_size={STACK_BYTES}",
+                f"-Wl,--defsym=__ram_size={ram}", f"-Wl,--defsym=__stack_size={stack}",
                 "-Wl,--gc-sections"]
         sources, suffix = BOARD_SOURCES + PORT_SOURCES, ".elf"
     else:

@@ -74,24 +74,26 @@ class Boards:
     def __init__(self, root):
         self.root = str(root)
 
-    def firmware(self, kind, defines=None, ram=None, sanitize=False):
+    def firmware(self, kind, defines=None, ram=None, sanitize=False, stack=None):
         from firmware_bridge.build import build_firmware
         target = QEMU_MACHINES.get(kind, "host")
-        return build_firmware(self.root, defines, target=target, ram=ram, sanitize=sanitize)
+        return build_firmware(self.root, defines, target=target, ram=ram, sanitize=sanitize,
+                              stack=stack)
 
-    def argv(self, kind, *emulator_args, defines=None, ram=None, sanitize=False):
+    def argv(self, kind, *emulator_args, defines=None, ram=None, sanitize=False, stack=None):
         if kind == "emulator":
             return EDGEKD + ["board", "emulate", "--json", *emulator_args]
-        image = self.firmware(kind, defines, ram, sanitize)
+        image = self.firmware(kind, defines, ram, sanitize, stack)
         if kind == "host-c":
             return [image]
         return EDGEKD + ["board", "qemu", "--machine", QEMU_MACHINES[kind], "--firmware", image,
                          "--json"]
 
-    def start(self, kind, *emulator_args, defines=None, ram=None, sanitize=False, env=None):
+    def start(self, kind, *emulator_args, defines=None, ram=None, sanitize=False, env=None,
+              stack=None):
         from firmware_bridge.launch import BoardProcess
         return BoardProcess(self.argv(kind, *emulator_args, defines=defines, ram=ram,
-                                      sanitize=sanitize), env=env)
+                                      sanitize=sanitize, stack=stack), env=env)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,12 @@ def test_images_are_sized_by_ram_and_refused_past_it(kind, tmp_path):
                    "multiple of 1 KiB")
     one_line_error(run("firmware", "--target", target, "--ram", "127KiB", "-o", str(tmp_path)),
                    "powers of two")
+    small = run("firmware", "--target", target, "--ram", "128KiB", "--stack", "2KiB", "-o",
+                str(tmp_path), "--json")
+    assert small.returncode == 0, small.stderr
+    assert res["stack"] - json.loads(small.stdout)["stack"] == 6 * KiB   # 8 KiB by default
+    one_line_error(run("firmware", "--target", target, "--stack", "100", "-o", str(tmp_path)),
+                   "--stack 100 B")
 
 
 def test_missing_tools_are_named_with_their_package(tmp_path):

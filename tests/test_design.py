@@ -1,5 +1,6 @@
 """edgekd.design: units, profiles, cost model, designer, speed measurement."""
 
+import dataclasses
 import time
 
 import pytest
@@ -495,3 +496,39 @@ def test_measure_flops_positive():
     r = measure_flops(seconds=0.05)
     assert r["dense_flops_per_s"] > 0 and r["conv_flops_per_s"] > 0
     assert isinstance(r["blas_threads_limited"], bool)
+
+
+@pytest.mark.parametrize("board", ["nrf52840", "stm32f746", "esp32-s3"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_board_training_ram_constrains_the_design(board, optimizer):
+    """ram_for board-train: the board's whole training arena (board_memory.py, what the
+    firmware allocates), settle bytes of the data included, fits the RAM the firmware
+    leaves; a student one step wider would not, or the size cap decided."""
+    from edgekd.design.board_memory import designed_plan
+    p = get_profile(board)
+    teacher = mlp(512, 512)
+    c = Constraints.from_profile(p, ram_for="board-train", optimizer=optimizer,
+                                 train_samples=1437, max_teacher_fraction=None)
+    d = design(teacher, c)
+    plan = designed_plan(d.spec, optimizer, 32, samples=1437)
+    assert d.board_train == plan and plan["settle"] == 1440
+    assert plan["arena"] <= p.model_ram_bytes
+    assert d.binding in ("ram", "none", "storage", "latency")
+    if d.binding == "ram":
+        assert plan["arena"] > 0.8 * p.model_ram_bytes
+    tight = design(teacher, dataclasses.replace(c, ram_bytes=plan["arena"] - 1))
+    assert tight.board_train["arena"] <= plan["arena"] - 1 and tight.params < d.params
+
+
+def test_board_training_design_refuses_what_no_board_trains():
+    with pytest.raises(EdgekdError) as e:
+        design(CONV1D_TEACHER, Constraints.from_profile(get_profile("nrf52840"),
+                                                        ram_for="board-train"))
+    assert "dense" in one_line(e)
+    with pytest.raises(EdgekdError) as e:
+        Constraints.from_profile(get_profile("pi-zero"), ram_for="board-train")
+    assert "microcontroller" in one_line(e)
+    with pytest.raises(EdgekdError) as e:
+        design(TEACHER, Constraints.from_profile(get_profile("nrf52840"), ram_for="board-train",
+                                                 ram_bytes=4096))
+    assert "board training arena" in one_line(e)

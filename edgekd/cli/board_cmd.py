@@ -564,12 +564,15 @@ FIRMWARE_TARGETS = ("host", "mps2-an386", "mps2-an385")
                    "linker script and the MPU enforce it.")
 @click.option("--flash", callback=_byte_size, metavar="SIZE",
               help="The board's flash as INFO reports it [host 8MiB, mps2 4MiB].")
+@click.option("--stack", callback=_byte_size, metavar="SIZE",
+              help="Cortex-M: the thread stack, e.g. 2KiB [8KiB]. The MPU guard below it "
+                   "turns an overflow into a reported fault; digits training needs 1.5 KiB.")
 @click.option("-D", "defines", multiple=True, metavar="NAME=VALUE",
               help="Firmware setting (see firmware_bridge/firmware/ekb_config.h), repeatable.")
 @click.option("--run", is_flag=True, help="Run it: it serves a pseudo-terminal like `emulate` "
                                           "(a Cortex-M image runs in QEMU, as `board qemu`).")
 @json_option
-def firmware(out, target, ram, flash, defines, run, as_json):
+def firmware(out, target, ram, flash, stack, defines, run, as_json):
     """Build the reference C firmware for this host (gcc) or an MPS2 Cortex-M board,
     optionally run it. --json reports the image's path and, for Cortex-M, its sizes
     (text: code in flash, bss: static RAM, stack, model_slot: flash for the model)."""
@@ -580,7 +583,7 @@ def firmware(out, target, ram, flash, defines, run, as_json):
         if not name.isidentifier():
             raise EdgekdError(f"-D expects NAME=VALUE, got {d!r}")
         parsed[name] = value if sep else "1"
-    exe = build_firmware(out, parsed, target=target, ram=ram, flash=flash)
+    exe = build_firmware(out, parsed, target=target, ram=ram, flash=flash, stack=stack)
     if run and target == "host":
         sys.stdout.flush()
         os.execv(exe, [exe])
@@ -605,19 +608,22 @@ def firmware(out, target, ram, flash, defines, run, as_json):
                    "unchanged build is reused).")
 @click.option("--ram", callback=_byte_size, metavar="SIZE",
               help="The board's RAM when building, e.g. 256KiB [256KiB].")
+@click.option("--stack", callback=_byte_size, metavar="SIZE",
+              help="The thread stack when building, e.g. 2KiB [8KiB].")
 @click.option("--icount/--no-icount", default=True, show_default=True,
               help="Run under -icount shift=0: SysTick counts retired instructions.")
 @json_option
-def qemu(machine, firmware_path, ram, icount, as_json):
+def qemu(machine, firmware_path, ram, stack, icount, as_json):
     """Run the Cortex-M firmware in QEMU with its UART on a pseudo-terminal. The first stdout
     line names the port (with --json: {"port": ...}), as `emulate` prints it; every other
     `edgekd board` command works against it. Ctrl-C or SIGTERM stops QEMU."""
     from firmware_bridge.build import build_firmware
     if os.path.isdir(firmware_path) or not os.path.exists(firmware_path):
-        image = build_firmware(firmware_path, target=machine, ram=ram)
+        image = build_firmware(firmware_path, target=machine, ram=ram, stack=stack)
     else:
-        if ram is not None:
-            raise EdgekdError("--ram applies when building: give --firmware a directory")
+        if ram is not None or stack is not None:
+            raise EdgekdError("--ram and --stack apply when building: give --firmware a "
+                              "directory")
         image = firmware_path
     _serve_qemu(machine, image, icount, as_json)
 

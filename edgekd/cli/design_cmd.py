@@ -32,6 +32,10 @@ def design_text(r):
                f"{r['constraints']['storage_format']} .tflite, "
                f"~{format_bytes(r['arena_bytes'])} TFLM arena (predicted)\n"
                if r.get("tflite_bytes") else "")
+            + (f"  training on the board: {format_bytes(r['board_train']['arena'])} arena "
+               f"(batch {r['constraints']['batch']}, {r['constraints']['optimizer']}) + "
+               f"{format_bytes(r['board_train']['frame_buffers'])} frame buffers\n"
+               if r.get("board_train") else "")
             + f"  binding constraint: {r['binding']}"
             + (f" -> {r['output']}" if r.get("output") else ""))
 
@@ -41,7 +45,9 @@ def design_text(r):
               help="Teacher .npz: its spec gives the family (mlp, conv1d, conv2d) and the shapes.")
 @click.option("--family", type=click.Choice(["mlp", "conv1d", "conv2d"]),
               help="Without a teacher: the family to design, with shapes taken from --data.")
-@click.option("--data", help="With --family: the data set whose shapes the student takes.")
+@click.option("--data", help="With --family: the data set whose shapes the student takes. "
+                             "With --ram-for board-train: the data the board trains on (its "
+                             "training split takes one settle byte per sample).")
 @click.option("--profile", "profile_name",
               help="A built-in board (pi-zero, pi-zero-2, pi-4, jetson-nano, esp32-s3, "
                    "stm32f746, nrf52840); the flags below override its figures.")
@@ -59,8 +65,11 @@ def design_text(r):
               type=click.Choice(OPTIMIZERS))
 @click.option("--storage-format", type=click.Choice(["float32", "int8"]),
               help="Weights format the storage budget is for [float32; int8 on MCU profiles].")
-@click.option("--ram-for", type=click.Choice(["train", "infer"]),
-              help="What the RAM budget must hold [train; infer on MCU profiles].")
+@click.option("--ram-for", type=click.Choice(["train", "infer", "board-train"]),
+              help="What the RAM budget must hold: train (`edgekd train` on the device), "
+                   "infer (the TFLM arena), board-train (`edgekd board train` on a "
+                   "microcontroller: its training arena, dense students only) "
+                   "[train; infer on MCU profiles].")
 @click.option("--max-fraction", default=None, show_default="0.25",
               type=click.FloatRange(0, 1, min_open=True),
               help="At most this share of the teacher's params, even where the device could "
@@ -78,14 +87,16 @@ def design(teacher_path, family, data, profile_name, storage, ram, speed, max_la
     from ..design.designer import design as run_design
     from ..design.profiles import get_profile
     from ..fileio import write_json
-    spec = _teacher_spec(teacher_path, family, data, template_spec)
+    spec = _teacher_spec(teacher_path, family, data, template_spec, ram_for)
+    samples = len(load_data(data).y_train) if data and ram_for == "board-train" else None
     given = {k: v for k, v in (("storage_bytes", storage), ("ram_bytes", ram),
                                ("flops_per_s", speed), ("max_latency_s", max_latency),
-                               ("storage_format", storage_format), ("ram_for", ram_for))
+                               ("storage_format", storage_format), ("ram_for", ram_for),
+                               ("train_samples", samples))
              if v is not None}
     if profile_name:
         base = Constraints.from_profile(get_profile(profile_name), **given)
-    elif set(given) - {"storage_format", "ram_for"}:
+    elif set(given) - {"storage_format", "ram_for", "train_samples"}:
         base = Constraints(**given)
     else:
         raise EdgekdError("give a --profile or at least one of --storage, --ram, --speed, --max-latency")
@@ -102,9 +113,12 @@ def design(teacher_path, family, data, profile_name, storage, ram, speed, max_la
     emit(result, as_json, design_text)
 
 
-def _teacher_spec(teacher_path, family, data, template_spec):
+def _teacher_spec(teacher_path, family, data, template_spec, ram_for=None):
     if teacher_path and family:
         raise EdgekdError("give either --teacher or --family, not both")
+    if teacher_path and data and ram_for != "board-train":
+        raise EdgekdError("--data goes with --family (the shapes) or --ram-for board-train "
+                          "(the samples); a teacher gives its own shapes")
     if teacher_path:
         from ..nn.io import load_model
         model, _, _ = load_model(teacher_path)

@@ -78,10 +78,11 @@ def frame_rows(max_payload, inputs, classes, x_bytes, cap=MAX_ROWS):
                       (room - STEP_REPLY_BYTES) // 4, cap))
 
 
-def designed_plan(spec, optimizer, batch, max_payload=DEFAULT_MAX_PAYLOAD, x_bytes=1):
+def designed_plan(spec, optimizer, batch, max_payload=DEFAULT_MAX_PAYLOAD, x_bytes=1,
+                  samples=0):
     """What `edgekd design` predicts for training `spec` on a board (u8 inputs, the C
-    firmware's frames), settle bytes left out (one per training sample); None for a student
-    the board cannot train (not a dense MLP)."""
+    firmware's frames) with `samples` tracked for settling (one byte each: the data's
+    training split); None for a student the board cannot train (not a dense MLP)."""
     mlp = dense_units(spec)
     if mlp is None:
         return None
@@ -89,6 +90,8 @@ def designed_plan(spec, optimizer, batch, max_payload=DEFAULT_MAX_PAYLOAD, x_byt
     rows = min(batch, frame_rows(max_payload, inputs, spec["num_classes"], x_bytes))
     if rows < 1:
         return None
-    plan = train_plan(inputs, [u for u, _ in layers], optimizer, rows, 0, max_payload)
-    return {**plan.to_dict(), "rows": rows, "max_payload": max_payload,
-            "note": "plus one settle byte per training sample"}
+    plan = train_plan(inputs, [u for u, _ in layers], optimizer, rows, samples, max_payload)
+    out = {**plan.to_dict(), "rows": rows, "max_payload": max_payload, "samples": samples}
+    if not samples:
+        out["note"] = "plus one settle byte per training sample"
+    return out

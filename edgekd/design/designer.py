@@ -44,6 +44,7 @@ STRUCTURAL = {t for t, cls in REGISTRY.items() if cls.structural}
 MULTIPLIERS = tuple(2.0 ** (-k / 8) for k in range(49))   # 1 .. 1/64
 MIN_WIDTH = 2
 CONSTRAINT_NAMES = ("storage", "ram", "latency")
+RAM_FOR = ("train", "infer", "board-train")
 MAX_TEACHER_FRACTION = 0.25
 
 
@@ -56,7 +57,9 @@ class Constraints:
     chooses what must fit `ram_bytes`: "train" (training one batch on the device, the
     default) or "infer" (the TFLM tensor arena of the student exported in storage_format,
     as predicted by tflm_cost.py; for a microcontroller that only runs the student, which
-    is trained elsewhere)."""
+    is trained elsewhere) or "board-train" (the training arena of `edgekd board train`
+    on a microcontroller, board_memory.py: dense students only, with one settle byte for
+    each of `train_samples`)."""
     storage_bytes: int | None = None
     ram_bytes: int | None = None          # training: weights + grads + optimizer + activations
     flops_per_s: float | None = None      # device speed, needed for latency
@@ -67,15 +70,21 @@ class Constraints:
     ram_for: str = "train"                # "infer": ram_bytes bounds one inference instead
     max_teacher_fraction: float | None = None   # cap on the student's share of the teacher
     storage_is_tflite: bool = False       # storage must hold the .tflite (a board's flash)
+    train_samples: int = 0                # board-train: samples the board tracks for settling
 
     @classmethod
     def from_profile(cls, profile, **overrides):
         """What a profile's board gives a model: its flash (less the firmware's), its RAM for
         training, or on a microcontroller the tensor arena it gives a model (ram_for "infer",
         the default there) or the RAM the firmware leaves (ram_for "train"); its speed and
-        latency budget. Keyword arguments override any of them (None lifts a limit)."""
+        latency budget; ram_for "board-train" gives training on the board the RAM the firmware
+        leaves (a firmware built with that EKB_TRAIN_ARENA). Keyword arguments override any
+        of them (None lifts a limit)."""
         mcu = profile.kind == "mcu"
         ram_for = overrides.get("ram_for") or ("infer" if mcu else "train")
+        if ram_for == "board-train" and not mcu:
+            raise EdgekdError(f"ram_for board-train is for microcontroller profiles; "
+                              f"{profile.name} trains with `edgekd train` (ram_for train)")
         base = {"storage_bytes": profile.model_flash_bytes,
                 "ram_bytes": profile.arena_bytes if ram_for == "infer" else profile.model_ram_bytes,
                 "flops_per_s": profile.flops_per_s, "max_latency_s": profile.max_latency_s,
@@ -258,8 +267,8 @@ def _check(c):
     check_optimizer(c.optimizer)
     if c.storage_format not in ("float32", "int8"):
         raise EdgekdError(f"storage_format must be float32 or int8, got {c.storage_format!r}")
-    if c.ram_for not in ("train", "infer"):
-        raise EdgekdError(f"ram_for must be train or infer, got {c.ram_for!r}")
+    if c.ram_for not in RAM_FOR:
+        raise EdgekdError(f"ram_for must be one of {', '.join(RAM_FOR)}, got {c.ram_for!r}")
     for name in ("storage_bytes", "ram_bytes", "flops_per_s", "max_latency_s"):
         v = getattr(c, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
@@ -287,6 +296,9 @@ def _used(cost, c, spec):
     if c.ram_bytes is not None:
         if c.ram_for == "infer":
             ram = tflm_cost(spec, int8=int8).arena_bytes
+        elif c.ram_for == "board-train":
+            plan = board_plan(spec, c)
+            ram = float("inf") if plan is None else plan["arena"]
         else:
             ram = cost.train_ram_bytes
         out["ram"] = (ram, c.ram_bytes)
@@ -306,6 +318,10 @@ def _describe(name, used, limit, c):
         what = "int8 storage" if c.storage_format == "int8" else "storage"
         what = f"{c.storage_format} .tflite in flash" if c.storage_is_tflite else what
         return f"{format_bytes(used)} of {what}, the budget is {format_bytes(limit)}"
+    if name == "ram" and c.ram_for == "board-train":
+        return (f"{format_bytes(used)} of board training arena (batch {c.batch}, "
+                f"{c.optimizer}, {c.train_samples:,} samples), the budget is "
+                f"{format_bytes(limit)}")
     if name == "ram" and c.ram_for == "infer":
         return (f"{format_bytes(used)} of TFLM arena ({c.storage_format}), the budget is "
                 f"{format_bytes(limit)}")
@@ -352,6 +368,9 @@ def design(teacher_spec, constraints=None):
     c = _as_constraints(constraints)
     _check(c)
     s, teacher_params, costed = _costed(teacher_spec, c.batch, c.optimizer)
+    if c.ram_for == "board-train" and s.family != "mlp":
+        raise EdgekdError(f"boards train dense (MLP) students only; this teacher is a "
+                          f"{s.family}: design with ram_for infer and train it on the device")
     uses = [_used(cost, c, cand.spec) for cand, cost in costed]
     fitting = [(i, cand, cost) for i, (cand, cost) in enumerate(costed)
                if all(_ratio(u, lim) <= 1 for u, lim in uses[i].values())]
@@ -382,8 +401,14 @@ def design(teacher_spec, constraints=None):
                   conv_blocks=cand.conv_blocks, dense_blocks=cand.dense_blocks,
                   width_multiplier=cand.multiplier, widths=cand.widths,
                   teacher_params=teacher_params, candidates=len(costed), constraints=c,
-                  cost=cost, board_train=designed_plan(cand.spec, c.optimizer, c.batch)
-                  if c.storage_is_tflite else None)
+                  cost=cost, board_train=board_plan(cand.spec, c)
+                  if c.storage_is_tflite or c.ram_for == "board-train" else None)
+
+
+def board_plan(spec, c):
+    """The board's training memory for `spec` under `c` (board_memory), None when a board
+    cannot train it (not a dense MLP)."""
+    return designed_plan(spec, c.optimizer, c.batch, samples=c.train_samples)
 
 
 # -- a family given by name instead of a teacher --------------------------------------------------
