@@ -122,3 +122,25 @@ def test_plateau_on_a_lower_is_better_signal():
     reasons = [h.after_epoch(0.0, kl) for kl in (0.5, 0.3, 0.295, 0.31)]
     assert reasons[:3] == [None] * 3
     assert reasons[3] == "plateau: validation kl did not improve by 0.01 for 2 epochs (best 0.3000)"
+
+
+def test_the_relative_threshold_scales_eps_with_what_the_teacher_says():
+    """observe(info=): under the relative threshold a sample settles when its KL is at most
+    eps times the teacher's information (log C - H(p_T)); the same KL is too much for a soft
+    teacher and enough for a confident one. The absolute threshold ignores info."""
+    from edgekd.distill.losses import teacher_information
+    soft = np.array([[8.0, 0.0, 0.0, 0.0],      # confident teacher: much information
+                     [0.4, 0.0, 0.0, 0.0]],     # near-uniform teacher: little
+                    np.float32)
+    info = teacher_information(soft, 4.0)
+    assert info[0] > 10 * info[1] > 0
+    kl = np.float32(0.5) * np.array([0.02 * info[0], 0.02 * info[0]], np.float32)
+    rel = SettleTracker(2, HaltingConfig(eps=0.02, patience=1, threshold="relative"))
+    assert rel.observe(np.arange(2), kl, np.ones(2, bool), info=info).tolist() == [0]
+    at_limit = np.array([0.02 * info[1]], np.float32)   # exactly eps * info settles
+    assert rel.observe(np.array([1]), at_limit, np.ones(1, bool), info=info[1:]).tolist() == [1]
+    absolute = SettleTracker(2, HaltingConfig(eps=0.02, patience=1, threshold="absolute"))
+    assert absolute.observe(np.arange(2), kl, np.ones(2, bool), info=info).tolist() == [0, 1]
+    # without info (the teacher's soft label unknown) the relative rule falls back to eps
+    plain = SettleTracker(1, HaltingConfig(eps=0.02, patience=1, threshold="relative"))
+    assert plain.observe(np.array([0]), np.array([0.03], np.float32), np.ones(1, bool)).size == 0

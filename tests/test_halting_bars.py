@@ -7,7 +7,10 @@ The bars are statistical: the mean over seeds, with the margin the measured spre
 digits -0.22 +- 0.21 points at 76% of the bytes; sensor -0.84 +- 1.10 points (one test sample
 is 0.2) at 57%, where the old rule (absolute eps 0.05, skip) loses 6.8 points, so the sensor
 case tells a rule that forgets from one that does not. The quality bar itself (0.5 point, 5
-seeds, full-length runs) is measured by benchmarks/link_bytes.py (docs/halting.md)."""
+seeds, full-length runs) is measured by benchmarks/link_bytes.py (docs/halting.md). On iris, the
+150-sample set, nothing settles (--min-samples), so halting may only end the run early;
+measured 0.00 +- 2.11 points (one test sample is 3.3) at
+57% of the bytes."""
 
 import numpy as np
 import pytest
@@ -43,7 +46,18 @@ SETS = {
                     "activation": "relu"},
                    {"type": "conv1d", "filters": 16, "kernel_size": 3, "activation": "relu"},
                    {"type": "global_avgpool"}, {"type": "dense", "units": 5}]}, 20, 2.5, 0.7, True),
+    # 150 samples (108 trained on): under --min-samples nothing settles, epoch halting alone
+    # saves; the bar is 3 standard errors of the measured spread (2.11 points over 5 seeds:
+    # 2.8), which still fails the rule that settled iris samples (-18 points)
+    "iris": ({"input_shape": [4], "num_classes": 3, "layers": [
+                 {"type": "dense", "units": 64, "activation": "relu"},
+                 {"type": "dense", "units": 64, "activation": "relu"},
+                 {"type": "dense", "units": 3}]},
+             {"input_shape": [4], "num_classes": 3, "layers": [
+                 {"type": "dense", "units": 8, "activation": "relu"},
+                 {"type": "dense", "units": 3}]}, 150, 2.8, 0.8, False),
 }
+TEACHER_EPOCHS = {"iris": 200}   # 4 steps an epoch; the others 15
 
 
 def runs(teacher, data, student, epochs, halting, out):
@@ -64,7 +78,8 @@ def runs(teacher, data, student, epochs, halting, out):
 def test_default_halting_holds_its_bar_over_seeds(name, tmp_path):
     teacher_spec, student, epochs, bar, bytes_bar, old_fails = SETS[name]
     data = load_dataset(name)
-    train_teacher(teacher_spec, data, tmp_path / "teacher.npz", epochs=15)
+    train_teacher(teacher_spec, data, tmp_path / "teacher.npz",
+                  epochs=TEACHER_EPOCHS.get(name, 15))
     teacher = load_teacher(str(tmp_path / "teacher.npz"))
     base_acc, base_bytes = runs(teacher, data, student, epochs, {"enabled": False},
                                  tmp_path / "off")
