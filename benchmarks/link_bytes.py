@@ -8,6 +8,9 @@ epoch), and early halting (the defaults, and the old rule for contrast) at the s
                                     [--json] [--plot docs/halting.png]
     python benchmarks/link_bytes.py --tables A.json B.json [--plot docs/halting.png]
 
+`--variants` also takes topk1, topk2, topk3: the default rule with soft labels cut to the
+k largest logits (the default is 4), for bytes against accuracy.
+
 Budgets are fractions of the training split's encoded size (what keeping every sample
 would cost the device: all of it, 10% and 1% by default), or sizes (`1MiB`, the default
 --cache-budget of `edgekd train`). Every variant but the naive one speaks the
@@ -93,6 +96,9 @@ VARIANTS = {  # --variants name: label, halting settings, soft codec (inputs: u8
     "halting": ("halting (defaults)", {}, "topk"),
     "old": ("halting, old rule", OLD_RULE, "topk"),
 }
+DEFAULT_VARIANTS = ("naive",) + tuple(VARIANTS)
+# top-k with fewer logits than the default 4, on the default rule (asked for by name)
+VARIANTS.update({f"topk{k}": (f"halting, top-{k} labels", {}, "topk", k) for k in (1, 2, 3)})
 
 
 def budget_of(text, whole):
@@ -131,10 +137,10 @@ def epochs_for(name, a):
 
 
 def run(name, data, teacher, variant, budget, seed, epochs, workdir):
-    label, halting, codec = variant
+    label, halting, codec, *k = variant
     cfg = TrainConfig(epochs=epochs, seed=seed, halting=HaltingConfig(**halting),
                       cache_budget=budget)
-    link = LinkConfig.choose(codec)
+    link = LinkConfig.choose(codec, topk=k[0] if k else LinkConfig.topk)
     src = LocalSource(teacher, data, **link.source_kwargs())
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=workdir) as out:
@@ -249,7 +255,7 @@ def main(argv=None):
                     help="Fashion-MNIST training samples (the first N; 60000 is the whole set)")
     ap.add_argument("--budgets", default="all,10%,1%",
                     help="device budgets: all, shares of the encoded split (10%%), sizes (1MiB)")
-    ap.add_argument("--variants", default="naive," + ",".join(VARIANTS),
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                     help=f"which runs: naive,{','.join(VARIANTS)} (fetch what fits is the "
                          "baseline of pts: list it first)")
     ap.add_argument("--workdir", help="keep the teachers here (default: a temporary folder)")
