@@ -321,20 +321,25 @@ def test_resume_names_the_flags_its_checkpoint_overrides(files, tmp_path):
     assert as_json(p)["epochs_run"] == 2
 
 
-def test_ctrl_c_says_how_to_resume_and_leaves_a_usable_student(files, tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "background-sigint", "sigterm"])
+def test_ctrl_c_says_how_to_resume_and_leaves_a_usable_student(files, tmp_path, how):
+    """Ctrl-C, kill -INT of a background job (a shell starts it with SIGINT ignored) and
+    SIGTERM (`kill %1`) all stop the run the same way."""
     import os
     import signal
     import time
     out = tmp_path / "run"
+    ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) \
+        if how == "background-sigint" else None
     p = subprocess.Popen([sys.executable, "-m", "edgekd", "train", "--student",
                           str(files / "student.json"), "--teacher", str(files / "teacher.npz"),
                           "--data", "digits", "--epochs", "500", "--no-halting", "--out", str(out),
                           "--backend", "numpy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=ENV)
+                         text=True, env=ENV, preexec_fn=ignore_sigint)
     deadline = time.monotonic() + 120
     while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "--resume" in err and "Traceback" not in err, err
     e = as_json(edgekd("eval", out / "student.npz", "--data", "digits", "--json"))

@@ -177,3 +177,15 @@ def load_data(name):
 def load_spec_file(path):
     from ..nn.spec import load_spec
     return load_spec(path)
+
+
+def stop_on_signals():
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so `kill %1` and Ctrl-C stop a command the
+    same way. SIGINT is set too: a shell starts a background job with SIGINT ignored, Python
+    then leaves it ignored, and kill -INT would never reach the command."""
+    import signal
+
+    def stop(*_):
+        raise KeyboardInterrupt
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)

@@ -27,8 +27,8 @@ def demo_text(r):
         (f"student  {s['params']:>7,} params  test accuracy {s['test_accuracy']:.4f}  "
          f"({d['binding']}-bound design for {r['profile']}, {d['storage_bytes']:,} B of weights)"),
         (f"link     {r['link_bytes']:,} bytes instead of {s['bytes_naive_run']:,} for naive "
-         f"streaming of the epochs run: {r['bytes_saved_run']:.1%} saved "
-         f"({r['bytes_saved_planned']:.1%} vs all {s['epochs_planned']} planned)"),
+         f"streaming of the epochs run: {r['bytes_saved_fraction_run']:.1%} saved "
+         f"({r['bytes_saved_fraction_planned']:.1%} vs all {s['epochs_planned']} planned)"),
         (f"epochs   {s['epochs_run']} run ({s['stop_reason']}), "
          f"{s['settled_fraction']:.0%} of samples settled"),
         f"host     {r['host'][0]}:{r['host'][1]} (a separate process; its log: {r['host_log']})",
@@ -144,6 +144,6 @@ def demo(out, profile_name, storage, epochs, seed, as_json):
                                                   "train_ram_bytes", "latency_s", "binding", "widths")},
            "student": s, "link_bytes": link, "host": host.address,
            "host_log": host.log_path,
-           "bytes_saved_run": 1 - link / s["bytes_naive_run"],
-           "bytes_saved_planned": 1 - link / s["bytes_naive_planned"]}
+           "bytes_saved_fraction_run": 1 - link / s["bytes_naive_run"],
+           "bytes_saved_fraction_planned": 1 - link / s["bytes_naive_planned"]}
     emit(res, as_json, demo_text)

@@ -1,13 +1,12 @@
 """`edgekd serve`: the host streaming script (teacher + data set, many devices at once)."""
 
 import json
-import signal
 import sys
 
 import click
 
 from ..errors import EdgekdError
-from .base import backend_option, load_data, main, seconds_at_least
+from .base import backend_option, load_data, main, seconds_at_least, stop_on_signals
 from .train_cmd import DATA_HELP, parse_hostport
 
 
@@ -71,17 +70,10 @@ def serve(teacher_path, data, bind, token, max_devices, idle_timeout, frame_time
     h, p = srv.address
     click.echo(json.dumps({"host": h, "port": p}) if as_json else f"listening on {h}:{p}")
     sys.stdout.flush()
-    # SIGINT is set here too: a shell starts a background job with SIGINT ignored, Python then
-    # leaves it ignored, and Ctrl-C's signal (kill -INT) would never stop the host
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _stop)
+    stop_on_signals()
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
         click.echo("edgekd serve: stopped", err=True)
     finally:
         srv.shutdown()
-
-
-def _stop(*_):
-    raise KeyboardInterrupt

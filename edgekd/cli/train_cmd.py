@@ -26,6 +26,7 @@ from .base import (
     load_spec_file,
     main,
     seconds_at_least,
+    stop_on_signals,
 )
 
 DATA_HELP = "Data set: a built-in name (digits, iris, sensor, fashion-mnist) or an .npz with x_train, y_train, x_test, y_test."
@@ -331,6 +332,7 @@ def train(student_path, teacher_path, data, resume, out, as_json, **kw):
         warn_overridden(click.get_current_context(), cfg, codecs, checkpoint)
         cfg, codecs = checkpoint.cfg, LinkConfig.from_dict(checkpoint.link)
     source = make_source(link, codecs, teacher_path, data, spec)
+    stop_on_signals()
     try:
         with EpochBar(cfg.epochs, "train", ["loss", "test_accuracy", "settled_fraction"]) as bar:
             res = train_student(spec, source, cfg, out, checkpoint, bar.update)
@@ -376,7 +378,7 @@ def _flat(d, prefix=""):
 
 
 def how_to_resume(out):
-    """Ctrl-C: say what is on disk and how to go on, then exit 130 as shells expect."""
+    """Ctrl-C or SIGTERM: say what is on disk and how to go on, then exit 130 as shells expect."""
     args = [a for a in sys.argv[1:] if a != "--resume"]
     again = shlex.join(["edgekd", *args, "--resume"])
     if os.path.exists(os.path.join(out, CHECKPOINT)):
