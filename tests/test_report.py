@@ -174,3 +174,17 @@ def test_nan_loss_prints_strict_json(run, tmp_path):
     assert out["epochs"][-1]["loss"] is None and out["summary"]["train_loss"] is None
     assert "nan" in cli("report", d).output
     assert np.isnan(load_metrics(d)[-1]["loss"])
+
+
+def test_the_loss_rise_note_appears_only_when_settling_explains_it():
+    """The plot explains a rising train loss (it is over the samples still streamed) only when
+    the loss did rise and samples settled meanwhile; a NaN loss is skipped."""
+    from edgekd.report import _rises_while_settling
+
+    def rows(losses, settled):
+        return [{"loss": v, "settled_fraction": s} for v, s in zip(losses, settled)]
+    assert _rises_while_settling(rows([1.0, 0.5, 0.7], [0.0, 0.4, 0.8]))
+    assert not _rises_while_settling(rows([1.0, 0.5, 0.4], [0.0, 0.4, 0.8]))    # fell
+    assert not _rises_while_settling(rows([1.0, 0.5, 0.7], [0.0, 0.0, 0.0]))    # none settled
+    assert not _rises_while_settling(rows([0.5], [0.9]))
+    assert _rises_while_settling(rows([1.0, float("nan"), 0.5, 0.6], [0.0, 0.1, 0.2, 0.3]))
