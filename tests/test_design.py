@@ -532,3 +532,7 @@ def test_board_training_design_refuses_what_no_board_trains():
         design(TEACHER, Constraints.from_profile(get_profile("nrf52840"), ram_for="board-train",
                                                  ram_bytes=4096))
     assert "board training arena" in one_line(e)
+    wide = mlp(64, n_in=20_000)    # not one sample fits a board's frame
+    with pytest.raises(EdgekdError) as e:
+        design(wide, Constraints.from_profile(get_profile("nrf52840"), ram_for="board-train"))
+    assert "does not fit the firmware's 2,048-byte frames" in one_line(e)

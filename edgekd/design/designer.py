@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from ..errors import EdgekdError
 from ..nn.layers import REGISTRY
 from ..nn.spec import plan_layers
-from .board_memory import designed_plan
+from .board_memory import DEFAULT_MAX_PAYLOAD, designed_plan
 from .cost import ModelCost, check_batch, check_optimizer, model_cost
 from .tflm_cost import tflm_cost
 from .units import format_bytes, format_flops, format_seconds
@@ -298,7 +298,11 @@ def _used(cost, c, spec):
             ram = tflm_cost(spec, int8=int8).arena_bytes
         elif c.ram_for == "board-train":
             plan = board_plan(spec, c)
-            ram = float("inf") if plan is None else plan["arena"]
+            if plan is None:   # the family is checked first: no sample fits a board's frame
+                raise EdgekdError(f"a board cannot train this student: one sample of "
+                                  f"{spec['input_shape'][0]:,} inputs does not fit the "
+                                  f"firmware's {DEFAULT_MAX_PAYLOAD:,}-byte frames")
+            ram = plan["arena"]
         else:
             ram = cost.train_ram_bytes
         out["ram"] = (ram, c.ram_bytes)
