@@ -87,8 +87,9 @@ def design(teacher_path, family, data, profile_name, storage, ram, speed, max_la
     from ..design.designer import design as run_design
     from ..design.profiles import get_profile
     from ..fileio import write_json
-    spec = _teacher_spec(teacher_path, family, data, template_spec, ram_for)
-    samples = len(load_data(data).y_train) if data and ram_for == "board-train" else None
+    ds = load_data(data) if data else None
+    spec = _teacher_spec(teacher_path, family, ds, template_spec, ram_for)
+    samples = len(ds.y_train) if ds is not None and ram_for == "board-train" else None
     given = {k: v for k, v in (("storage_bytes", storage), ("ram_bytes", ram),
                                ("flops_per_s", speed), ("max_latency_s", max_latency),
                                ("storage_format", storage_format), ("ram_for", ram_for),
@@ -113,18 +114,17 @@ def design(teacher_path, family, data, profile_name, storage, ram, speed, max_la
     emit(result, as_json, design_text)
 
 
-def _teacher_spec(teacher_path, family, data, template_spec, ram_for=None):
+def _teacher_spec(teacher_path, family, ds, template_spec, ram_for=None):
     if teacher_path and family:
         raise EdgekdError("give either --teacher or --family, not both")
-    if teacher_path and data and ram_for != "board-train":
+    if teacher_path and ds is not None and ram_for != "board-train":
         raise EdgekdError("--data goes with --family (the shapes) or --ram-for board-train "
                           "(the samples); a teacher gives its own shapes")
     if teacher_path:
         from ..nn.io import load_model
         model, _, _ = load_model(teacher_path)
         return model.spec
-    if family and data:
-        ds = load_data(data)
+    if family and ds is not None:
         return template_spec(family, ds.input_shape, ds.num_classes)
     raise EdgekdError("give --teacher TEACHER.npz, or --family with --data")
 
