@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 
-from link_bytes import epochs_for, load, run, split_bytes, summarise, teacher_for
+from link_bytes import K, epochs_for, load, run, split_bytes, summarise, teacher_for
 
 RULES = (  # label, halting settings (the rest are the defaults)
     ("no halting (fetch what fits)", {"enabled": False}),
@@ -62,7 +62,7 @@ def main(argv=None):
                 for label, halting in rules:
                     if budget_name != "all" and "rehearse_prob" in halting:
                         continue   # what replaying kept samples costs: only where all are kept
-                    rs = [run(name, data, teacher, (label, halting, "topk"), budget, s,
+                    rs = [run(name, data, teacher, (label, halting, "topk", K), budget, s,
                               epochs_for(name, a), workdir) for s in range(a.seeds)]
                     acc = np.array([r["test_accuracy"] for r in rs])
                     base = acc if base is None else base

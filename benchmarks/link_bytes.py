@@ -90,14 +90,15 @@ SETS = {
 }
 
 OLD_RULE = {"eps": 0.05, "threshold": "absolute", "policy": "skip"}  # before docs/halting.md
-NAIVE = ("naive f32", {"enabled": False}, "f32")
-VARIANTS = {  # --variants name: label, halting settings, soft codec (inputs: u8 unless f32)
-    "fetch": ("fetch what fits", {"enabled": False}, "topk"),
-    "halting": ("halting (defaults)", {}, "topk"),
-    "old": ("halting, old rule", OLD_RULE, "topk"),
+K = LinkConfig.topk
+NAIVE = ("naive f32", {"enabled": False}, "f32", K)
+VARIANTS = {  # --variants name: label, halting settings, soft codec (inputs: u8 unless f32), k
+    "fetch": ("fetch what fits", {"enabled": False}, "topk", K),
+    "halting": ("halting (defaults)", {}, "topk", K),
+    "old": ("halting, old rule", OLD_RULE, "topk", K),
 }
 DEFAULT_VARIANTS = ("naive",) + tuple(VARIANTS)
-# top-k with fewer logits than the default 4, on the default rule (asked for by name)
+# top-k with fewer logits than the default, on the default rule (asked for by name)
 VARIANTS.update({f"topk{k}": (f"halting, top-{k} labels", {}, "topk", k) for k in (1, 2, 3)})
 
 
@@ -137,10 +138,10 @@ def epochs_for(name, a):
 
 
 def run(name, data, teacher, variant, budget, seed, epochs, workdir):
-    label, halting, codec, *k = variant
+    label, halting, codec, k = variant
     cfg = TrainConfig(epochs=epochs, seed=seed, halting=HaltingConfig(**halting),
                       cache_budget=budget)
-    link = LinkConfig.choose(codec, topk=k[0] if k else LinkConfig.topk)
+    link = LinkConfig.choose(codec, topk=k)
     src = LocalSource(teacher, data, **link.source_kwargs())
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=workdir) as out:
