@@ -110,9 +110,9 @@ def check_ram(target, ram):
                           f"two, which the MPU guard needs (e.g. 64KiB, 96KiB, 256KiB)")
 
 
-def check_stack(target, stack):
+def check_stack(stack):
     """The thread stack a port can be linked with, or EdgekdError."""
-    if target.cross and (stack % 8 or not MIN_STACK <= stack <= 64 * KiB):
+    if stack % 8 or not MIN_STACK <= stack <= 64 * KiB:
         raise EdgekdError(f"--stack {stack:,} B: take a multiple of 8 bytes from "
                           f"{MIN_STACK:,} B to 64 KiB")
     return stack
@@ -137,7 +137,10 @@ def build_firmware(out_dir, defines=None, cc=None, target="host", ram=None, flas
     ram = t.default_ram if ram is None else int(ram)
     flash = t.default_flash if flash is None else int(flash)
     check_ram(t, ram)
-    stack = check_stack(t, STACK_BYTES if stack is None else int(stack))
+    if stack is not None and not t.cross:
+        raise EdgekdError("--stack sizes a Cortex-M image's thread stack; the host build runs "
+                          "on this machine's")
+    stack = check_stack(STACK_BYTES if stack is None else int(stack))
     defs = {"EKB_RAM_BYTES": ram, "EKB_FLASH_BYTES": flash, "EKB_CLOCK_HZ": t.clock_hz}
     if t.cross:
         defs["EKB_BOARD_NAME"] = t.name

@@ -44,6 +44,8 @@ def test_images_are_sized_by_ram_and_refused_past_it(kind, tmp_path):
     assert res["stack"] - json.loads(small.stdout)["stack"] == 6 * KiB   # 8 KiB by default
     one_line_error(run("firmware", "--target", target, "--stack", "100", "-o", str(tmp_path)),
                    "--stack 100 B")
+    one_line_error(run("firmware", "--target", "host", "--stack", "2KiB", "-o", str(tmp_path)),
+                   "--stack sizes a Cortex-M image")
 
 
 def test_missing_tools_are_named_with_their_package(tmp_path):
