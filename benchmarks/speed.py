@@ -12,10 +12,10 @@ the table reports ratios, so other load on the machine moves all engines alike. 
 edgekd's cost model (a training step = 3x the forward FLOPs) and are set against this core's
 float32 matmul peak, measured here: a 1024^3 numpy sgemm on one thread, timed in the same
 interleaved rounds as each row.
-Start-up is `edgekd train` in a fresh process, to its first finished step, with numba's
-on-disk cache empty (cold) and filled (warm), beside numba's own floor (a fresh process that
-imports numba and calls one cached @njit function): what a warm start costs above that is
-edgekd's.
+Start-up is `edgekd train` in a fresh process, to its first finished step, with edgekd's and
+numba's on-disk caches empty (cold) and filled (warm: the steps built ahead of time, which
+need no numba import; jit_warm: numba's JIT cache alone, as where no C compiler is), beside
+numba's own floor (a fresh process that imports numba and calls one cached @njit function).
 """
 
 import argparse
@@ -270,13 +270,14 @@ def startup(out_dir, rounds=3):
     env = {**os.environ, "NUMBA_CACHE_DIR": os.path.join(out_dir, "numba-cache")}
 
     def timed(label, backend):
+        aot = "0" if label == "numba_jit_warm" else os.environ.get("EDGEKD_AOT", "1")
         args = ([floor] if backend is None else
                 [__file__, "--first-step", "train", "--data", "digits", "--teacher", teacher,
                  "--student", spec_path, "--epochs", "1", "--backend", backend,
                  "--out", os.path.join(out_dir, f"{label}-{time.time_ns()}"), "--json"])
         t0 = time.time()
-        p = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                           check=False, timeout=900)
+        p = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                           env={**env, "EDGEKD_AOT": aot}, check=False, timeout=900)
         total = time.time() - t0
         stamp = [ln for ln in p.stderr.splitlines() if ln.startswith("edgekd: first step done at ")]
         if p.returncode != 0 or not stamp:
@@ -290,9 +291,10 @@ def startup(out_dir, rounds=3):
 
     res = {"numba_cold": timed("numba_cold", "numba")}
     timed("floor_compile", None)          # the floor's own function, compiled once, untimed
-    runs = {"numpy": [], "numba_warm": [], "numba_floor": []}
+    runs = {"numpy": [], "numba_warm": [], "numba_jit_warm": [], "numba_floor": []}
     for _ in range(rounds):
-        for label, backend in (("numpy", "numpy"), ("numba_warm", "numba"), ("numba_floor", None)):
+        for label, backend in (("numpy", "numpy"), ("numba_warm", "numba"),
+                               ("numba_jit_warm", "numba"), ("numba_floor", None)):
             runs[label].append(timed(label, backend))
     for label, rs in runs.items():
         ok = [r for r in rs if "error" not in r]
@@ -302,7 +304,7 @@ def startup(out_dir, rounds=3):
         res[label] = {k: statistics.median(r[k] for r in ok) if ok[0][k] is not None else None
                       for k in ("first_step_s", "process_s", "peak_rss_mib")}
         res[label]["rounds"] = len(ok)
-    return {k: res[k] for k in ("numpy", "numba_cold", "numba_warm", "numba_floor")}
+    return {k: res[k] for k in ("numpy", "numba_cold", "numba_warm", "numba_jit_warm", "numba_floor")}
 
 
 def first_step_worker(args):
@@ -394,14 +396,15 @@ def print_table(result, jax):
 
 def print_startup(start):
     print("`edgekd train` (digits, MLP) from process start to its first finished step (warm:"
-          " median of interleaved runs;\nnumba_floor: a process importing numba and calling "
-          "one cached @njit function):")
+          " median of interleaved runs;\nnumba_warm: steps built ahead of time; numba_jit_warm:"
+          " numba's JIT cache only;\nnumba_floor: a process importing numba and calling one "
+          "cached @njit function):")
     for k, v in start.items():
         if "error" in v:
-            print(f"  {k:11} failed: {v['error']}")
+            print(f"  {k:14} failed: {v['error']}")
         else:
             rss = f"   peak RSS {v['peak_rss_mib']:.0f} MiB" if v.get("peak_rss_mib") else ""
-            print(f"  {k:11} {v['first_step_s']:6.2f} s   (whole run {v['process_s']:6.2f} s){rss}")
+            print(f"  {k:14} {v['first_step_s']:6.2f} s   (whole run {v['process_s']:6.2f} s){rss}")
 
 
 if __name__ == "__main__":

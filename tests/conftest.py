@@ -1,4 +1,5 @@
-"""Test-wide settings: one BLAS thread, as the CLI uses (small matrices, no oversubscription)."""
+"""Test-wide settings: one BLAS thread, as the CLI uses (small matrices, no oversubscription);
+JIT-compiled training steps."""
 
 import os
 
@@ -6,6 +7,9 @@ import pytest
 
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
+# Training steps come from numba's JIT cache in tests: an ahead-of-time build (kernels/aot.py)
+# costs ~20 s per program, and tests build hundreds. tests/test_aot.py builds them on purpose.
+os.environ.setdefault("EDGEKD_AOT", "0")
 
 try:  # CI explores a fixed set of examples (no flaky landings); local runs keep exploring
     from hypothesis import settings

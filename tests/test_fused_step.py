@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("numba")
 
-from edgekd.distill.fused import fused_kd_step, program_of
+from edgekd.distill.fused import fused_kd_step
+from edgekd.nn.program import program_of
 from edgekd.distill.optim import make_optimizer
 from edgekd.distill.steps import kd_step
 from edgekd.kernels import backend, step_numba
@@ -103,12 +104,12 @@ def test_steps_aside_when_it_cannot_fuse(own_cache):
 def test_generated_once_and_reused(own_cache):
     m = Sequential(SPECS["mlp"], seed=0)
     program = program_of(m)
-    step, sizes = step_numba.compile_step(program, "sgd", 6, 13)
+    sizes = step_numba.compile_step(program, "sgd", 6, 13).sizes
     files = sorted(p.name for p in (own_cache / "edgekd-steps").glob("edgekd_step_*.py"))
     assert len(files) == 1
     stamp = (own_cache / "edgekd-steps" / files[0]).stat().st_mtime_ns
     step_numba._loaded.clear()
-    again, _ = step_numba.compile_step(program, "sgd", 6, 13)
+    step_numba.compile_step(program, "sgd", 6, 13)
     assert (own_cache / "edgekd-steps" / files[0]).stat().st_mtime_ns == stamp
     # the float workspace scales with the batch, give or take the cache-line padding of the
     # batch's own copy (two arrays, under 16 floats each)

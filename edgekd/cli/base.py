@@ -98,8 +98,12 @@ class EpochBar:
 
 
 def _use_backend(ctx, param, value):
-    from ..kernels import backend
-    if backend.select(value, log=lambda m: click.echo(f"edgekd: {m}", err=True)).name == "numba":
+    from ..kernels import aot, backend
+    say = lambda m: click.echo(f"edgekd: {m}", err=True)  # noqa: E731
+    if backend.select(value, log=say).name == "numba":
+        aot.announce = say
+        if aot.unavailable() is None:
+            return value  # each model's step is built ahead of time when first used
         if not backend.numba_cache_warm():
             click.echo("edgekd: numba: compiling kernels (once; later runs load them from the "
                        "cache)", err=True)

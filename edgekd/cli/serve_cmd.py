@@ -61,6 +61,7 @@ def serve(teacher_path, data, bind, token, max_devices, idle_timeout, frame_time
         tls = server_context(tls_cert, tls_key)
     ds = load_data(data)
     teacher = load_teacher(teacher_path, ds)
+    teacher.logits(ds.x_train[:1])  # a compiled teacher is built or loaded before a device waits
     srv = SoftLabelServer(teacher, ds, host, port, token, max_devices, idle_timeout, frame_timeout,
                  log=lambda line: click.echo(f"edgekd serve: {line}", err=True), tls=tls,
                  weak_token=weak_token, max_pending=max_pending,

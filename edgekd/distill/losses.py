@@ -34,13 +34,18 @@ def cross_entropy(s, y):
     return loss, (grad / np.float32(n)).astype(np.float32, copy=False)
 
 
-def kd_loss(s, t, y, temperature=4.0, alpha=0.9, grad=None, kl=None):
-    """KD loss through the active backend; `grad` and `kl` may be caller-owned buffers."""
+def kd_loss(s, t, y, temperature=4.0, alpha=0.9, grad=None, kl=None, kernel=None):
+    """KD loss through the active backend, or through `kernel` (kd_loss_grad's signature:
+    a compiled program's own: edgekd.nn.program); `grad` and `kl` may be caller-owned
+    buffers (C-contiguous float32)."""
     s, t = np.ascontiguousarray(s, np.float32), np.ascontiguousarray(t, np.float32)
     grad = np.empty_like(s) if grad is None else grad
     kl = np.empty(len(s), np.float32) if kl is None else kl
     y = np.ascontiguousarray(y, np.int64)
-    loss = active().kd_loss_grad(s, t, y, float(temperature), float(alpha), grad, kl)
+    if s.ndim != 2 or t.shape != s.shape or y.shape != s.shape[:1]:
+        raise ValueError(f"kd_loss: logits {s.shape}, soft labels {t.shape}, labels {y.shape}")
+    kernel = kernel or active().kd_loss_grad
+    loss = kernel(s, t, y, float(temperature), float(alpha), grad, kl)
     top = s.argmax(axis=1)
     return KDResult(float(loss), grad, kl, top == t.argmax(axis=1), int(np.count_nonzero(top == y)))
 

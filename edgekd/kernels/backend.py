@@ -33,15 +33,26 @@ def _numpy():
     return ns
 
 
-def _numba():
-    try:
+class _NumbaKernels:
+    """The numba twins, imported on first use: a training step built ahead of time
+    (kernels/aot.py) needs none of them, and importing numba costs half a second."""
+
+    name = "numba"
+
+    def __getattr__(self, k):
+        if k not in KERNELS:
+            raise AttributeError(k)
         from . import numba_twins
-    except ImportError:
-        raise EdgekdError("the numba backend needs numba: pip install 'edgekd[fast]'") from None
-    ns = types.SimpleNamespace(name="numba")
-    for k in KERNELS:
-        setattr(ns, k, getattr(numba_twins, k))
-    return ns
+        for kernel in KERNELS:
+            setattr(self, kernel, getattr(numba_twins, kernel))
+        return getattr(self, k)
+
+
+def _numba():
+    import importlib.util
+    if importlib.util.find_spec("numba") is None:
+        raise EdgekdError("the numba backend needs numba: pip install 'edgekd[fast]'")
+    return _NumbaKernels()
 
 
 PROBE = "from numba import njit; assert njit(lambda a: a + 1)(1) == 2"

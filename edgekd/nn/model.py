@@ -6,6 +6,7 @@ import numpy as np
 
 from ..kernels.aligned import aligned_empty, aligned_zeros
 from .layers.dropout import Dropout
+from .program import compiled_forward
 from .spec import build_layers
 
 
@@ -74,7 +75,11 @@ class Sequential:
         return xa, sa
 
     def predict(self, x, batch=256):
-        """Logits for many samples in inference mode, in chunks to bound memory."""
+        """Logits for many samples in inference mode, in chunks to bound memory; on the numba
+        backend one compiled call per chunk when every layer has a compiled form."""
+        compiled = compiled_forward(self)
+        if compiled is not None:
+            return compiled.predict(x, batch)
         x = np.asarray(x, np.float32)
         out = np.zeros((len(x), self.num_classes), np.float32)
         for i in range(0, len(x), batch):
