@@ -12,8 +12,10 @@ from the layers; this module knows nothing of them):
 
 Offsets index the model's flat parameter (and gradient) vector. Python source specialised to
 the program (every feature size a literal; the batch size stays a run-time value, since
-halting makes batches of any size) is written once under the cache directory and compiled
-by numba with its on-disk cache, so a later process loads it instead of compiling.
+halting makes batches of any size) is written once under the cache directory: the training
+step and an inference forward pass (a teacher's program has the forward alone). It is built
+ahead of time into an extension module where this machine can (kernels/aot.py: a later
+process then needs no numba), else compiled by numba with its on-disk cache.
 
 Dense layers and convolutions of at least GEMM_MIN_K taps x channels call BLAS sgemm through
 numba's numpy.dot (SciPy's bindings) when SciPy is installed; the rest are loops written out
