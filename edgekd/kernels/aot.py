@@ -10,7 +10,8 @@ Python headers, a numba without pycc, EDGEKD_AOT=0) or one failed, numba's JIT c
 as before; a failed build is remembered and not retried.
 
 An extension module built this way checks no argument types, so its callers
-(edgekd.distill.fused) pass exactly the types the program's EXPORTS table names.
+(edgekd.distill.fused, edgekd.nn.program) pass exactly the types the program's EXPORTS table
+names.
 """
 
 import hashlib
@@ -89,8 +90,8 @@ def load(src_path, name):
             return None
         os.makedirs(root, exist_ok=True)
         if announce is not None:
-            announce("numba: building this model's compiled step (once per machine and model; "
-                     "later runs load it without numba)")
+            announce("numba: building this model's compiled program (once per machine and "
+                     "model; later runs load it without numba)")
         why = _build(src_path, out)
         if why is not None:
             _remember_failure(failed, why)

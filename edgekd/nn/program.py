@@ -83,11 +83,8 @@ class CompiledForward:
             n = min(batch, len(x) - i)
             if n not in self.work:
                 nf, ni = self.compiled.forward_sizes(n)
-                self.work[n] = (aligned_empty(nf), aligned_empty(max(ni, 1), np.int64),
-                                aligned_empty((n, self.model.num_classes)))
-            wf, wi, o = self.work[n]
-            self.compiled.forward(x[i:i + n], P, wf, wi, o)
-            out[i:i + n] = o
+                self.work[n] = (aligned_empty(nf), aligned_empty(max(ni, 1), np.int64))
+            self.compiled.forward(x[i:i + n], P, *self.work[n], out[i:i + n])  # rows: C order
         return out
 
 
