@@ -3,7 +3,7 @@ fetch-what-fits, at a device budget where most samples must be streamed (1% of t
 training split) and at one that holds them all.
 
     python benchmarks/halting_rules.py [--seeds 5] [--sets digits,sensor] [--budgets 1%,all]
-                                       [--rules default,probe] [--json]
+                                       [--rules default,probe] [--echo 3] [--json]
 
 --rules keeps the rules whose label holds one of the words (the baseline always runs).
 
@@ -17,6 +17,8 @@ import tempfile
 
 import numpy as np
 
+from edgekd.distill.config import TrainConfig
+
 from link_bytes import K, epochs_for, load, run, split_bytes, summarise, teacher_for
 
 RULES = (  # label, halting settings (the rest are the defaults)
@@ -28,6 +30,8 @@ RULES = (  # label, halting settings (the rest are the defaults)
     ("relative eps 0.02 (default)", {}),
     ("relative eps 0.03", {"eps": 0.03}),
     ("relative eps 0.02, settle after 10", {"settle_after": 10}),
+    ("relative eps 0.02, plateau 8 epochs", {"patience_epochs": 8}),
+    ("relative eps 0.015", {"eps": 0.015}),
     ("relative eps 0.02, kept: rehearse 0.5", {"rehearse_prob": 0.5}),
     ("relative eps 0.05", {"eps": 0.05}),
     ("relative eps 0.02, probe 0.1", {"probe_prob": 0.1}),
@@ -43,6 +47,8 @@ def main(argv=None):
     ap.add_argument("--sets", default="digits,sensor")
     ap.add_argument("--budgets", default="1%,all", help="device budgets: 1%%, 10%%, all")
     ap.add_argument("--rules", help="comma-separated words: only the rules whose label holds one")
+    ap.add_argument("--echo", type=int, default=TrainConfig.echo,
+                    help="steps per batch for every rule [%(default)s, edgekd's default]")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     words = a.rules.split(",") if a.rules else None
@@ -63,7 +69,7 @@ def main(argv=None):
                     if budget_name != "all" and "rehearse_prob" in halting:
                         continue   # what replaying kept samples costs: only where all are kept
                     rs = [run(name, data, teacher, (label, halting, "topk", K), budget, s,
-                              epochs_for(name, a), workdir) for s in range(a.seeds)]
+                              epochs_for(name, a), workdir, a.echo) for s in range(a.seeds)]
                     acc = np.array([r["test_accuracy"] for r in rs])
                     base = acc if base is None else base
                     rows.append(summarise(name, label, budget_name, rs, base))
@@ -79,7 +85,8 @@ def main(argv=None):
         pts = f"{r['points']:+.2f}±{r['points_std']:.2f}"
         print(f"{r['set']:8} {r['budget']:>6} {r['variant']:38} {r['vs_naive']:>8.1%} "
               f"{r['epochs']:>6.1f} {r['test_accuracy']:>8.4f}±{r['accuracy_std']:.4f} {pts:>12}")
-    print(f"(mean of {a.seeds} seeds; pts against no halting at the same budget, ± over seeds)")
+    print(f"(mean of {a.seeds} seeds, echo {a.echo}; pts against no halting at the same budget, "
+          "± over seeds)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ epoch), and early halting (the defaults, and the old rule for contrast) at the s
     python benchmarks/link_bytes.py --tables A.json B.json [--plot docs/halting.png]
 
 `--variants` also takes topk1, topk2, topk3: the default rule with soft labels cut to the
-k largest logits (the default is 4), for bytes against accuracy.
+k largest logits (the default is 4), for bytes against accuracy; and fetch-echo1,
+halting-echo1: fetch what fits and the default rule training each streamed batch once
+(`--echo 1`), for what data echoing buys. `--echo N` sets it for every variant.
 
 Budgets are fractions of the training split's encoded size (what keeping every sample
 would cost the device: all of it, 10% and 1% by default), or sizes (`1MiB`, the default
@@ -96,8 +98,11 @@ VARIANTS = {  # --variants name: label, halting settings, soft codec (inputs: u8
     "fetch": ("fetch what fits", {"enabled": False}, "topk", K),
     "halting": ("halting (defaults)", {}, "topk", K),
     "old": ("halting, old rule", OLD_RULE, "topk", K),
+    # each streamed batch trained once, as before data echoing (asked for by name)
+    "fetch-echo1": ("fetch what fits, echo 1", {"enabled": False}, "topk", K, 1),
+    "halting-echo1": ("halting, echo 1", {}, "topk", K, 1),
 }
-DEFAULT_VARIANTS = ("naive",) + tuple(VARIANTS)
+DEFAULT_VARIANTS = ("naive", "fetch", "halting", "old")
 # top-k with fewer logits than the default, on the default rule (asked for by name)
 VARIANTS.update({f"topk{k}": (f"halting, top-{k} labels", {}, "topk", k) for k in (1, 2, 3)})
 
@@ -137,16 +142,21 @@ def epochs_for(name, a):
     return a.epochs or SETS[name].get("epochs", 30)
 
 
-def run(name, data, teacher, variant, budget, seed, epochs, workdir):
-    label, halting, codec, k = variant
+def echo_of(variant, echo):
+    """A variant's own echo (its fifth field), else the run's (--echo)."""
+    return variant[4] if len(variant) > 4 else echo
+
+
+def run(name, data, teacher, variant, budget, seed, epochs, workdir, echo=TrainConfig.echo):
+    label, halting, codec, k = variant[:4]
     cfg = TrainConfig(epochs=epochs, seed=seed, halting=HaltingConfig(**halting),
-                      cache_budget=budget)
+                      cache_budget=budget, echo=echo_of(variant, echo))
     link = LinkConfig.choose(codec, topk=k)
     src = LocalSource(teacher, data, **link.source_kwargs())
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=workdir) as out:
         r = train_student(SETS[name]["student"], src, cfg, out)
-    r["wall"] = time.perf_counter() - t0
+    r["wall"], r["echo"] = time.perf_counter() - t0, cfg.echo
     return r
 
 
@@ -156,7 +166,7 @@ def summarise(name, label, budget_name, rs, base_acc):
     link = np.array([r["bytes_down"] + r["bytes_up"] for r in rs], float)
     naive = np.array([r["bytes_naive_planned"] for r in rs], float)
     return {"set": name, "budget": budget_name, "variant": label, "seeds": len(rs),
-            "epochs_planned": rs[0]["epochs_planned"],
+            "epochs_planned": rs[0]["epochs_planned"], "echo": rs[0].get("echo", 1),
             "link_bytes": int(link.mean()), "vs_naive": float((link / naive).mean()),
             "kept_bytes": int(np.mean([r["kept_bytes"] for r in rs])),
             "epochs": float(np.mean([r["epochs_run"] for r in rs])),
@@ -174,33 +184,36 @@ def bench_set(name, a, workdir, say):
     variants = [VARIANTS[v] for v in a.variants.split(",") if v != "naive"]
     rows = []
     if "naive" in a.variants.split(","):
-        rs = [run(name, data, teacher, NAIVE, 0, s, epochs, workdir) for s in seeds]
+        rs = [run(name, data, teacher, NAIVE, 0, s, epochs, workdir, a.echo) for s in seeds]
         rows.append(summarise(name, NAIVE[0], "0", rs, None))
         say(f"{name}: naive done")
     for budget_name in a.budgets.split(","):
         budget = budget_of(budget_name, whole)
-        base = None
+        base = {}   # per echo: the first run without halting, what pts are against
         for v in variants:
-            rs = [run(name, data, teacher, v, budget, s, epochs, workdir) for s in seeds]
+            rs = [run(name, data, teacher, v, budget, s, epochs, workdir, a.echo) for s in seeds]
             acc = np.array([r["test_accuracy"] for r in rs])
-            base = acc if base is None else base
-            rows.append(summarise(name, v[0], budget_name, rs, base))
+            e = echo_of(v, a.echo)
+            if e not in base and (not v[1].get("enabled", True) or not base):
+                base[e] = acc
+            rows.append(summarise(name, v[0], budget_name, rs, base.get(e, next(iter(base.values())))))
             say(f"{name}: {budget_name} {v[0]} done")
     return rows
 
 
 def table(rows, a):
-    head = (f"{'set':13} {'budget':>6} {'variant':20} {'link bytes':>12} {'vs naive':>9} "
+    head = (f"{'set':13} {'budget':>6} {'variant':23} {'link bytes':>12} {'vs naive':>9} "
             f"{'kept':>9} {'epochs':>6} {'wall s':>7} {'accuracy':>15} {'pts':>12}")
     lines = [head, "-" * len(head)]
     for r in rows:
         kb = r["kept_bytes"]
         kept = "-" if not kb else f"{kb / 1024:.0f} KiB" if kb >= 10240 else f"{kb:,} B"
         pts = "" if r["points"] is None else f"{r['points']:+.2f}±{r['points_std']:.2f}"
-        lines.append(f"{r['set']:13} {r['budget']:>6} {r['variant']:20} {r['link_bytes']:>12,} "
+        lines.append(f"{r['set']:13} {r['budget']:>6} {r['variant']:23} {r['link_bytes']:>12,} "
                      f"{r['vs_naive']:>8.1%} {kept:>9} {r['epochs']:>6.1f} {r['wall_s']:>7.2f} "
                      f"{r['test_accuracy']:>8.4f}±{r['accuracy_std']:.4f} {pts:>12}")
-    lines.append(f"(mean of {a.seeds} seeds; epochs planned: "
+    echoes = sorted({r.get("echo", 1) for r in rows if "echo 1" not in r["variant"]})
+    lines.append(f"(mean of {a.seeds} seeds; echo {'/'.join(map(str, echoes))}; epochs planned: "
                  + ", ".join(f"{s} {e}" for s, e in dict((r["set"], r["epochs_planned"])
                                                           for r in rows).items())
                  + "; budget = device memory as "
@@ -220,12 +233,15 @@ def plot(rows, path):
     for extra, mark in zip(sorted({r["budget"] for r in rows} - set(marks)), "Dvp*h"):
         marks[extra] = mark
     colours = {"naive f32": "black", "fetch what fits": "tab:blue",
-               "halting (defaults)": "tab:green", "halting, old rule": "tab:red"}
+               "halting (defaults)": "tab:green", "halting, old rule": "tab:red",
+               "fetch what fits, echo 1": "tab:cyan", "halting, echo 1": "tab:olive"}
+    colours = {k: c for k, c in colours.items() if any(r["variant"] == k for r in rows)}
     for ax, name in zip(axes[0], sets):
         mine = [r for r in rows if r["set"] == name]
         for r in mine:
             ax.errorbar(100 * r["vs_naive"], r["test_accuracy"], yerr=r["accuracy_std"],
-                        fmt=marks[r["budget"]], color=colours[r["variant"]], capsize=2)
+                        fmt=marks[r["budget"]], color=colours.get(r["variant"], "grey"),
+                        capsize=2)
         front = sorted(mine, key=lambda r: r["vs_naive"])
         best, pareto = -1.0, []
         for r in front:
@@ -259,6 +275,8 @@ def main(argv=None):
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                     help=f"which runs: naive,{','.join(VARIANTS)} (fetch what fits is the "
                          "baseline of pts: list it first)")
+    ap.add_argument("--echo", type=int, default=TrainConfig.echo,
+                    help="steps per streamed batch for every variant [%(default)s, edgekd's default]")
     ap.add_argument("--workdir", help="keep the teachers here (default: a temporary folder)")
     ap.add_argument("--plot", metavar="PNG", help="also draw bytes against accuracy")
     ap.add_argument("--json", action="store_true")

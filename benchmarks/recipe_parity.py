@@ -104,7 +104,7 @@ def per_step_cosine(step_fn, total):
 def edgekd_student(data, teacher_path, seed, epochs, workdir, variant):
     cfg = TrainConfig(epochs=epochs, batch=S_BATCH, lr=S_LR, seed=seed, temperature=TEMP,
                       alpha=ALPHA, halting=HaltingConfig(enabled=False), cache_budget=0,
-                      restore_best=False)
+                      restore_best=False, echo=1)   # one step per batch, as the torch loop
     src = LocalSource(load_teacher(teacher_path), data, **LinkConfig.choose("f32").source_kwargs())
     spec = with_init(STUDENT, "torch_uniform" if variant == "torch_init" else None)
     return train_student(spec, src, cfg, tempfile.mkdtemp(dir=workdir))["test_accuracy"]

@@ -119,20 +119,22 @@ def test_what_the_device_keeps_changes_the_bytes_and_not_the_weights(teacher, di
 
 def test_a_checkpoint_from_before_the_link_settings_split_resumes_the_same(teacher, digits,
                                                                           tmp_path):
-    """Older checkpoints kept the codecs inside the training config and had no "link" entry:
-    they still load, their codecs read back as the link settings, and the run ends the same."""
-    clean = run(teacher, digits, tmp_path / "clean", epochs=4)
+    """Older checkpoints kept the codecs inside the training config, had no "link" entry and
+    no echo: they still load, their codecs read back as the link settings, echo reads as 1,
+    and the run ends the same."""
+    clean = run(teacher, digits, tmp_path / "clean", epochs=4, echo=1)
 
     def crash(metrics):
         if metrics["epoch"] == 2:
             raise Killed
 
     with pytest.raises(Killed):
-        run(teacher, digits, tmp_path / "old", epochs=4, on_epoch=crash)
+        run(teacher, digits, tmp_path / "old", epochs=4, on_epoch=crash, echo=1)
     path = tmp_path / "old" / "checkpoint.npz"
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["meta"]))
+    del meta["trainer"]["config"]["echo"]   # nor the echo: they trained each batch once
     link = meta["trainer"].pop("link")
     assert link == {"codec": "f32", "x_codec": "f32", "topk": 4, "compress": "none"}
     del link["compress"]                  # older checkpoints knew only the codecs
@@ -143,6 +145,32 @@ def test_a_checkpoint_from_before_the_link_settings_split_resumes_the_same(teach
     assert ck.link == link and ck.epoch == 2
     resumed = run(teacher, digits, tmp_path / "old", resume=True, epochs=4)
     assert resumed["weights_sha256"] == clean["weights_sha256"]
+
+
+def test_echo_takes_that_many_steps_on_each_batch_and_halting_sees_the_first(teacher, digits,
+                                                                             tmp_path):
+    """--echo N trains each batch N times in a row: N times the optimizer steps of echo 1 on
+    the same batches (checkpointed step counts), a different student, and the same batches
+    streamed in epoch 1, and a student that learns faster per byte."""
+    runs = {e: run(teacher, digits, tmp_path / str(e), epochs=2, echo=e, cache_budget=0,
+                   halting={"eps": 0.5, "patience": 1, "rho": 1.0}) for e in (1, 3)}
+    steps = {e: int(load_checkpoint(str(tmp_path / str(e))).arrays["optim.t"]) for e in runs}
+    lines = {e: [json.loads(s) for s in (tmp_path / str(e) / "metrics.jsonl").read_text()
+                 .splitlines()] for e in runs}
+    def batches(e):
+        return sum(-(-m["visited"] // 32) for m in lines[e])
+    assert steps[1] == batches(1) and steps[3] == 3 * batches(3)
+    assert lines[1][0]["visited"] == lines[3][0]["visited"]
+    assert runs[1]["weights_sha256"] != runs[3]["weights_sha256"]
+    # epoch 1 streams every sample in both; echo 3 learns faster, so more settle by epoch 2
+    assert lines[3][0]["bytes_down"] == lines[1][0]["bytes_down"]
+    assert lines[3][1]["settled"] >= lines[1][1]["settled"]
+
+
+def test_echo_is_bounded():
+    for bad in (0, 17, 2.5):
+        with pytest.raises(EdgekdError, match="echo"):
+            TrainConfig(echo=bad).check()
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(teacher, digits, tmp_path):

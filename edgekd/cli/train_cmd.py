@@ -8,7 +8,7 @@ import click
 from click.core import ParameterSource
 
 from ..distill import supervised
-from ..distill.config import CHECKPOINT, METRICS, STUDENT, VAL_METRICS, TrainConfig
+from ..distill.config import CHECKPOINT, MAX_ECHO, METRICS, STUDENT, VAL_METRICS, TrainConfig
 from ..distill.halting import KEEP, POLICIES, THRESHOLDS, HaltingConfig
 from ..distill.optim import LR_SCHEDULES, OPTIMIZERS
 from ..errors import EdgekdError
@@ -127,7 +127,7 @@ def make_config(kw):
     return TrainConfig(kd=kd, halting=h, **{k: kw.pop(k) for k in (
         "epochs", "batch", "lr", "lr_schedule", "optimizer", "weight_decay", "momentum", "seed",
         "temperature", "alpha", "val_fraction", "val_metric", "restore_best",
-        "cache_budget")}).check()
+        "cache_budget", "echo")}).check()
 
 
 def make_link_config(kw):
@@ -162,6 +162,11 @@ def training_options(f):
                      type=click.Choice(VAL_METRICS),
                      help="Validation signal: accuracy on labels, argmax agreement with the "
                           "teacher, or KL to the teacher (smooth)."),
+        click.option("--echo", default=d.echo, show_default=True,
+                     type=click.IntRange(1, MAX_ECHO),
+                     help="Steps in a row on each batch (data echoing): a streamed row that "
+                          "cost link bytes buys this many steps, so fewer epochs' worth of "
+                          "bytes train the student as far. 1 trains each batch once."),
         click.option("--restore-best/--last", "restore_best", default=d.restore_best,
                      show_default=True,
                      help="End with the weights of the best validation epoch, or the last ones."),

@@ -8,6 +8,7 @@ from .halting import HaltingConfig
 from .optim import LR_SCHEDULES, OPTIMIZERS, scheduled_lr
 
 VAL_METRICS = ("accuracy", "agreement", "kl")
+MAX_ECHO = 16
 
 # what a run directory (`edgekd train --out`) holds
 CHECKPOINT = "checkpoint.npz"   # every epoch, atomically: weights, optimizer, halting state
@@ -32,6 +33,7 @@ class TrainConfig:
     val_metric: str = "kl"
     restore_best: bool = True
     cache_budget: int = 1 << 20    # bytes of samples the device may keep (still encoded)
+    echo: int = 3                  # steps in a row on each batch (data echoing)
     halting: HaltingConfig = field(default_factory=HaltingConfig)
 
     def check(self):
@@ -49,6 +51,8 @@ class TrainConfig:
             raise EdgekdError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_metric not in VAL_METRICS:
             raise EdgekdError(f"val_metric must be one of {', '.join(VAL_METRICS)}")
+        if not isinstance(self.echo, int) or not 1 <= self.echo <= MAX_ECHO:
+            raise EdgekdError(f"echo must be an integer in [1, {MAX_ECHO}], got {self.echo!r}")
         if not isinstance(self.cache_budget, int) or self.cache_budget < 0:
             raise EdgekdError(f"cache_budget must be a byte count >= 0, got {self.cache_budget!r}")
         self.halting.check()
@@ -71,5 +75,6 @@ class TrainConfig:
         checkpoints kept here) are left to whoever owns them."""
         names = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
+        d.setdefault("echo", 1)   # checkpoints from before echo trained each batch once
         d["halting"] = HaltingConfig(**d.get("halting", {}))
         return cls(**d)

@@ -44,7 +44,7 @@ class HaltingConfig:
     eps_wake: float = 0.2
     rho: float = 0.98
     delta: float = 0.001
-    patience_epochs: int = 8
+    patience_epochs: int = 10
     byte_budget: int | None = None
     time_budget_s: float | None = None
 

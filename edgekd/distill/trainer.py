@@ -257,11 +257,18 @@ class Trainer:
         return float(self.tracker.settled.sum()) / max(self.num_train_only, 1)
 
     def step(self, x, soft, y):
+        """`echo` KD steps in a row on the batch (data echoing: on a streaming run the link,
+        not the device, is what is scarce, so a row that cost bytes should buy more than one
+        step). Every batch is echoed alike, streamed or kept, so what the device keeps still
+        changes the bytes and not the weights. The first step's KL and agreement, taken
+        before the batch moved the weights, are what halting sees."""
         t0 = time.perf_counter()
-        res = kd_step(self.model, self.opt, x, soft, y, self.cfg.temperature,
-                      self.cfg.effective_alpha)
+        cfg = self.cfg
+        res = kd_step(self.model, self.opt, x, soft, y, cfg.temperature, cfg.effective_alpha)
+        for _ in range(cfg.echo - 1):
+            kd_step(self.model, self.opt, x, soft, y, cfg.temperature, cfg.effective_alpha)
+        self.samples += cfg.echo * len(y)
         self.train_s += time.perf_counter() - t0
-        self.samples += len(y)
         return res
 
     # ------------------------------------------------------------------ checkpoint, end
