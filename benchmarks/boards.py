@@ -8,7 +8,8 @@ count, instructions per int8 inference (`board bench`, QEMU under -icount).
 
 The second table trains the whole float32 student (MLP 64-32-10) on each board with
 `edgekd board train` and its defaults (KD T=4, alpha 0.9, Adam, batch 32, halting on), next
-to `edgekd train` of the same spec, teacher and seed on this host: test accuracy on the board,
+to `edgekd train --echo 1` (a board takes one step per batch) of the same spec, teacher and
+seed on this host: test accuracy on the board,
 link bytes against naive float32 streaming, epochs, settled fraction, the training arena the
 planner predicts against what the board allocated, and instructions per training sample
 (`board bench --train-student`: SGD and Adam, batch 1 and 32; AIfES on the same QEMU: SGD
@@ -90,7 +91,7 @@ def one_board(kind, boards, student, teacher, tflm_y, ds, out):
 
 def reference_train(spec_path, teacher, out):
     r = subprocess.run(EDGEKD + ["train", "--student", spec_path, "--teacher", teacher, "--data",
-                                 "digits", "--out", out, "--json"], check=True,
+                                 "digits", "--echo", "1", "--out", out, "--json"], check=True,
                        capture_output=True, text=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -123,7 +124,8 @@ def train_board(kind, boards, spec_path, teacher, conv_path):
 
 def print_train_table(rows, ref):
     print(f"\nwhole student (64-32-10) trained on the board by `edgekd board train`; "
-          f"`edgekd train` on this host: test accuracy {ref['test_accuracy']:.4f}, "
+          f"`edgekd train --echo 1` (one step per batch, as on the board) on this host: "
+          f"test accuracy {ref['test_accuracy']:.4f}, "
           f"{ref['epochs_run']} epochs")
     print(f"{'board':10} {'test acc':>8} {'link bytes (naive)':>24} {'of naive':>8} "
           f"{'epochs':>6} {'settled':>7} {'arena pred / board':>19} "

@@ -12,14 +12,17 @@ Same data sets, students, teachers and accounting as benchmarks/link_bytes.py.
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as link_bytes: the same teachers, bit for bit
 
-from edgekd.distill.config import TrainConfig
+import numpy as np  # noqa: E402
 
-from link_bytes import K, epochs_for, load, run, split_bytes, summarise, teacher_for
+from edgekd.distill.config import TrainConfig  # noqa: E402
+
+from link_bytes import K, epochs_for, load, run, split_bytes, summarise, teacher_for  # noqa: E402
 
 RULES = (  # label, halting settings (the rest are the defaults)
     ("no halting (fetch what fits)", {"enabled": False}),

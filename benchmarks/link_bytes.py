@@ -212,7 +212,7 @@ def table(rows, a):
         lines.append(f"{r['set']:13} {r['budget']:>6} {r['variant']:23} {r['link_bytes']:>12,} "
                      f"{r['vs_naive']:>8.1%} {kept:>9} {r['epochs']:>6.1f} {r['wall_s']:>7.2f} "
                      f"{r['test_accuracy']:>8.4f}±{r['accuracy_std']:.4f} {pts:>12}")
-    echoes = sorted({r.get("echo", 1) for r in rows if "echo 1" not in r["variant"]})
+    echoes = sorted({r.get("echo", 1) for r in rows})
     lines.append(f"(mean of {a.seeds} seeds; echo {'/'.join(map(str, echoes))}; epochs planned: "
                  + ", ".join(f"{s} {e}" for s, e in dict((r["set"], r["epochs_planned"])
                                                           for r in rows).items())
