@@ -10,7 +10,7 @@ epoch), and early halting (the defaults, and the old rule for contrast) at the s
 
 `--variants` also takes topk1, topk2, topk3: the default rule with soft labels cut to the
 k largest logits (the default is 4), for bytes against accuracy; and fetch-echo1,
-halting-echo1: fetch what fits and the default rule training each streamed batch once
+halting-echo1: fetch what fits and the default rule training each batch once
 (`--echo 1`), for what data echoing buys. `--echo N` sets it for every variant.
 
 Budgets are fractions of the training split's encoded size (what keeping every sample
@@ -98,7 +98,7 @@ VARIANTS = {  # --variants name: label, halting settings, soft codec (inputs: u8
     "fetch": ("fetch what fits", {"enabled": False}, "topk", K),
     "halting": ("halting (defaults)", {}, "topk", K),
     "old": ("halting, old rule", OLD_RULE, "topk", K),
-    # each streamed batch trained once, as before data echoing (asked for by name)
+    # each batch trained once, as before data echoing (asked for by name)
     "fetch-echo1": ("fetch what fits, echo 1", {"enabled": False}, "topk", K, 1),
     "halting-echo1": ("halting, echo 1", {}, "topk", K, 1),
 }
@@ -189,14 +189,15 @@ def bench_set(name, a, workdir, say):
         say(f"{name}: naive done")
     for budget_name in a.budgets.split(","):
         budget = budget_of(budget_name, whole)
-        base = {}   # per echo: the first run without halting, what pts are against
+        first, base = None, {}   # pts: against the run without halting at the same echo
         for v in variants:
             rs = [run(name, data, teacher, v, budget, s, epochs, workdir, a.echo) for s in seeds]
             acc = np.array([r["test_accuracy"] for r in rs])
-            e = echo_of(v, a.echo)
-            if e not in base and (not v[1].get("enabled", True) or not base):
-                base[e] = acc
-            rows.append(summarise(name, v[0], budget_name, rs, base.get(e, next(iter(base.values())))))
+            first = acc if first is None else first
+            if not v[1].get("enabled", True):
+                base.setdefault(echo_of(v, a.echo), acc)
+            rows.append(summarise(name, v[0], budget_name, rs,
+                                  base.get(echo_of(v, a.echo), first)))
             say(f"{name}: {budget_name} {v[0]} done")
     return rows
 
@@ -276,7 +277,7 @@ def main(argv=None):
                     help=f"which runs: naive,{','.join(VARIANTS)} (fetch what fits is the "
                          "baseline of pts: list it first)")
     ap.add_argument("--echo", type=int, default=TrainConfig.echo,
-                    help="steps per streamed batch for every variant [%(default)s, edgekd's default]")
+                    help="steps per batch for every variant [%(default)s, edgekd's default]")
     ap.add_argument("--workdir", help="keep the teachers here (default: a temporary folder)")
     ap.add_argument("--plot", metavar="PNG", help="also draw bytes against accuracy")
     ap.add_argument("--json", action="store_true")
